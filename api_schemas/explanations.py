@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+OutputName = Literal["values", "png", "overlay"]
+
+
+class ExplanationRequest(BaseModel):
+    """An explanation to compute: model, method, input, target, params, outputs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(examples=["efficientnet-lite0"])
+    method: str = Field(examples=["occlusion"])
+    image: str = Field(description="The image file encoded as base64.")
+    target: int | str = Field(
+        default="top1",
+        description='A class index, a label, or "top1" (the predicted class).',
+        examples=["top1", 285, "Egyptian cat"],
+    )
+    params: dict[str, Any] = Field(default_factory=dict)
+    outputs: list[OutputName] = Field(
+        default_factory=lambda: list[OutputName](["values"]),
+        description="What an inline (wait) answer carries: values, png, overlay (base64).",
+    )
+
+
+class TargetInfo(BaseModel):
+    index: int
+    label: str
+    score: float = Field(description="Softmax probability of the target on the input.")
+
+
+class Timings(BaseModel):
+    queued_ms: float
+    compute_ms: float
+
+
+class AttributionValues(BaseModel):
+    shape: list[int]
+    values: list[list[float]] | None = None
+
+
+class ExplanationResult(BaseModel):
+    job: str
+    model: str
+    version: str
+    method: str
+    params: dict[str, Any]
+    attribution: AttributionValues
+    target: TargetInfo
+    timings: Timings
+    model_calls: int
+    extras: dict[str, Any] = Field(default_factory=dict)
+    images: dict[str, str] = Field(
+        default_factory=dict, description="Base64 PNGs asked for in `outputs`."
+    )

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+
+
+class ModelManifest(BaseModel):
+    """How to feed a model: preprocessing spec and labels."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN, examples=["my-classifier"])
+    modality: Literal["image"] = "image"
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+    input_size: tuple[int, int] = Field(
+        default=(224, 224), description="Model input height and width in pixels."
+    )
+    channel_order: Literal["RGB", "BGR"] = "RGB"
+    scale: float = Field(
+        default=1.0 / 255.0, gt=0, description="Pixels (0..255) are multiplied by this first."
+    )
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    resize: Literal["bicubic", "bilinear", "nearest", "lanczos"] = "bicubic"
+    labels: list[str] = Field(min_length=1, max_length=100_000)
+    description: str = Field(default="", max_length=2000)
+
+    @field_validator("input_size")
+    @classmethod
+    def _size_in_range(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if not all(8 <= s <= 4096 for s in v):
+            raise ValueError("input_size entries must lie between 8 and 4096 pixels")
+        return v
+
+    @field_validator("std")
+    @classmethod
+    def _std_positive(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(s <= 0 for s in v):
+            raise ValueError("std entries must be positive")
+        return v
+
+
+class TensorInfo(BaseModel):
+    name: str
+    shape: list[int | str | None]
+    dtype: str
+
+
+class LayerInfo(BaseModel):
+    name: str = Field(description="Tensor name, usable as a method's `layer`.")
+    op_type: str
+    shape: list[int | str | None]
+    spatial: bool = Field(description="True for [N, C, H, W]-like feature maps.")
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str = Field(description="Content hash of the .onnx file.")
+    builtin: bool = False
+    size_bytes: int
+    created_at: float
+    manifest: ModelManifest
+    inputs: list[TensorInfo] = Field(default_factory=list)
+    outputs: list[TensorInfo] = Field(default_factory=list)
+    layers: list[LayerInfo] = Field(default_factory=list)
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    image: str = Field(description="The image file (PNG, JPEG, ...) encoded as base64.")
+    top_k: int = Field(default=5, ge=1, le=100)
+
+
+class Prediction(BaseModel):
+    index: int
+    label: str
+    score: float = Field(description="Softmax probability.")
+    logit: float
+
+
+class PredictResponse(BaseModel):
+    model: str
+    version: str
+    predictions: list[Prediction]

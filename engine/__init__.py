@@ -1,0 +1,1 @@
+"""Lantern's explanation core: framework-free (numpy + onnxruntime + onnx)."""

@@ -1,0 +1,1 @@
+"""Decoding and validating caller inputs."""

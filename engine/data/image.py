@@ -1,0 +1,109 @@
+"""Image decoding with the guards a public service needs.
+
+Every failure a caller can cause is a typed error with a sentence saying what to change:
+zero bytes, not an image, truncated data, a decompression bomb, an unsupported mode.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from api_schemas.models import ModelManifest
+from engine.errors import ImageTooLarge, InvalidImage, UnsupportedImageMode
+from engine.methods.base import ImageInput
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+_RESAMPLE = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+_DIRECT_MODES = {"RGB", "L", "P", "RGBA", "LA", "CMYK", "YCbCr", "1", "PA", "La", "RGBa"}
+_HIGH_DEPTH_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
+
+
+def decode_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Bytes of an image file -> an RGB PIL image (first frame), or a typed error."""
+    if len(data) == 0:
+        raise InvalidImage("The image is empty (zero bytes). Send the bytes of a PNG or JPEG file.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise InvalidImage(
+            "The data is not an image Lantern can read. Send a PNG, JPEG, GIF, BMP, TIFF "
+            "or WebP file.",
+        ) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageTooLarge(
+            f"The image has more pixels than the limit of {max_pixels}. Downscale it first.",
+            details={"max_pixels": max_pixels},
+        ) from None
+    except Exception as e:  # Pillow raises assorted errors on malformed headers
+        raise InvalidImage(
+            "The image header is malformed. Send a complete, valid image file.",
+            details={"reason": str(e)[:200]},
+        ) from None
+    w, h = img.size
+    if w <= 0 or h <= 0:
+        raise InvalidImage("The image has no pixels. Send an image with a positive size.")
+    if w * h > max_pixels:
+        raise ImageTooLarge(
+            f"The image is {w}×{h} = {w * h} pixels; the limit is {max_pixels}. "
+            "Downscale it before sending.",
+            details={"width": w, "height": h, "max_pixels": max_pixels},
+        )
+    try:
+        img.seek(0)
+        img.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise InvalidImage(
+            "The image data is truncated or corrupt. Send the complete file.",
+            details={"reason": str(e)[:200]},
+        ) from None
+    return to_rgb(img)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in img.info):
+        # Composite transparent pixels over white, as viewers show them.
+        rgba = img.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(bg, rgba).convert("RGB")
+    if mode in _DIRECT_MODES:
+        return img.convert("RGB")
+    if mode in _HIGH_DEPTH_MODES:
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        if not np.isfinite(lo) or not np.isfinite(hi):
+            raise InvalidImage("The image holds non-finite values. Send a regular image.")
+        if mode.startswith("I;16") or (mode == "I" and hi > 255):
+            arr = arr / 65535.0 * 255.0 if hi > 255 else arr
+        elif mode == "F" and hi <= 1.0:
+            arr = arr * 255.0
+        g = np.clip(arr, 0, 255).astype(np.uint8)
+        return Image.fromarray(g, mode="L").convert("RGB")
+    raise UnsupportedImageMode(
+        f"Images in mode {mode!r} are not supported. Convert it to RGB or grayscale first.",
+        details={"mode": mode},
+    )
+
+
+def prepare_image(img: Image.Image, manifest: ModelManifest) -> ImageInput:
+    """Resize to the model's input size with the manifest's filter -> pixels 0..255."""
+    h, w = manifest.input_size
+    resized = img.resize((w, h), _RESAMPLE[manifest.resize])
+    pixels: NDArray[np.float32] = np.asarray(resized, dtype=np.float32)
+    return ImageInput(pixels=pixels)

@@ -1,0 +1,141 @@
+"""Errors a caller can cause, as types.
+
+Every error carries an HTTP status, a stable machine-readable ``code`` and a sentence
+saying what to change. The service translates them to HTTP in one place
+(``service/errors.py``); workers store them on the failed job.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class LanternError(Exception):
+    """Base of every error Lantern reports to a caller."""
+
+    status: int = 400
+    code: str = "bad_request"
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = details or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "details": self.details}
+
+
+class InvalidImage(LanternError):
+    status = 422
+    code = "invalid_image"
+
+
+class ImageTooLarge(LanternError):
+    status = 413
+    code = "image_too_large"
+
+
+class UnsupportedImageMode(LanternError):
+    status = 422
+    code = "unsupported_image_mode"
+
+
+class PayloadTooLarge(LanternError):
+    status = 413
+    code = "payload_too_large"
+
+
+class InvalidInput(LanternError):
+    status = 422
+    code = "invalid_input"
+
+
+class InvalidParams(LanternError):
+    status = 422
+    code = "invalid_params"
+
+
+class UnknownModel(LanternError):
+    status = 404
+    code = "unknown_model"
+
+
+class UnknownMethod(LanternError):
+    status = 404
+    code = "unknown_method"
+
+
+class UnknownLabel(LanternError):
+    status = 422
+    code = "unknown_label"
+
+
+class InvalidTarget(LanternError):
+    status = 422
+    code = "invalid_target"
+
+
+class UnknownLayer(LanternError):
+    status = 422
+    code = "unknown_layer"
+
+
+class InvalidModel(LanternError):
+    status = 422
+    code = "invalid_model"
+
+
+class InvalidManifest(LanternError):
+    status = 422
+    code = "invalid_manifest"
+
+
+class ModelTooLarge(LanternError):
+    status = 413
+    code = "model_too_large"
+
+
+class ModelExists(LanternError):
+    status = 409
+    code = "model_exists"
+
+
+class ModelProtected(LanternError):
+    status = 409
+    code = "model_protected"
+
+
+class UnsupportedModel(LanternError):
+    """The model cannot serve this method (e.g. an op with no gradient rule)."""
+
+    status = 422
+    code = "unsupported_model"
+
+
+class UnknownJob(LanternError):
+    status = 404
+    code = "unknown_job"
+
+
+class JobNotReady(LanternError):
+    status = 409
+    code = "job_not_ready"
+
+
+class JobFailed(LanternError):
+    status = 409
+    code = "job_failed"
+
+
+class JobFinished(LanternError):
+    status = 409
+    code = "job_finished"
+
+
+class InvalidFormat(LanternError):
+    status = 422
+    code = "invalid_format"
+
+
+class Cancelled(Exception):
+    """Raised inside a running method when its job was cancelled (not a caller error)."""

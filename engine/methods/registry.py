@@ -1,0 +1,46 @@
+"""Methods by name. Adding a method touches its module and the import list below."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.errors import UnknownMethod
+from engine.methods.base import MethodSpec
+
+_REGISTRY: dict[str, MethodSpec[Any]] = {}
+
+
+def register(spec: MethodSpec[Any]) -> MethodSpec[Any]:
+    if spec.name in _REGISTRY:
+        raise ValueError(f"method {spec.name!r} registered twice")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def get_method(name: str) -> MethodSpec[Any]:
+    _load_builtin_methods()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY))
+        raise UnknownMethod(
+            f"Unknown method {name!r}. Use one of: {known} (see GET /v1/methods).",
+            details={"method": name, "known": sorted(_REGISTRY)},
+        ) from None
+
+
+def all_methods() -> list[MethodSpec[Any]]:
+    _load_builtin_methods()
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+_loaded = False
+
+
+def _load_builtin_methods() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    # Each import registers its method.
+    import engine.methods.occlusion  # noqa: F401

@@ -1,0 +1,1 @@
+"""Model zoo and model-related helpers for Lantern."""

@@ -1,0 +1,151 @@
+"""The model store: .onnx files and their records in the data dir, shared by API and workers.
+
+Layout::
+
+    <root>/<name>/record.json       current version, manifest, inputs, outputs, layers
+    <root>/<name>/<version>.onnx    one file per content version (sha256 prefix)
+
+Writes are atomic (temporary file + ``os.replace``), so readers in other processes never
+see half a file. Old versions stay until the model is deleted, so jobs that name them
+can still run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from api_schemas.models import NAME_PATTERN, ModelInfo, ModelManifest
+from engine.errors import InvalidManifest, ModelProtected, UnknownModel
+from engine.models.layers import discover_layers, graph_io
+from engine.models.validate import validate_model
+
+
+def content_version(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class ModelStore:
+    def __init__(self, root: Path, max_model_bytes: int = 512 * 1024 * 1024) -> None:
+        self.root = root
+        self.max_model_bytes = max_model_bytes
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _dir(self, name: str) -> Path:
+        return self.root / name
+
+    def add(self, data: bytes, manifest: ModelManifest, *, builtin: bool = False) -> ModelInfo:
+        """Validate and store a model; the same name with new content becomes a new version."""
+        checked = validate_model(data, manifest, self.max_model_bytes)
+        version = content_version(data)
+        current = self._read(manifest.name)
+        if current is not None and current.builtin and not builtin:
+            raise ModelProtected(
+                f"{manifest.name!r} is a built-in model and cannot be replaced. "
+                "Register yours under another name.",
+                details={"model": manifest.name},
+            )
+        if current is not None and current.version == version and current.manifest == manifest:
+            return current
+        inputs, outputs = graph_io(checked.proto)
+        info = ModelInfo(
+            name=manifest.name,
+            version=version,
+            builtin=builtin,
+            size_bytes=len(data),
+            created_at=time.time(),
+            manifest=manifest,
+            inputs=inputs,
+            outputs=outputs,
+            layers=discover_layers(checked.proto),
+        )
+        d = self._dir(manifest.name)
+        onnx_path = d / f"{version}.onnx"
+        if not onnx_path.exists():
+            _atomic_write(onnx_path, data)
+        _atomic_write(d / "record.json", info.model_dump_json().encode())
+        return info
+
+    def _read(self, name: str) -> ModelInfo | None:
+        path = self._dir(name) / "record.json"
+        try:
+            raw = path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return ModelInfo.model_validate_json(raw)
+
+    def get(self, name: str) -> ModelInfo:
+        info = self._read(name) if _plausible_name(name) else None
+        if info is None:
+            raise UnknownModel(
+                f"No model named {name!r}. List models with GET /v1/models or register one "
+                "with POST /v1/models.",
+                details={"model": name},
+            )
+        return info
+
+    def path(self, name: str, version: str) -> Path:
+        p = self._dir(name) / f"{version}.onnx"
+        if not p.exists():
+            raise UnknownModel(
+                f"Version {version} of model {name!r} is no longer stored.",
+                details={"model": name, "version": version},
+            )
+        return p
+
+    def list(self) -> list[ModelInfo]:
+        out = []
+        for d in sorted(self.root.iterdir()):
+            if d.is_dir():
+                info = self._read(d.name)
+                if info is not None:
+                    out.append(info)
+        return out
+
+    def delete(self, name: str) -> None:
+        info = self.get(name)
+        if info.builtin:
+            raise ModelProtected(
+                f"{name!r} is the built-in model and cannot be deleted.",
+                details={"model": name},
+            )
+        shutil.rmtree(self._dir(name), ignore_errors=True)
+
+
+def _plausible_name(name: str) -> bool:
+    return re.fullmatch(NAME_PATTERN, name) is not None
+
+
+def parse_manifest(raw: str | bytes) -> ModelManifest:
+    """Parse a manifest sent by a caller, as an error with a sentence when it is wrong."""
+    from pydantic import ValidationError
+
+    try:
+        return ModelManifest.model_validate_json(raw)
+    except ValidationError as e:
+        errors = [
+            {"loc": ".".join(str(p) for p in err["loc"]), "msg": err["msg"]} for err in e.errors()
+        ]
+        first = errors[0] if errors else {"loc": "", "msg": "invalid"}
+        raise InvalidManifest(
+            f"The manifest is invalid at {first['loc'] or 'top level'}: {first['msg']}. "
+            "Send a JSON manifest with name, layout, input_size, mean, std and labels.",
+            details={"errors": errors},
+        ) from None

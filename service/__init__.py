@@ -1,0 +1,1 @@
+"""Lantern's HTTP surface: FastAPI routers, thin shells over engine/ and workers/."""

@@ -1,0 +1,89 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+
+from lantern import __version__
+from lantern.settings import Settings
+from service.errors import install_error_handlers
+from service.inputs import BodyLimitMiddleware
+from service.metrics import LATENCY, REQUESTS
+from service.routers import explanations, health, jobs, methods, models
+from service.state import ServiceState
+from workers.dispatch import CeleryDispatcher, Dispatcher, EmbeddedDispatcher
+from workers.runtime import Runtime
+
+log = logging.getLogger("lantern.api")
+
+
+def _prepare(state: ServiceState) -> None:
+    try:
+        state.rt.ensure_builtin()
+        state.ready = True
+    except Exception as e:  # reported by /readyz; the API still serves uploaded models
+        log.exception("built-in model could not be prepared")
+        state.startup_error = f"{type(e).__name__}: {e}"
+        state.ready = not state.rt.settings.builtin_model
+
+
+def create_app(settings: Settings | None = None, *, block_startup: bool = True) -> FastAPI:
+    """Build the app. Embedded mode (no Redis URL) runs jobs on an in-process pool.
+
+    ``block_startup``: build the built-in model before serving (else in the background,
+    with /readyz answering 503 until it is ready).
+    """
+    settings = settings or Settings()
+    rt = Runtime(settings)
+    dispatcher: Dispatcher = (
+        CeleryDispatcher(rt)
+        if settings.redis_url
+        else EmbeddedDispatcher(rt, settings.embedded_workers)
+    )
+    state = ServiceState(rt=rt, dispatcher=dispatcher)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if block_startup:
+            _prepare(state)
+        else:
+            threading.Thread(target=_prepare, args=(state,), daemon=True).start()
+        yield
+        dispatcher.close()
+
+    app = FastAPI(
+        title="Lantern",
+        version=__version__,
+        summary="Explanations of ONNX model predictions, on demand.",
+        lifespan=lifespan,
+    )
+    app.state.lantern = state
+    install_error_handlers(app)
+    # base64 grows a file by 4/3; multipart adds a little framing.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limit=settings.max_upload_bytes * 4 // 3 + 64 * 1024,
+        model_limit=settings.max_model_bytes + 1024 * 1024,
+    )
+
+    @app.middleware("http")
+    async def observe(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        LATENCY.labels(path).observe(time.perf_counter() - start)
+        REQUESTS.labels(path, str(response.status_code)).inc()
+        return response
+
+    for r in (health.router, models.router, methods.router, explanations.router, jobs.router):
+        app.include_router(r)
+    return app

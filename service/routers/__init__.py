@@ -1,0 +1,1 @@
+"""HTTP routers: health, models, methods, explanations, jobs."""

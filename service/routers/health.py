@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from service.metrics import render_metrics
+from service.state import ServiceState, get_state
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="Liveness: the process answers.")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz", summary="Readiness: the built-in model is built and the job backend answers."
+)
+def readyz(state: ServiceState = Depends(get_state)) -> Response:
+    checks: dict[str, Any] = {"models": state.ready, "startup_error": state.startup_error}
+    try:
+        checks["jobs_backend"] = state.rt.jobs.ping()
+    except Exception:
+        checks["jobs_backend"] = False
+    ok = bool(checks["models"] and checks["jobs_backend"])
+    if ok:
+        return JSONResponse({"status": "ready", "checks": checks})
+    return JSONResponse(
+        {
+            "code": "not_ready",
+            "message": "Lantern is starting or its job backend is unreachable; retry shortly.",
+            "details": checks,
+        },
+        status_code=503,
+        headers={"Retry-After": "2"},
+    )
+
+
+@router.get("/metrics", summary="Prometheus metrics.", response_class=PlainTextResponse)
+def metrics(state: ServiceState = Depends(get_state)) -> Response:
+    body, ctype = render_metrics(state)
+    return Response(body, media_type=ctype)

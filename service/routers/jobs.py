@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Response
+from fastapi.concurrency import run_in_threadpool
+
+from api_schemas.errors import ErrorBody
+from api_schemas.explanations import ExplanationResult
+from api_schemas.jobs import JobState, JobStatus
+from engine.errors import JobFinished
+from engine.render.colormap import COLORMAPS
+from service.jobs import build_result, get_record, job_status, render, require_result
+from service.state import ServiceState, get_state
+from workers.store import array_to_bytes
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+Colormap = Literal["jet", "viridis", "inferno", "coolwarm", "gray"]
+assert set(Colormap.__args__) == set(COLORMAPS)  # type: ignore[attr-defined]
+
+ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody}, 409: {"model": ErrorBody}, 422: {"model": ErrorBody}}
+
+
+@router.get(
+    "/{job}",
+    response_model=JobStatus,
+    summary="A job's state, progress, timings and links.",
+    responses=ERRORS,
+)
+def get_job(job: str, state: ServiceState = Depends(get_state)) -> JobStatus:
+    return job_status(get_record(state, job))
+
+
+@router.get(
+    "/{job}/result",
+    summary="The result as JSON, colour-mapped PNG, overlay PNG on the input, or .npy.",
+    responses={
+        200: {
+            "content": {
+                "application/json": {"schema": ExplanationResult.model_json_schema()},
+                "image/png": {},
+                "application/octet-stream": {},
+            }
+        },
+        **ERRORS,
+    },
+)
+async def get_result(
+    job: str,
+    format: Literal["json", "png", "overlay", "npy"] = Query("json"),
+    colormap: Colormap = Query("jet"),
+    alpha: float = Query(0.5, ge=0.0, le=1.0, description="Heatmap opacity of the overlay."),
+    state: ServiceState = Depends(get_state),
+) -> Response:
+    rec = get_record(state, job)
+    values = require_result(state, rec)
+    if format == "json":
+        result = await run_in_threadpool(build_result, state, rec, values, ["values"])
+        return Response(result.model_dump_json(), media_type="application/json")
+    if format == "npy":
+        return Response(
+            array_to_bytes(values),
+            media_type="application/octet-stream",
+            headers={"Content-Disposition": f'attachment; filename="{job}.npy"'},
+        )
+    png = await run_in_threadpool(render, state, rec, values, format, colormap, alpha)
+    return Response(png, media_type="image/png")
+
+
+@router.delete(
+    "/{job}", response_model=JobStatus, summary="Cancel a queued or running job.", responses=ERRORS
+)
+def cancel_job(job: str, state: ServiceState = Depends(get_state)) -> JobStatus:
+    rec = get_record(state, job)
+    if rec.state in (JobState.succeeded.value, JobState.failed.value):
+        raise JobFinished(
+            f"The job has already {rec.state}; there is nothing to cancel.",
+            details={"job": job, "state": rec.state},
+        )
+    if rec.state != JobState.cancelled.value:
+        state.rt.jobs.update_job(job, state=JobState.cancelled.value, finished_at=time.time())
+        state.dispatcher.cancel(job)
+    return job_status(get_record(state, job))

@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from api_schemas.methods import MethodInfo, MethodList
+from engine.methods.registry import all_methods
+
+router = APIRouter(prefix="/v1/methods", tags=["methods"])
+
+
+@router.get("", response_model=MethodList, summary="Explanation methods and their params schemas.")
+def list_methods() -> MethodList:
+    return MethodList(
+        methods=[
+            MethodInfo(
+                name=s.name,
+                modality=s.modality,
+                kind=s.kind,
+                execution=s.execution,
+                description=s.description,
+                params_schema=s.params_model.model_json_schema(),
+            )
+            for s in all_methods()
+        ]
+    )

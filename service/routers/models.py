@@ -1,0 +1,170 @@
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.concurrency import run_in_threadpool
+
+from api_schemas.errors import ErrorBody
+from api_schemas.models import (
+    ModelInfo,
+    ModelList,
+    Prediction,
+    PredictRequest,
+    PredictResponse,
+)
+from engine.data.image import decode_image, prepare_image
+from engine.errors import InvalidInput, PayloadTooLarge
+from engine.models.runtime import softmax
+from engine.models.store import parse_manifest
+from service.inputs import decode_base64_image, read_body, validate_as
+from service.state import ServiceState, get_state
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody},
+    413: {"model": ErrorBody},
+    422: {"model": ErrorBody},
+}
+
+_UPLOAD_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "manifest"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "manifest": {
+                            "type": "string",
+                            "description": "ModelManifest as JSON.",
+                            "example": '{"name": "tiny", "layout": "NCHW", '
+                            '"input_size": [32, 32], "labels": ["a", "b"]}',
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.get("", response_model=ModelList, summary="List registered models.")
+def list_models(state: ServiceState = Depends(get_state)) -> ModelList:
+    return ModelList(models=state.rt.models.list())
+
+
+@router.post(
+    "",
+    response_model=ModelInfo,
+    status_code=201,
+    summary="Register an .onnx model with its manifest (multipart: file + manifest JSON).",
+    responses={**ERRORS, 409: {"model": ErrorBody}},
+    openapi_extra=_UPLOAD_DOC,
+)
+async def upload_model(request: Request, state: ServiceState = Depends(get_state)) -> ModelInfo:
+    fields, data = await read_body(request)
+    if data is None:
+        raise InvalidInput(
+            "Send multipart/form-data with the model in a 'file' part and its manifest "
+            "as JSON in a 'manifest' field.",
+        )
+    if "manifest" not in fields:
+        raise InvalidInput("The 'manifest' field is missing. Add the manifest as JSON.")
+    manifest = parse_manifest(str(fields["manifest"]))
+    info = await run_in_threadpool(state.rt.models.add, data, manifest)
+    return info
+
+
+@router.get(
+    "/{model}",
+    response_model=ModelInfo,
+    summary="A model's manifest, inputs, outputs and layers.",
+    responses=ERRORS,
+)
+def get_model(model: str, state: ServiceState = Depends(get_state)) -> ModelInfo:
+    return state.rt.models.get(model)
+
+
+@router.delete(
+    "/{model}",
+    status_code=204,
+    summary="Delete a model and all its versions.",
+    responses={**ERRORS, 409: {"model": ErrorBody}},
+)
+def delete_model(model: str, state: ServiceState = Depends(get_state)) -> Response:
+    info = state.rt.models.get(model)
+    state.rt.models.delete(model)
+    state.rt.sessions.evict(info.version)
+    return Response(status_code=204)
+
+
+_PREDICT_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": PredictRequest.model_json_schema(),
+                "example": {"image": "<base64 of a PNG or JPEG>", "top_k": 5},
+            },
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "top_k": {"type": "integer", "default": 5},
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+@router.post(
+    "/{model}/predict",
+    response_model=PredictResponse,
+    summary="Top-k labels and softmax scores for one image.",
+    responses=ERRORS,
+    openapi_extra=_PREDICT_DOC,
+)
+async def predict(
+    model: str, request: Request, state: ServiceState = Depends(get_state)
+) -> PredictResponse:
+    info = state.rt.models.get(model)
+    fields, file_bytes = await read_body(request)
+    limit = state.rt.settings.max_upload_bytes
+    if file_bytes is not None:
+        fields.setdefault("image", "")
+        req = validate_as(PredictRequest, fields)
+        data = file_bytes
+    else:
+        req = validate_as(PredictRequest, fields)
+        data = decode_base64_image(req.image, limit)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"The image exceeds {limit} bytes. Send a smaller file.")
+
+    def run() -> PredictResponse:
+        loaded = state.rt.load(info.name, info.version)
+        image = decode_image(data, state.rt.settings.max_pixels)
+        pixels = prepare_image(image, loaded.manifest).pixels
+        logits = loaded.scores(pixels[None])
+        probs = softmax(logits)[0]
+        k = min(req.top_k, probs.shape[0])
+        top = probs.argsort()[::-1][:k]
+        preds = [
+            Prediction(
+                index=int(i),
+                label=loaded.labels[int(i)],
+                score=float(probs[i]),
+                logit=float(logits[0, i]),
+            )
+            for i in top
+        ]
+        return PredictResponse(model=info.name, version=info.version, predictions=preds)
+
+    return await run_in_threadpool(run)

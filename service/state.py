@@ -1,0 +1,24 @@
+"""What the routers share, attached to app.state and injected with Depends."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fastapi import Request
+
+from workers.dispatch import Dispatcher
+from workers.runtime import Runtime
+
+
+@dataclass
+class ServiceState:
+    rt: Runtime
+    dispatcher: Dispatcher
+    ready: bool = False
+    startup_error: str | None = None
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+def get_state(request: Request) -> ServiceState:
+    state: ServiceState = request.app.state.lantern
+    return state

@@ -1,0 +1,1 @@
+"""Job execution: the job store, the runner that calls engine/, and the Celery shell."""

@@ -1,0 +1,117 @@
+"""Runs one explanation job: the code a Celery task and the embedded worker share."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from api_schemas.jobs import JobState
+from engine.data.image import decode_image
+from engine.errors import Cancelled, LanternError
+from engine.explain import explain
+from engine.methods.registry import get_method
+from workers.runtime import Runtime
+
+log = logging.getLogger("lantern.worker")
+
+_TERMINAL = {JobState.succeeded.value, JobState.failed.value, JobState.cancelled.value}
+
+
+class JobProgress:
+    """Writes progress to the store at most every ``interval`` s and honours cancel."""
+
+    def __init__(self, rt: Runtime, job_id: str, interval: float = 0.2) -> None:
+        self.rt = rt
+        self.job_id = job_id
+        self.interval = interval
+        self._last = 0.0
+
+    def __call__(self, fraction: float) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval and fraction < 1.0:
+            return
+        self._last = now
+        if self.rt.jobs.get_state(self.job_id) == JobState.cancelled.value:
+            raise Cancelled()
+        self.rt.jobs.update_job(self.job_id, progress=round(min(max(fraction, 0.0), 1.0), 4))
+
+
+def _fail(rt: Runtime, job_id: str, error: dict[str, Any]) -> None:
+    rt.jobs.update_job(job_id, state=JobState.failed.value, error=error, finished_at=time.time())
+
+
+def run_job(rt: Runtime, job_id: str) -> str:
+    """Run the job if it still needs running; returns its final state."""
+    rec = rt.jobs.get_job(job_id)
+    if rec is None:
+        log.warning("job %s expired before it ran", job_id)
+        return "missing"
+    if rec.state in _TERMINAL:
+        return rec.state
+    started = time.time()
+    rt.jobs.update_job(
+        job_id, state=JobState.running.value, started_at=started, attempts=rec.attempts + 1
+    )
+    try:
+        data = rt.jobs.get_input(rec.input_key)
+        if data is None:
+            _fail(
+                rt,
+                job_id,
+                {
+                    "code": "input_expired",
+                    "message": "The job's input expired before it ran. Submit the request again.",
+                    "details": {},
+                },
+            )
+            return JobState.failed.value
+        spec = get_method(rec.method)
+        params = spec.parse_params(rec.params)
+        model = rt.load(rec.model, rec.version)
+        image = decode_image(data, rt.settings.max_pixels)
+        result = explain(model, image, spec, params, rec.target, JobProgress(rt, job_id))
+    except Cancelled:
+        return JobState.cancelled.value
+    except LanternError as e:
+        _fail(rt, job_id, e.to_dict())
+        return JobState.failed.value
+    except Exception as e:
+        log.exception("job %s failed", job_id)
+        _fail(
+            rt,
+            job_id,
+            {
+                "code": "internal_error",
+                "message": "The explanation failed "
+                "inside Lantern; this is a bug, please report it.",
+                "details": {"type": type(e).__name__},
+            },
+        )
+        return JobState.failed.value
+    finished = time.time()
+    rt.jobs.put_result(job_id, result.attribution.values)
+    if rt.jobs.get_state(job_id) == JobState.cancelled.value:
+        return JobState.cancelled.value
+    summary = {
+        "target": {
+            "index": result.target_index,
+            "label": result.target_label,
+            "score": result.target_score,
+        },
+        "shape": list(result.attribution.values.shape),
+        "extras": result.attribution.extras,
+        "timings": {
+            "queued_ms": round((started - rec.created_at) * 1000.0, 2),
+            "compute_ms": round((finished - started) * 1000.0, 2),
+        },
+    }
+    rt.jobs.update_job(
+        job_id,
+        state=JobState.succeeded.value,
+        progress=1.0,
+        finished_at=finished,
+        model_calls=result.model_calls,
+        summary=summary,
+    )
+    return JobState.succeeded.value

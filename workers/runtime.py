@@ -1,0 +1,48 @@
+"""What a process needs to serve models and run jobs, built from injected settings."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+
+from engine.models.runtime import LoadedModel, RuntimeOptions, SessionCache
+from engine.models.store import ModelStore
+from engine.models.zoo import BUILTIN_MODEL_ID, builtin_manifest, ensure_builtin
+from lantern.settings import Settings
+from workers.store import JobStore, MemoryKV, RedisKV
+
+log = logging.getLogger("lantern")
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.models = ModelStore(settings.models_dir, settings.max_model_bytes)
+        self.sessions = SessionCache(
+            RuntimeOptions(intra_op_threads=settings.ort_threads, max_batch=settings.max_batch),
+            capacity=settings.session_cache_size,
+        )
+        if settings.redis_url:
+            client = redis.Redis.from_url(
+                settings.redis_url, socket_connect_timeout=5, socket_timeout=30
+            )
+            self.jobs = JobStore(RedisKV(client), settings.result_ttl_s)
+        else:
+            self.jobs = JobStore(MemoryKV(), settings.result_ttl_s)
+
+    def ensure_builtin(self) -> None:
+        """Build EfficientNet-Lite0 into the data dir if needed and register it."""
+        if not self.settings.builtin_model:
+            return
+        path = ensure_builtin(self.settings.zoo_dir)
+        from api_schemas.models import ModelManifest
+
+        manifest = ModelManifest.model_validate(builtin_manifest())
+        info = self.models.add(path.read_bytes(), manifest, builtin=True)
+        log.info("built-in model %s ready (version %s)", BUILTIN_MODEL_ID, info.version)
+
+    def load(self, name: str, version: str | None = None) -> LoadedModel:
+        info = self.models.get(name)
+        v = version or info.version
+        return self.sessions.get(name, v, self.models.path(name, v), info.manifest)

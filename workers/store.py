@@ -1,0 +1,226 @@
+"""Jobs, inputs and results, kept in Redis (or in memory in embedded mode) with a TTL.
+
+A job is a hash of JSON-encoded fields, so the API (cancel) and a worker (progress,
+state) update different fields without overwriting each other. Inputs are stored once
+by content hash; tasks carry only the job id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, cast
+
+import numpy as np
+import redis
+from numpy.typing import NDArray
+
+from api_schemas.jobs import JobState
+
+
+@dataclass
+class JobRecord:
+    id: str
+    model: str
+    version: str
+    method: str
+    params: dict[str, Any]
+    target: int | str
+    input_key: str
+    state: str = JobState.queued.value
+    progress: float = 0.0
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    model_calls: int | None = None
+    error: dict[str, Any] | None = None
+    summary: dict[str, Any] | None = None
+    attempts: int = 0
+
+    def to_fields(self) -> dict[str, str]:
+        return {k: json.dumps(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_fields(cls, raw: dict[str, str]) -> JobRecord:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: json.loads(v) for k, v in raw.items() if k in known})
+
+
+class KV(Protocol):
+    """The few storage operations the job store needs."""
+
+    def set(self, key: str, value: bytes, ttl: int) -> None: ...
+    def get(self, key: str) -> bytes | None: ...
+    def hsetnx(self, key: str, fld: str, value: str) -> bool: ...
+    def hset(self, key: str, mapping: dict[str, str], ttl: int) -> None: ...
+    def hget(self, key: str, fld: str) -> str | None: ...
+    def hgetall(self, key: str) -> dict[str, str]: ...
+    def ping(self) -> bool: ...
+
+
+class RedisKV:
+    def __init__(self, client: redis.Redis[bytes]) -> None:
+        self.r = client
+
+    def set(self, key: str, value: bytes, ttl: int) -> None:
+        self.r.set(key, value, ex=ttl)
+
+    def get(self, key: str) -> bytes | None:
+        v = self.r.get(key)
+        return bytes(v) if v is not None else None
+
+    def hsetnx(self, key: str, fld: str, value: str) -> bool:
+        return bool(self.r.hsetnx(key, fld, value))
+
+    def hset(self, key: str, mapping: dict[str, str], ttl: int) -> None:
+        p = self.r.pipeline()
+        p.hset(key, mapping=cast("dict[str | bytes, str]", mapping))
+        p.expire(key, ttl)
+        p.execute()
+
+    def hget(self, key: str, fld: str) -> str | None:
+        v = self.r.hget(key, fld)
+        return v.decode() if isinstance(v, bytes) else None
+
+    def hgetall(self, key: str) -> dict[str, str]:
+        raw = self.r.hgetall(key)
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    def ping(self) -> bool:
+        return bool(self.r.ping())
+
+
+class MemoryKV:
+    """An in-process KV with expiry, for embedded mode (one process, no Redis)."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def _live(self, key: str) -> Any:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        if item[0] < time.time():
+            del self._data[key]
+            return None
+        return item[1]
+
+    def set(self, key: str, value: bytes, ttl: int) -> None:
+        with self._lock:
+            self._data[key] = (time.time() + ttl, value)
+
+    def get(self, key: str) -> bytes | None:
+        with self._lock:
+            v = self._live(key)
+            return v if isinstance(v, bytes) else None
+
+    def hsetnx(self, key: str, fld: str, value: str) -> bool:
+        with self._lock:
+            h = self._live(key)
+            if h is None:
+                self._data[key] = (time.time() + 3600, {fld: value})
+                return True
+            if fld in h:
+                return False
+            h[fld] = value
+            return True
+
+    def hset(self, key: str, mapping: dict[str, str], ttl: int) -> None:
+        with self._lock:
+            h = self._live(key) or {}
+            h.update(mapping)
+            self._data[key] = (time.time() + ttl, h)
+
+    def hget(self, key: str, fld: str) -> str | None:
+        with self._lock:
+            h = self._live(key)
+            return None if h is None else h.get(fld)
+
+    def hgetall(self, key: str) -> dict[str, str]:
+        with self._lock:
+            h = self._live(key)
+            return dict(h) if h else {}
+
+    def ping(self) -> bool:
+        return True
+
+
+def array_to_bytes(a: NDArray[Any]) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=False)
+    return buf.getvalue()
+
+
+def array_from_bytes(b: bytes) -> NDArray[Any]:
+    arr: NDArray[Any] = np.load(io.BytesIO(b), allow_pickle=False)
+    return arr
+
+
+class JobStore:
+    def __init__(self, kv: KV, ttl_s: int, prefix: str = "lantern") -> None:
+        self.kv = kv
+        self.ttl = ttl_s
+        self.prefix = prefix
+
+    def _k(self, kind: str, key: str) -> str:
+        return f"{self.prefix}:{kind}:{key}"
+
+    # inputs -------------------------------------------------------------------------
+    def put_input(self, data: bytes) -> str:
+        key = hashlib.sha256(data).hexdigest()
+        self.kv.set(self._k("input", key), data, self.ttl)
+        return key
+
+    def get_input(self, key: str) -> bytes | None:
+        return self.kv.get(self._k("input", key))
+
+    # jobs ---------------------------------------------------------------------------
+    def create_job(self, rec: JobRecord) -> tuple[JobRecord, bool]:
+        """Store a new job, or return the live one with the same id (same request).
+
+        A failed or cancelled job with the same id is reset and counts as new.
+        """
+        key = self._k("job", rec.id)
+        if self.kv.hsetnx(key, "id", json.dumps(rec.id)):
+            self.kv.hset(key, rec.to_fields(), self.ttl)
+            return rec, True
+        existing = self.get_job(rec.id)
+        if existing is None:  # expired between the two calls
+            self.kv.hset(key, rec.to_fields(), self.ttl)
+            return rec, True
+        if existing.state in (JobState.failed.value, JobState.cancelled.value):
+            rec.attempts = existing.attempts
+            self.kv.hset(key, rec.to_fields(), self.ttl)
+            return rec, True
+        return existing, False
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        raw = self.kv.hgetall(self._k("job", job_id))
+        if "input_key" not in raw:
+            return None
+        return JobRecord.from_fields(raw)
+
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        self.kv.hset(
+            self._k("job", job_id), {k: json.dumps(v) for k, v in fields.items()}, self.ttl
+        )
+
+    def get_state(self, job_id: str) -> str | None:
+        v = self.kv.hget(self._k("job", job_id), "state")
+        return None if v is None else str(json.loads(v))
+
+    # results ------------------------------------------------------------------------
+    def put_result(self, job_id: str, values: NDArray[Any]) -> None:
+        self.kv.set(self._k("result", job_id), array_to_bytes(values), self.ttl)
+
+    def get_result(self, job_id: str) -> NDArray[Any] | None:
+        b = self.kv.get(self._k("result", job_id))
+        return None if b is None else array_from_bytes(b)
+
+    def ping(self) -> bool:
+        return self.kv.ping()

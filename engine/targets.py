@@ -8,9 +8,15 @@ from numpy.typing import NDArray
 from engine.errors import InvalidTarget, UnknownLabel
 
 
-def check_target(target: int | str, labels: list[str]) -> None:
-    """Refuse a target that can never resolve, before any job is queued."""
-    resolve_target(target, labels, None)
+def canonical_target(target: int | str, labels: list[str]) -> int | str:
+    """The target as a class index, or "top1"; refuses one that can never resolve.
+
+    Called before a job is queued, so that the same request spelled differently
+    (a label or its index) is the same job.
+    """
+    if isinstance(target, str) and target.strip().lower() == "top1":
+        return "top1"
+    return resolve_target(target, labels, None)
 
 
 def resolve_target(target: int | str, labels: list[str], logits: NDArray[np.float32] | None) -> int:

@@ -34,8 +34,8 @@ def _worker(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    from workers.runtime import Runtime
     from workers.app import app
+    from workers.runtime import Runtime
 
     Runtime(settings).ensure_builtin()
     argv = [

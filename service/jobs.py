@@ -23,7 +23,7 @@ from engine.data.image import decode_image
 from engine.errors import InvalidParams, JobFailed, JobNotReady, LanternError, UnknownJob
 from engine.methods.registry import get_method
 from engine.render.heatmap import encode_png, heatmap_image, overlay_image
-from engine.targets import check_target
+from engine.targets import canonical_target
 from service.metrics import JOBS_SUBMITTED
 from service.state import ServiceState
 from workers.store import JobRecord
@@ -91,7 +91,7 @@ async def submit(state: ServiceState, req: ExplanationRequest, data: bytes) -> J
             "See the method's params schema at GET /v1/methods.",
             details={"errors": errors},
         ) from None
-    check_target(req.target, info.manifest.labels)
+    target = canonical_target(req.target, info.manifest.labels)
 
     def validate() -> None:
         decode_image(data, rt.settings.max_pixels)
@@ -100,9 +100,6 @@ async def submit(state: ServiceState, req: ExplanationRequest, data: bytes) -> J
     await run_in_threadpool(validate)
     input_key = rt.jobs.put_input(data)
     canon_params = params.model_dump(mode="json")
-    target: int | str = req.target
-    if isinstance(target, str) and target.strip().lstrip("-").isdigit():
-        target = int(target.strip())
     job_id = _job_id(info.name, info.version, input_key, spec.name, canon_params, target)
     rec, created = rt.jobs.create_job(
         JobRecord(

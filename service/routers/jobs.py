@@ -20,7 +20,11 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 Colormap = Literal["jet", "viridis", "inferno", "coolwarm", "gray"]
 assert set(Colormap.__args__) == set(COLORMAPS)  # type: ignore[attr-defined]
 
-ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody}, 409: {"model": ErrorBody}, 422: {"model": ErrorBody}}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody},
+    409: {"model": ErrorBody},
+    422: {"model": ErrorBody},
+}
 
 
 @router.get(

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from lantern_testing.models import linear_classifier, manifest
+
+from api_schemas.models import ModelManifest
+from engine.models.runtime import LoadedModel, RuntimeOptions, SessionCache, softmax
+
+
+def make(tmp_path: Path, layout: str = "NCHW", **overrides: object) -> LoadedModel:
+    shape = (2, 3, 8, 8) if layout == "NCHW" else (2, 8, 8, 3)
+    w = np.random.default_rng(3).normal(size=shape).astype(np.float32)
+    path = tmp_path / f"{layout}.onnx"
+    onnx.save(linear_classifier(w, layout=layout), path)
+    m = ModelManifest.model_validate({**manifest("t", 8, ["a", "b"], layout), **overrides})
+    return LoadedModel("t", "v", path, m, RuntimeOptions(max_batch=3))
+
+
+def test_preprocessing_follows_the_manifest(tmp_path: Path) -> None:
+    model = make(
+        tmp_path, channel_order="BGR", scale=0.5, mean=[1.0, 2.0, 3.0], std=[2.0, 4.0, 8.0]
+    )
+    px = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
+    x = model.to_model_input(px)
+    assert x.shape == (2, 3, 8, 8)
+    bgr = px[..., ::-1]
+    expected = (bgr * 0.5 - np.array([1.0, 2.0, 3.0])) / np.array([2.0, 4.0, 8.0])
+    np.testing.assert_allclose(x, expected.transpose(0, 3, 1, 2), rtol=1e-5, atol=1e-5)
+
+
+def test_nhwc_keeps_channels_last(tmp_path: Path) -> None:
+    model = make(tmp_path, "NHWC")
+    px = np.ones((1, 8, 8, 3), np.float32)
+    assert model.to_model_input(px).shape == (1, 8, 8, 3)
+
+
+def test_batches_are_chunked_and_equal_single_runs(tmp_path: Path) -> None:
+    model = make(tmp_path)
+    px = np.random.default_rng(1).uniform(0, 255, (7, 8, 8, 3)).astype(np.float32)
+    batched = model.scores(px)
+    singles = np.concatenate([model.scores(px[i : i + 1]) for i in range(7)])
+    assert batched.shape == (7, 2)
+    np.testing.assert_allclose(batched, singles, rtol=1e-5)
+
+
+def test_softmax() -> None:
+    p = softmax(np.array([[0.0, np.log(3.0)]], np.float32))
+    np.testing.assert_allclose(p, [[0.25, 0.75]], rtol=1e-6)
+
+
+def test_session_cache_is_an_lru(tmp_path: Path) -> None:
+    w = np.ones((2, 3, 8, 8), np.float32)
+    path = tmp_path / "m.onnx"
+    onnx.save(linear_classifier(w), path)
+    m = ModelManifest.model_validate(manifest("t", 8, ["a", "b"]))
+    cache = SessionCache(RuntimeOptions(), capacity=2)
+    a = cache.get("t", "v1", path, m)
+    assert cache.get("t", "v1", path, m) is a
+    cache.get("t", "v2", path, m)
+    cache.get("t", "v3", path, m)  # evicts v1
+    assert cache.get("t", "v1", path, m) is not a
+    assert (cache.hits, cache.misses) == (1, 4)

@@ -1,0 +1,1 @@
+"""Helpers shared by Lantern's tests: tiny ONNX models, images, and real processes."""

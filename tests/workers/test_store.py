@@ -1,0 +1,91 @@
+"""The job store on both backends: in-memory (embedded) and a real, private redis-server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import redis
+
+from workers.store import JobRecord, JobStore, MemoryKV, RedisKV
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request: pytest.FixtureRequest) -> Iterator[JobStore]:
+    if request.param == "memory":
+        yield JobStore(MemoryKV(), ttl_s=60)
+        return
+    url = request.getfixturevalue("redis_url")
+    client = redis.Redis.from_url(url)
+    prefix = f"t{time.monotonic_ns()}"
+    yield JobStore(RedisKV(client), ttl_s=60, prefix=prefix)
+
+
+def record(job_id: str = "j1") -> JobRecord:
+    return JobRecord(
+        id=job_id,
+        model="m",
+        version="v",
+        method="occlusion",
+        params={"window": 4},
+        target="top1",
+        input_key="k",
+    )
+
+
+def test_inputs_are_stored_by_content(store: JobStore) -> None:
+    k1 = store.put_input(b"abc")
+    assert store.put_input(b"abc") == k1
+    assert store.get_input(k1) == b"abc"
+    assert store.get_input("missing") is None
+
+
+def test_create_is_idempotent_while_live(store: JobStore) -> None:
+    _rec, created = store.create_job(record())
+    assert created
+    store.update_job("j1", state="running", progress=0.5)
+    again, created = store.create_job(record())
+    assert not created
+    assert again.state == "running" and again.progress == 0.5
+    assert again.params == {"window": 4} and again.target == "top1"
+
+
+@pytest.mark.parametrize("state", ["failed", "cancelled"])
+def test_failed_or_cancelled_jobs_are_reset_on_resubmit(store: JobStore, state: str) -> None:
+    store.create_job(record())
+    store.update_job("j1", state=state, error={"code": "x"})
+    rec, created = store.create_job(record())
+    assert created and rec.state == "queued"
+    got = store.get_job("j1")
+    assert got is not None and got.state == "queued" and got.error is None
+
+
+def test_results_round_trip_exactly(store: JobStore) -> None:
+    values = np.random.default_rng(0).normal(size=(5, 7)).astype(np.float32)
+    store.put_result("j1", values)
+    out = store.get_result("j1")
+    assert out is not None and out.dtype == np.float32
+    np.testing.assert_array_equal(out, values)
+    assert store.get_result("nope") is None
+
+
+def test_state_field(store: JobStore) -> None:
+    store.create_job(record())
+    assert store.get_state("j1") == "queued"
+    assert store.get_state("nope") is None
+    assert store.get_job("nope") is None
+
+
+def test_ttl_expires_everything(request: pytest.FixtureRequest) -> None:
+    url = request.getfixturevalue("redis_url")
+    for kv in (MemoryKV(), RedisKV(redis.Redis.from_url(url))):
+        s = JobStore(kv, ttl_s=1, prefix=f"ttl{time.monotonic_ns()}")
+        key = s.put_input(b"x")
+        s.create_job(record())
+        s.put_result("j1", np.zeros(2))
+        time.sleep(2.1)
+        assert s.get_input(key) is None
+        assert s.get_job("j1") is None
+        assert s.get_result("j1") is None

@@ -90,7 +90,7 @@ async def create_explanation(
     deadline = time.monotonic() + wait
     while wait > 0 and not JobState(rec.state).terminal and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
-        rec = get_record(state, rec.id)
+        rec = await run_in_threadpool(get_record, state, rec.id)
     if rec.state == JobState.succeeded.value:
         values = require_result(state, rec)
         result = await run_in_threadpool(build_result, state, rec, values, list(req.outputs))

@@ -15,6 +15,7 @@ class LanternError(Exception):
 
     status: int = 400
     code: str = "bad_request"
+    headers: dict[str, str] | None = None
 
     def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
@@ -130,6 +131,29 @@ class JobFailed(LanternError):
 class JobFinished(LanternError):
     status = 409
     code = "job_finished"
+
+
+class Unauthorized(LanternError):
+    status = 401
+    code = "unauthorized"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.headers = {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(LanternError):
+    status = 403
+    code = "forbidden"
+
+
+class RateLimited(LanternError):
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message, details={"retry_after_s": retry_after})
+        self.headers = {"Retry-After": str(retry_after)}
 
 
 class InvalidFormat(LanternError):

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ApiKey(BaseModel):
+    """An API key as configured: only the SHA-256 of the key is stored, never the key."""
+
+    name: str = Field(min_length=1, max_length=64)
+    role: Literal["admin", "user"]
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
 class Settings(BaseSettings):
@@ -25,6 +34,13 @@ class Settings(BaseSettings):
     embedded_workers: int = Field(default=1, ge=1, le=64)
     builtin_model: bool = Field(default=True, description="Build and register EfficientNet-Lite0.")
     queue: str = Field(default="lantern")
+    api_keys: list[ApiKey] = Field(
+        default_factory=list,
+        description='JSON list of {"name", "role": "admin"|"user", "sha256": hex digest}. '
+        "Empty = no authentication (everyone is admin).",
+    )
+    auth_required: bool = Field(default=False, description="Refuse to start without api_keys.")
+    rate_limit_per_minute: int = Field(default=0, ge=0, description="Requests per key; 0 = off.")
 
     @property
     def models_dir(self) -> Path:

@@ -46,7 +46,11 @@ def create_app(settings: Settings | None = None, *, block_startup: bool = True) 
         if settings.redis_url
         else EmbeddedDispatcher(rt, settings.embedded_workers)
     )
-    state = ServiceState(rt=rt, dispatcher=dispatcher)
+    if settings.auth_required and not settings.api_keys:
+        raise ValueError("LANTERN_AUTH_REQUIRED is set but LANTERN_API_KEYS is empty.")
+    state = ServiceState(
+        rt=rt, dispatcher=dispatcher, keys={k.sha256: k for k in settings.api_keys}
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

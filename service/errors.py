@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import kombu.exceptions
 import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -39,7 +40,7 @@ def _loc(loc: tuple[Any, ...] | list[Any]) -> str:
 
 async def _lantern_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, LanternError)
-    return error_response(exc.status, exc.code, exc.message, exc.details)
+    return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -105,4 +106,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(redis.ConnectionError, _redis_down)
     app.add_exception_handler(redis.TimeoutError, _redis_down)
+    app.add_exception_handler(kombu.exceptions.OperationalError, _redis_down)
     app.add_exception_handler(Exception, _unexpected)

@@ -24,6 +24,7 @@ from engine.errors import InvalidParams, JobFailed, JobNotReady, LanternError, U
 from engine.methods.registry import get_method
 from engine.render.heatmap import encode_png, heatmap_image, overlay_image
 from engine.targets import canonical_target
+from service.auth import Principal
 from service.metrics import JOBS_SUBMITTED
 from service.state import ServiceState
 from workers.store import JobRecord
@@ -65,17 +66,33 @@ def job_status(rec: JobRecord) -> JobStatus:
 
 
 def _job_id(
-    model: str, version: str, input_key: str, method: str, params: dict[str, Any], target: int | str
+    owner: str,
+    model: str,
+    version: str,
+    input_key: str,
+    method: str,
+    params: dict[str, Any],
+    target: int | str,
 ) -> str:
     canon = json.dumps(
-        {"m": model, "v": version, "i": input_key, "x": method, "p": params, "t": target},
+        {
+            "o": owner,
+            "m": model,
+            "v": version,
+            "i": input_key,
+            "x": method,
+            "p": params,
+            "t": target,
+        },
         sort_keys=True,
         separators=(",", ":"),
     )
     return hashlib.sha256(canon.encode()).hexdigest()[:32]
 
 
-async def submit(state: ServiceState, req: ExplanationRequest, data: bytes) -> JobRecord:
+async def submit(
+    state: ServiceState, req: ExplanationRequest, data: bytes, owner: str
+) -> JobRecord:
     rt = state.rt
     info = rt.models.get(req.model)
     spec = get_method(req.method)
@@ -100,7 +117,7 @@ async def submit(state: ServiceState, req: ExplanationRequest, data: bytes) -> J
     await run_in_threadpool(validate)
     input_key = rt.jobs.put_input(data)
     canon_params = params.model_dump(mode="json")
-    job_id = _job_id(info.name, info.version, input_key, spec.name, canon_params, target)
+    job_id = _job_id(owner, info.name, info.version, input_key, spec.name, canon_params, target)
     rec, created = rt.jobs.create_job(
         JobRecord(
             id=job_id,
@@ -110,6 +127,7 @@ async def submit(state: ServiceState, req: ExplanationRequest, data: bytes) -> J
             params=canon_params,
             target=target,
             input_key=input_key,
+            owner=owner,
         )
     )
     JOBS_SUBMITTED.labels(spec.name, str(not created).lower()).inc()
@@ -130,8 +148,11 @@ async def submit(state: ServiceState, req: ExplanationRequest, data: bytes) -> J
     return rec
 
 
-def get_record(state: ServiceState, job_id: str) -> JobRecord:
+def get_record(state: ServiceState, job_id: str, principal: Principal) -> JobRecord:
+    """The job, if it exists and this caller may see it (its creator, or an admin)."""
     rec = state.rt.jobs.get_job(job_id) if len(job_id) <= 64 else None
+    if rec is not None and not principal.is_admin and rec.owner != principal.name:
+        rec = None
     if rec is None:
         raise UnknownJob(
             f"No job {job_id!r}. Jobs and results are kept for "

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
+from lantern.settings import ApiKey
 from workers.dispatch import Dispatcher
 from workers.runtime import Runtime
 
@@ -16,7 +17,7 @@ class ServiceState:
     dispatcher: Dispatcher
     ready: bool = False
     startup_error: str | None = None
-    counters: dict[str, int] = field(default_factory=dict)
+    keys: dict[str, ApiKey] = field(default_factory=dict)
 
 
 def get_state(request: Request) -> ServiceState:

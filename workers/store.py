@@ -40,6 +40,7 @@ class JobRecord:
     error: dict[str, Any] | None = None
     summary: dict[str, Any] | None = None
     attempts: int = 0
+    owner: str = "anonymous"
 
     def to_fields(self) -> dict[str, str]:
         return {k: json.dumps(v) for k, v in asdict(self).items()}
@@ -59,6 +60,7 @@ class KV(Protocol):
     def hset(self, key: str, mapping: dict[str, str], ttl: int) -> None: ...
     def hget(self, key: str, fld: str) -> str | None: ...
     def hgetall(self, key: str) -> dict[str, str]: ...
+    def incr(self, key: str, ttl: int) -> int: ...
     def ping(self) -> bool: ...
 
 
@@ -89,6 +91,12 @@ class RedisKV:
     def hgetall(self, key: str) -> dict[str, str]:
         raw = self.r.hgetall(key)
         return {k.decode(): v.decode() for k, v in raw.items()}
+
+    def incr(self, key: str, ttl: int) -> int:
+        p = self.r.pipeline()
+        p.incr(key)
+        p.expire(key, ttl, nx=True)
+        return int(p.execute()[0])
 
     def ping(self) -> bool:
         return bool(self.r.ping())
@@ -145,6 +153,14 @@ class MemoryKV:
         with self._lock:
             h = self._live(key)
             return dict(h) if h else {}
+
+    def incr(self, key: str, ttl: int) -> int:
+        with self._lock:
+            v = self._live(key)
+            n = (int(v) if isinstance(v, int) else 0) + 1
+            expiry = self._data[key][0] if v is not None else time.time() + ttl
+            self._data[key] = (expiry, n)
+            return n
 
     def ping(self) -> bool:
         return True

@@ -12,12 +12,13 @@ from api_schemas.errors import ErrorBody
 from api_schemas.explanations import ExplanationRequest, ExplanationResult
 from api_schemas.jobs import JobState, JobStatus
 from engine.errors import PayloadTooLarge
+from service.auth import AUTH_RESPONSES, Principal, require_user
 from service.errors import error_response
 from service.inputs import decode_base64_image, parse_json_field, read_body, validate_as
 from service.jobs import build_result, get_record, job_status, require_result, submit
 from service.state import ServiceState, get_state
 
-router = APIRouter(prefix="/v1/explanations", tags=["explanations"])
+router = APIRouter(prefix="/v1/explanations", tags=["explanations"], responses=AUTH_RESPONSES)
 
 _DOC: dict[str, Any] = {
     "requestBody": {
@@ -71,6 +72,7 @@ async def create_explanation(
     request: Request,
     wait: float = Query(0.0, ge=0.0, le=60.0, description="Seconds to wait for the result."),
     state: ServiceState = Depends(get_state),
+    principal: Principal = Depends(require_user),
 ) -> Response:
     fields, file_bytes = await read_body(request)
     limit = state.rt.settings.max_upload_bytes
@@ -85,12 +87,12 @@ async def create_explanation(
         data = decode_base64_image(req.image, limit)
     if len(data) > limit:
         raise PayloadTooLarge(f"The image exceeds {limit} bytes. Send a smaller file.")
-    rec = await submit(state, req, data)
+    rec = await submit(state, req, data, principal.name)
     headers = {"Location": f"/v1/jobs/{rec.id}"}
     deadline = time.monotonic() + wait
     while wait > 0 and not JobState(rec.state).terminal and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
-        rec = await run_in_threadpool(get_record, state, rec.id)
+        rec = await run_in_threadpool(get_record, state, rec.id, principal)
     if rec.state == JobState.succeeded.value:
         values = require_result(state, rec)
         result = await run_in_threadpool(build_result, state, rec, values, list(req.outputs))

@@ -11,11 +11,12 @@ from api_schemas.explanations import ExplanationResult
 from api_schemas.jobs import JobState, JobStatus
 from engine.errors import JobFinished
 from engine.render.colormap import COLORMAPS
+from service.auth import AUTH_RESPONSES, Principal, require_user
 from service.jobs import build_result, get_record, job_status, render, require_result
 from service.state import ServiceState, get_state
 from workers.store import array_to_bytes
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=AUTH_RESPONSES)
 
 Colormap = Literal["jet", "viridis", "inferno", "coolwarm", "gray"]
 assert set(Colormap.__args__) == set(COLORMAPS)  # type: ignore[attr-defined]
@@ -33,8 +34,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     summary="A job's state, progress, timings and links.",
     responses=ERRORS,
 )
-def get_job(job: str, state: ServiceState = Depends(get_state)) -> JobStatus:
-    return job_status(get_record(state, job))
+def get_job(
+    job: str, state: ServiceState = Depends(get_state), p: Principal = Depends(require_user)
+) -> JobStatus:
+    return job_status(get_record(state, job, p))
 
 
 @router.get(
@@ -57,8 +60,9 @@ async def get_result(
     colormap: Colormap = Query("jet"),
     alpha: float = Query(0.5, ge=0.0, le=1.0, description="Heatmap opacity of the overlay."),
     state: ServiceState = Depends(get_state),
+    principal: Principal = Depends(require_user),
 ) -> Response:
-    rec = get_record(state, job)
+    rec = get_record(state, job, principal)
     values = require_result(state, rec)
     if format == "json":
         result = await run_in_threadpool(build_result, state, rec, values, ["values"])
@@ -76,8 +80,10 @@ async def get_result(
 @router.delete(
     "/{job}", response_model=JobStatus, summary="Cancel a queued or running job.", responses=ERRORS
 )
-def cancel_job(job: str, state: ServiceState = Depends(get_state)) -> JobStatus:
-    rec = get_record(state, job)
+def cancel_job(
+    job: str, state: ServiceState = Depends(get_state), p: Principal = Depends(require_user)
+) -> JobStatus:
+    rec = get_record(state, job, p)
     if rec.state in (JobState.succeeded.value, JobState.failed.value):
         raise JobFinished(
             f"The job has already {rec.state}; there is nothing to cancel.",
@@ -86,4 +92,4 @@ def cancel_job(job: str, state: ServiceState = Depends(get_state)) -> JobStatus:
     if rec.state != JobState.cancelled.value:
         state.rt.jobs.update_job(job, state=JobState.cancelled.value, finished_at=time.time())
         state.dispatcher.cancel(job)
-    return job_status(get_record(state, job))
+    return job_status(get_record(state, job, p))

@@ -1,11 +1,17 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
 from api_schemas.methods import MethodInfo, MethodList
 from engine.methods.registry import all_methods
+from service.auth import AUTH_RESPONSES, require_user
 
-router = APIRouter(prefix="/v1/methods", tags=["methods"])
+router = APIRouter(
+    prefix="/v1/methods",
+    tags=["methods"],
+    responses=AUTH_RESPONSES,
+    dependencies=[Depends(require_user)],
+)
 
 
 @router.get("", response_model=MethodList, summary="Explanation methods and their params schemas.")

@@ -17,10 +17,11 @@ from engine.data.image import decode_image, prepare_image
 from engine.errors import InvalidInput, PayloadTooLarge
 from engine.models.runtime import softmax
 from engine.models.store import parse_manifest
+from service.auth import AUTH_RESPONSES, Principal, require_admin, require_user
 from service.inputs import decode_base64_image, read_body, validate_as
 from service.state import ServiceState, get_state
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = APIRouter(prefix="/v1/models", tags=["models"], responses=AUTH_RESPONSES)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody},
@@ -53,7 +54,9 @@ _UPLOAD_DOC: dict[str, Any] = {
 
 
 @router.get("", response_model=ModelList, summary="List registered models.")
-def list_models(state: ServiceState = Depends(get_state)) -> ModelList:
+def list_models(
+    state: ServiceState = Depends(get_state), _: Principal = Depends(require_user)
+) -> ModelList:
     return ModelList(models=state.rt.models.list())
 
 
@@ -65,7 +68,11 @@ def list_models(state: ServiceState = Depends(get_state)) -> ModelList:
     responses={**ERRORS, 409: {"model": ErrorBody}},
     openapi_extra=_UPLOAD_DOC,
 )
-async def upload_model(request: Request, state: ServiceState = Depends(get_state)) -> ModelInfo:
+async def upload_model(
+    request: Request,
+    state: ServiceState = Depends(get_state),
+    _: Principal = Depends(require_admin),
+) -> ModelInfo:
     fields, data = await read_body(request)
     if data is None:
         raise InvalidInput(
@@ -85,7 +92,9 @@ async def upload_model(request: Request, state: ServiceState = Depends(get_state
     summary="A model's manifest, inputs, outputs and layers.",
     responses=ERRORS,
 )
-def get_model(model: str, state: ServiceState = Depends(get_state)) -> ModelInfo:
+def get_model(
+    model: str, state: ServiceState = Depends(get_state), _: Principal = Depends(require_user)
+) -> ModelInfo:
     return state.rt.models.get(model)
 
 
@@ -95,7 +104,9 @@ def get_model(model: str, state: ServiceState = Depends(get_state)) -> ModelInfo
     summary="Delete a model and all its versions.",
     responses={**ERRORS, 409: {"model": ErrorBody}},
 )
-def delete_model(model: str, state: ServiceState = Depends(get_state)) -> Response:
+def delete_model(
+    model: str, state: ServiceState = Depends(get_state), _: Principal = Depends(require_admin)
+) -> Response:
     info = state.rt.models.get(model)
     state.rt.models.delete(model)
     state.rt.sessions.evict(info.version)
@@ -133,7 +144,10 @@ _PREDICT_DOC: dict[str, Any] = {
     openapi_extra=_PREDICT_DOC,
 )
 async def predict(
-    model: str, request: Request, state: ServiceState = Depends(get_state)
+    model: str,
+    request: Request,
+    state: ServiceState = Depends(get_state),
+    _: Principal = Depends(require_user),
 ) -> PredictResponse:
     info = state.rt.models.get(model)
     fields, file_bytes = await read_body(request)

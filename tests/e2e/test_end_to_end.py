@@ -15,9 +15,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from PIL import Image
+
 from lantern_testing.images import b64, chelsea_png
 from lantern_testing.processes import free_port, redis_server, wait_for
-from PIL import Image
 
 pytestmark = pytest.mark.e2e
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from lantern_testing.models import linear_classifier, manifest
 
 from lantern.settings import Settings
+from lantern_testing.models import linear_classifier, manifest
 from service.app import create_app
 
 

@@ -7,8 +7,9 @@ import io
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from lantern_testing.images import b64, png_bytes
 from PIL import Image
+
+from lantern_testing.images import b64, png_bytes
 
 OK_IMAGE = b64(png_bytes(np.zeros((8, 8, 3), np.uint8)))
 

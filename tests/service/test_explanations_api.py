@@ -7,8 +7,9 @@ import time
 
 import numpy as np
 from fastapi.testclient import TestClient
-from lantern_testing.images import b64, chelsea_png, png_bytes
 from PIL import Image
+
+from lantern_testing.images import b64, chelsea_png, png_bytes
 
 
 def quadrant_png() -> bytes:

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 from fastapi.testclient import TestClient
+
 from lantern_testing.images import b64, chelsea_png, png_bytes
 from lantern_testing.models import conv_classifier, manifest
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from lantern_testing.images import png_bytes
-from lantern_testing.models import linear_classifier, manifest
 
 from api_schemas.models import ModelManifest
 from lantern.settings import Settings
+from lantern_testing.images import png_bytes
+from lantern_testing.models import linear_classifier, manifest
 from workers.runner import run_job
 from workers.runtime import Runtime
 from workers.store import JobRecord

@@ -8,12 +8,12 @@ import zlib
 
 import numpy as np
 import pytest
-from lantern_testing.images import png_bytes
 from PIL import Image
 
 from api_schemas.models import ModelManifest
 from engine.data.image import decode_image, prepare_image
 from engine.errors import ImageTooLarge, InvalidImage
+from lantern_testing.images import png_bytes
 
 LIMIT = 10_000_000
 

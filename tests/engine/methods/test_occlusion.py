@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from lantern_testing.models import linear_classifier, manifest
 
 from api_schemas.models import ModelManifest
 from engine.errors import InvalidParams
 from engine.methods.base import ImageInput, no_progress
 from engine.methods.occlusion import OcclusionParams, occlusion, window_positions
 from engine.models.runtime import LoadedModel, RuntimeOptions
+from lantern_testing.models import linear_classifier, manifest
 
 
 def load(tmp_path: Path, model: onnx.ModelProto, size: int, layout: str = "NCHW") -> LoadedModel:

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from lantern_testing.models import linear_classifier, manifest
 
 from api_schemas.models import ModelManifest
 from engine.models.runtime import LoadedModel, RuntimeOptions, SessionCache, softmax
+from lantern_testing.models import linear_classifier, manifest
 
 
 def make(tmp_path: Path, layout: str = "NCHW", **overrides: object) -> LoadedModel:

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from lantern_testing.models import conv_classifier, linear_classifier, manifest
 from onnx import TensorProto, helper
 
 from api_schemas.models import ModelManifest
@@ -19,6 +18,7 @@ from engine.errors import (
     UnknownModel,
 )
 from engine.models.store import ModelStore, content_version, parse_manifest
+from lantern_testing.models import conv_classifier, linear_classifier, manifest
 
 
 def tiny(classes: int = 2, size: int = 8, layout: str = "NCHW") -> bytes:

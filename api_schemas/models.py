@@ -53,7 +53,23 @@ class LayerInfo(BaseModel):
     name: str = Field(description="Tensor name, usable as a method's `layer`.")
     op_type: str
     shape: list[int | str | None]
-    spatial: bool = Field(description="True for [N, C, H, W]-like feature maps.")
+    spatial: bool = Field(
+        description="A rank-4 feature map: a target for grad_cam, grad_cam_plus_plus and "
+        "activation_maps."
+    )
+
+
+class Capabilities(BaseModel):
+    """What the model's graph allows, found when it was registered."""
+
+    gradients: bool = Field(description="onnx-ad can differentiate input -> output.")
+    gradients_refusal: str | None = Field(
+        default=None, description="Why not: the op and node without a gradient rule."
+    )
+    cam: bool = Field(description="The output is a linear layer after global pooling.")
+    default_layer: str | None = Field(
+        default=None, description="The last spatial layer before global pooling."
+    )
 
 
 class ModelInfo(BaseModel):
@@ -66,6 +82,7 @@ class ModelInfo(BaseModel):
     inputs: list[TensorInfo] = Field(default_factory=list)
     outputs: list[TensorInfo] = Field(default_factory=list)
     layers: list[LayerInfo] = Field(default_factory=list)
+    capabilities: Capabilities | None = None
 
 
 class ModelList(BaseModel):

@@ -1,4 +1,5 @@
-"""The ``lantern`` command: serve the API, run a worker."""
+"""The ``lantern`` command: serve the API, run a worker, and talk to a running service
+(models, explain, jobs: see :mod:`lantern.commands`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import logging
 import sys
 
+from lantern.commands import add_global_options, register
 from lantern.settings import Settings
 
 
@@ -15,6 +17,14 @@ def _serve(args: argparse.Namespace) -> int:
     from service.app import create_app
 
     settings = Settings()
+    if args.api_only and not settings.redis_url:
+        print(
+            "lantern serve --api-only needs LANTERN_REDIS_URL: without it the API runs its "
+            "own in-process worker (embedded mode). Set LANTERN_REDIS_URL and start workers "
+            "with `lantern worker`, or drop --api-only.",
+            file=sys.stderr,
+        )
+        return 2
     mode = (
         f"Redis at {settings.redis_url}" if settings.redis_url else "embedded (in-process worker)"
     )
@@ -55,6 +65,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lantern", description="Explanations of ONNX models.")
+    add_global_options(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser(
         "serve", help="Run the API (embedded worker unless LANTERN_REDIS_URL is set)."
@@ -62,12 +73,21 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--api-only",
+        action="store_true",
+        help="API only: with LANTERN_REDIS_URL set, serve is API only and jobs run on "
+        "separate `lantern worker` processes (this is already the case without the flag); "
+        "without LANTERN_REDIS_URL, serve is embedded (API plus an in-process worker), so "
+        "--api-only refuses to start instead.",
+    )
     serve.set_defaults(fn=_serve)
     worker = sub.add_parser("worker", help="Run a Celery worker (needs LANTERN_REDIS_URL).")
     worker.add_argument("--concurrency", type=int, default=1)
     worker.add_argument("--hostname", default=None)
     worker.add_argument("--log-level", default="info")
     worker.set_defaults(fn=_worker)
+    register(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     code: int = args.fn(args)

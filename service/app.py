@@ -16,6 +16,7 @@ from service.errors import install_error_handlers
 from service.inputs import BodyLimitMiddleware
 from service.metrics import LATENCY, REQUESTS
 from service.routers import explanations, health, jobs, methods, models
+from service.routers.viewer import mount_viewer
 from service.state import ServiceState
 from workers.dispatch import CeleryDispatcher, Dispatcher, EmbeddedDispatcher
 from workers.runtime import Runtime
@@ -90,4 +91,5 @@ def create_app(settings: Settings | None = None, *, block_startup: bool = True) 
 
     for r in (health.router, models.router, methods.router, explanations.router, jobs.router):
         app.include_router(r)
+    mount_viewer(app)
     return app

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
+from PIL import Image
 from pydantic import ValidationError
 
 from api_schemas.errors import ErrorBody
@@ -183,6 +184,9 @@ def render(
     state: ServiceState, rec: JobRecord, values: Any, fmt: str, colormap: str, alpha: float
 ) -> bytes:
     if fmt == "png":
+        grid = state.rt.jobs.get_arrays(rec.id).get("grid")
+        if grid is not None:  # activation maps: the channel grid is the picture
+            return encode_png(Image.fromarray(grid, mode="RGB"))
         return encode_png(heatmap_image(values, colormap))
     data = state.rt.jobs.get_input(rec.input_key)
     if data is None:

@@ -90,7 +90,7 @@ def run_job(rt: Runtime, job_id: str) -> str:
         )
         return JobState.failed.value
     finished = time.time()
-    rt.jobs.put_result(job_id, result.attribution.values)
+    rt.jobs.put_result(job_id, result.attribution.values, result.attribution.arrays)
     if rt.jobs.get_state(job_id) == JobState.cancelled.value:
         return JobState.cancelled.value
     summary = {

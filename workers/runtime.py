@@ -20,7 +20,11 @@ class Runtime:
         self.settings = settings
         self.models = ModelStore(settings.models_dir, settings.max_model_bytes)
         self.sessions = SessionCache(
-            RuntimeOptions(intra_op_threads=settings.ort_threads, max_batch=settings.max_batch),
+            RuntimeOptions(
+                intra_op_threads=settings.ort_threads,
+                max_batch=settings.max_batch,
+                gradient_dir=settings.data_dir / "gradients",
+            ),
             capacity=settings.session_cache_size,
         )
         if settings.redis_url:

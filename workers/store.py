@@ -231,8 +231,22 @@ class JobStore:
         return None if v is None else str(json.loads(v))
 
     # results ------------------------------------------------------------------------
-    def put_result(self, job_id: str, values: NDArray[Any]) -> None:
+    def put_result(
+        self, job_id: str, values: NDArray[Any], arrays: dict[str, NDArray[Any]] | None = None
+    ) -> None:
+        """The attribution, and a method's named arrays (a channel grid, superpixels, ...)."""
+        if arrays:
+            buf = io.BytesIO()
+            np.savez_compressed(buf, allow_pickle=False, **arrays)
+            self.kv.set(self._k("arrays", job_id), buf.getvalue(), self.ttl)
         self.kv.set(self._k("result", job_id), array_to_bytes(values), self.ttl)
+
+    def get_arrays(self, job_id: str) -> dict[str, NDArray[Any]]:
+        b = self.kv.get(self._k("arrays", job_id))
+        if b is None:
+            return {}
+        with np.load(io.BytesIO(b), allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
 
     def get_result(self, job_id: str) -> NDArray[Any] | None:
         b = self.kv.get(self._k("result", job_id))

@@ -58,6 +58,8 @@ class Attribution:
     values: NDArray[np.float32]
     model_calls: int
     extras: dict[str, Any] = field(default_factory=dict)
+    #: Named arrays too big for ``extras`` (e.g. LIME's superpixel label image, ``segment_map``).
+    arrays: dict[str, NDArray[Any]] = field(default_factory=dict)
 
 
 P = TypeVar("P", bound=BaseModel)

@@ -43,4 +43,15 @@ def _load_builtin_methods() -> None:
         return
     _loaded = True
     # Each import registers its method.
-    import engine.methods.occlusion  # noqa: F401
+    import engine.methods.activation_maps
+    import engine.methods.cam
+    import engine.methods.grad_cam
+    import engine.methods.grad_cam_plus_plus
+    import engine.methods.gradient_x_input
+    import engine.methods.integrated_gradients
+    import engine.methods.kernel_shap
+    import engine.methods.lime
+    import engine.methods.occlusion
+    import engine.methods.rise
+    import engine.methods.saliency
+    import engine.methods.smoothgrad  # noqa: F401

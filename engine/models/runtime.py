@@ -7,16 +7,21 @@ channel order and layout, and runs the batch through ONNX Runtime in chunks.
 
 from __future__ import annotations
 
+import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 from numpy.typing import NDArray
 
 from api_schemas.models import ModelManifest
+from engine.gradients import GradientCache, VJPResult, bucket_for, check_differentiable, vjp
+from engine.models.heads import CamHead, cam_head, probe_model
+from engine.models.layers import discover_layers
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,7 @@ class RuntimeOptions:
 
     intra_op_threads: int = 0
     max_batch: int = 16
+    gradient_dir: Path | None = None  # on-disk cache of gradient models; None = a temp dir
 
 
 def softmax(logits: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -42,6 +48,7 @@ class LoadedModel:
         path: Path,
         manifest: ModelManifest,
         options: RuntimeOptions,
+        gradients: GradientCache | None = None,
     ) -> None:
         self.name = name
         self.version = version
@@ -64,6 +71,14 @@ class LoadedModel:
         self._a = (scale / std).astype(np.float32)
         self._b = (-mean / std).astype(np.float32)
         self._lock = threading.Lock()
+        shape0 = self.session.get_inputs()[0].shape[0]
+        self.fixed_batch: int | None = shape0 if isinstance(shape0, int) and shape0 > 0 else None
+        self.gradients = gradients
+        self._proto: onnx.ModelProto | None = None
+        self._checked: dict[str, bool] = {}
+        self._probes: dict[tuple[str, ...], ort.InferenceSession] = {}
+        self._cam_heads: dict[str | None, CamHead] = {}
+        self._spatial: list[str] | None = None
 
     @property
     def input_hw(self) -> tuple[int, int]:
@@ -84,18 +99,87 @@ class LoadedModel:
             x = x.transpose(0, 3, 1, 2)
         return np.ascontiguousarray(x, dtype=np.float32)
 
-    def run(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
-        """Run model-space inputs through ONNX Runtime in chunks of ``max_batch``."""
+    def run(self, x: NDArray[np.float32], batch: int | None = None) -> NDArray[np.float32]:
+        """Run model-space inputs through ONNX Runtime in chunks of ``batch`` images
+        (default ``max_batch``). A model with a fixed batch size gets exactly that, the
+        last chunk padded."""
         outs: list[NDArray[np.float32]] = []
-        step = self.options.max_batch
+        step = self.fixed_batch or batch or self.options.max_batch
         for i in range(0, x.shape[0], step):
-            out = self.session.run([self.output_name], {self.input_name: x[i : i + step]})[0]
-            outs.append(np.asarray(out, dtype=np.float32).reshape(out.shape[0], -1))
+            chunk = x[i : i + step]
+            n = chunk.shape[0]
+            if self.fixed_batch and n < step:
+                pad = np.zeros((step - n, *chunk.shape[1:]), dtype=chunk.dtype)
+                chunk = np.concatenate([chunk, pad])
+            out = self.session.run([self.output_name], {self.input_name: chunk})[0]
+            outs.append(np.asarray(out, dtype=np.float32).reshape(out.shape[0], -1)[:n])
         return np.concatenate(outs, axis=0)
 
     def scores(self, pixels: NDArray[np.float32]) -> NDArray[np.float32]:
         """Logits (N, classes) for a batch of pixel images (N, H, W, 3)."""
         return self.run(self.to_model_input(pixels))
+
+    # -- graph-level capabilities (gradients, layers) ----------------------------------
+
+    def proto(self) -> onnx.ModelProto:
+        with self._lock:
+            if self._proto is None:
+                self._proto = onnx.load(str(self.path))
+            return self._proto
+
+    def check_gradients(self, wrt: str | None = None) -> None:
+        """Refuse (UnsupportedModel, naming the op and node) a model onnx-ad cannot
+        differentiate from ``wrt`` (default: the input) to the output."""
+        key = wrt or self.input_name
+        if self._checked.get(key):
+            return
+        check_differentiable(self.proto(), wrt=key, output=self.output_name)
+        self._checked[key] = True
+
+    def vjp(
+        self, x: NDArray[np.float32], seed: NDArray[np.float32], wrt: str | None = None
+    ) -> VJPResult:
+        """Logits, the gradient of sum(seed * logits) w.r.t. ``wrt`` (the input by default,
+        or a layer) and that layer's activation, for model-space inputs ``x``."""
+        if self.gradients is None:
+            raise RuntimeError("this LoadedModel was created without a gradient cache")
+        key = wrt or self.input_name
+        self.check_gradients(key)
+        batch = self.fixed_batch or bucket_for(int(x.shape[0]))
+        session, gm = self.gradients.get_session(
+            self.path, self.version, key, self.output_name, batch
+        )
+        return vjp(session, gm, x, seed)
+
+    def probe(self, x: NDArray[np.float32], layers: list[str]) -> list[NDArray[np.float32]]:
+        """Forward pass returning the values of inner ``layers`` (then the logits)."""
+        key = tuple(layers)
+        with self._lock:
+            sess = self._probes.get(key)
+        if sess is None:
+            so = ort.SessionOptions()
+            if self.options.intra_op_threads:
+                so.intra_op_num_threads = self.options.intra_op_threads
+            sess = ort.InferenceSession(
+                probe_model(self.proto(), layers).SerializeToString(),
+                so,
+                providers=["CPUExecutionProvider"],
+            )
+            with self._lock:
+                self._probes[key] = sess
+        outs = sess.run([*layers, self.output_name], {self.input_name: x})
+        return [np.asarray(o, dtype=np.float32) for o in outs]
+
+    def spatial_layers(self) -> list[str]:
+        """Names of the rank-4 float tensors of the graph, in graph order (cached)."""
+        if self._spatial is None:
+            self._spatial = [ly.name for ly in discover_layers(self.proto()) if ly.spatial]
+        return self._spatial
+
+    def cam_head(self, layer: str | None = None) -> CamHead:
+        if layer not in self._cam_heads:
+            self._cam_heads[layer] = cam_head(self.proto(), self.output_name, layer)
+        return self._cam_heads[layer]
 
 
 class SessionCache:
@@ -107,6 +191,10 @@ class SessionCache:
     def __init__(self, options: RuntimeOptions, capacity: int = 4) -> None:
         self.options = options
         self.capacity = capacity
+        grad_dir = options.gradient_dir or Path(tempfile.mkdtemp(prefix="lantern-grad-"))
+        self.gradients = GradientCache(
+            grad_dir, intra_op_num_threads=options.intra_op_threads, max_sessions=2 * capacity
+        )
         self._items: OrderedDict[str, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
@@ -119,7 +207,7 @@ class SessionCache:
                 self._items.move_to_end(version)
                 self.hits += 1
                 return item
-        loaded = LoadedModel(name, version, path, manifest, self.options)
+        loaded = LoadedModel(name, version, path, manifest, self.options, self.gradients)
         with self._lock:
             self.misses += 1
             self._items[version] = loaded

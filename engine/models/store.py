@@ -20,8 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from api_schemas.models import NAME_PATTERN, ModelInfo, ModelManifest
-from engine.errors import InvalidManifest, ModelProtected, UnknownModel
+import onnx
+
+from api_schemas.models import NAME_PATTERN, Capabilities, LayerInfo, ModelInfo, ModelManifest
+from engine.errors import InvalidManifest, ModelProtected, UnknownModel, UnsupportedModel
+from engine.gradients import check_differentiable
+from engine.models.heads import cam_head, default_cam_layer
 from engine.models.layers import discover_layers, graph_io
 from engine.models.validate import validate_model
 
@@ -65,6 +69,7 @@ class ModelStore:
         if current is not None and current.version == version and current.manifest == manifest:
             return current
         inputs, outputs = graph_io(checked.proto)
+        layers = discover_layers(checked.proto)
         info = ModelInfo(
             name=manifest.name,
             version=version,
@@ -74,7 +79,10 @@ class ModelStore:
             manifest=manifest,
             inputs=inputs,
             outputs=outputs,
-            layers=discover_layers(checked.proto),
+            layers=layers,
+            capabilities=capabilities(
+                checked.proto, checked.input_name, checked.output_name, layers
+            ),
         )
         d = self._dir(manifest.name)
         onnx_path = d / f"{version}.onnx"
@@ -127,6 +135,27 @@ class ModelStore:
                 details={"model": name},
             )
         shutil.rmtree(self._dir(name), ignore_errors=True)
+
+
+def capabilities(
+    proto: onnx.ModelProto, input_name: str, output_name: str, layers: list[LayerInfo]
+) -> Capabilities:
+    refusal: str | None = None
+    try:
+        check_differentiable(proto, wrt=input_name, output=output_name)
+    except UnsupportedModel as e:
+        refusal = e.message
+    try:
+        cam_head(proto, output_name)
+        has_cam = True
+    except UnsupportedModel:
+        has_cam = False
+    return Capabilities(
+        gradients=refusal is None,
+        gradients_refusal=refusal,
+        cam=has_cam,
+        default_layer=default_cam_layer(proto, [ly.name for ly in layers if ly.spatial]),
+    )
 
 
 def _plausible_name(name: str) -> bool:

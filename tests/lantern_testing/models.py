@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 from numpy.typing import NDArray
 from onnx import TensorProto, helper, numpy_helper
+
+from api_schemas.models import ModelManifest
+from engine.models.runtime import LoadedModel, RuntimeOptions
 
 
 def linear_classifier(
@@ -77,3 +82,50 @@ def manifest(name: str, size: int, labels: list[str], layout: str = "NCHW") -> d
         "resize": "nearest",
         "labels": labels,
     }
+
+
+def region_classifier(
+    size: int, y0: int, y1: int, x0: int, x1: int, *, channel: int = 0
+) -> onnx.ModelProto:
+    """NCHW, two classes: logit 0 = sum of one channel over rows y0:y1, cols x0:x1; logit 1 = 0.
+
+    The output depends on that region only, so every method should point at it.
+    """
+    w = np.zeros((2, 3, size, size), np.float32)
+    w[0, channel, y0:y1, x0:x1] = 1.0
+    return linear_classifier(w)
+
+
+def load_tiny(
+    directory: Path,
+    model: onnx.ModelProto,
+    size: int,
+    labels: list[str] | None = None,
+    *,
+    layout: str = "NCHW",
+    max_batch: int = 16,
+) -> LoadedModel:
+    """Save ``model`` under ``directory`` and load it with identity preprocessing."""
+    path = directory / "tiny.onnx"
+    onnx.save(model, path)
+    names = labels if labels is not None else ["a", "b"]
+    m = ModelManifest.model_validate(manifest("tiny", size, names, layout))
+    return LoadedModel("tiny", "v", path, m, RuntimeOptions(max_batch=max_batch))
+
+
+class CountingModel:
+    """Wraps a LoadedModel's ``run`` to record the batch size of every ONNX Runtime call."""
+
+    def __init__(self, model: LoadedModel) -> None:
+        self.model = model
+        self.batches: list[int] = []
+        self._run = model.run
+        model.run = self._counted  # type: ignore[method-assign]
+
+    def _counted(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
+        self.batches.append(int(x.shape[0]))
+        return self._run(x)
+
+    @property
+    def images(self) -> int:
+        return sum(self.batches)

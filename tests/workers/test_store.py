@@ -69,6 +69,12 @@ def test_results_round_trip_exactly(store: JobStore) -> None:
     assert out is not None and out.dtype == np.float32
     np.testing.assert_array_equal(out, values)
     assert store.get_result("nope") is None
+    assert store.get_arrays("j1") == {}
+    grid = np.arange(12, dtype=np.uint8).reshape(2, 2, 3)
+    store.put_result("j2", values, {"grid": grid})
+    arrays = store.get_arrays("j2")
+    assert list(arrays) == ["grid"] and arrays["grid"].dtype == np.uint8
+    np.testing.assert_array_equal(arrays["grid"], grid)
 
 
 def test_state_field(store: JobStore) -> None:

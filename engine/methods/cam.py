@@ -1,0 +1,57 @@
+"""CAM (Zhou et al., 2016): the class's linear-head weights applied to the last feature maps.
+
+Needs a model whose output is a linear layer right after global average pooling; the
+weights are read from the graph, and one forward pass gives the feature maps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.methods.backprop import to_chw, upsample
+from engine.methods.base import Attribution, ImageInput, MethodSpec, Progress
+from engine.methods.registry import register
+from engine.models.runtime import LoadedModel
+
+
+class CamParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    relu: bool = Field(default=True, description="Keep only positive evidence.")
+
+
+def check(params: CamParams, model: LoadedModel) -> None:
+    model.cam_head()
+
+
+def cam(
+    model: LoadedModel, image: ImageInput, target: int, params: CamParams, progress: Progress
+) -> Attribution:
+    head = model.cam_head()
+    x = model.to_model_input(image.pixels[None])
+    activation, _ = model.probe(x, [head.layer])
+    a = to_chw(activation, model)
+    m = np.tensordot(head.weights[target], a, axes=(0, 0)).astype(np.float32)
+    if params.relu:
+        m = np.maximum(m, 0.0)
+    progress(1.0)
+    return Attribution(
+        values=upsample(m, image.height, image.width),
+        model_calls=1,
+        extras={"layer": head.layer, "layer_shape": list(a.shape)},
+        arrays={"cam": m},
+    )
+
+
+SPEC = register(
+    MethodSpec(
+        name="cam",
+        params_model=CamParams,
+        fn=cam,
+        description="Class activation mapping from the weights of a global-pool + linear head.",
+        kind="cam",
+        execution="sync",
+        check=check,
+    )
+)

@@ -1,0 +1,52 @@
+"""Gradient × input (Shrikumar et al., 2016), in the model's input space."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.methods.backprop import Reduce, gradients, reduce_channels
+from engine.methods.base import Attribution, ImageInput, MethodSpec, Progress
+from engine.methods.registry import register
+from engine.methods.scoring import ScoreKind
+from engine.models.runtime import LoadedModel
+
+
+class GradientXInputParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reduce: Reduce = Field(default="signed", description="How channels are combined.")
+    score: ScoreKind = "logit"
+
+
+def check(params: GradientXInputParams, model: LoadedModel) -> None:
+    model.check_gradients()
+
+
+def gradient_x_input(
+    model: LoadedModel,
+    image: ImageInput,
+    target: int,
+    params: GradientXInputParams,
+    progress: Progress,
+) -> Attribution:
+    x = model.to_model_input(image.pixels[None])
+    _, g, _, passes = gradients(model, x, target, params.score)
+    progress(1.0)
+    return Attribution(
+        values=reduce_channels(g * x, model, params.reduce),
+        model_calls=passes,
+        extras={"backward_passes": 1},
+    )
+
+
+SPEC = register(
+    MethodSpec(
+        name="gradient_x_input",
+        params_model=GradientXInputParams,
+        fn=gradient_x_input,
+        description="Gradient times input (the model's normalised input), summed over channels.",
+        kind="gradient",
+        execution="sync",
+        check=check,
+    )
+)

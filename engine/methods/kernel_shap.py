@@ -1,0 +1,284 @@
+"""KernelSHAP (Lundberg & Lee, 2017) over superpixels, as the ``shap`` package's KernelExplainer.
+
+The players are superpixels (:mod:`engine.methods.segments`); a coalition keeps its
+superpixels and paints the others with the hide colour (the background). The plan draws
+the coalitions once, from ``seed``, like ``KernelExplainer``: coalition sizes are
+enumerated completely, smallest (and their complements) first, while the budget covers
+them at their Shapley-kernel weight; the rest of the budget is sampled by size and
+deduplicated, repeated draws adding weight. With 2^M − 2 ≤ ``num_samples`` every coalition
+is enumerated and the values are exact.
+
+The weighted regression is constrained as in ``shap``: the last player is eliminated so
+that Σφ = f(x) − f(background) holds exactly, where f(x) and f(background) (the empty and
+full coalitions) are the reference scores.
+
+``values`` spreads each superpixel's φ evenly over its pixels, so the map, too, sums to
+f(x) − f(background). ``extras["segments"]`` holds φ per superpixel and ``sum_check`` the
+difference Σφ − (f(x) − f(background)); ``arrays["segment_map"]`` is the label image.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.methods.base import Attribution, ImageInput, MethodSpec, Progress
+from engine.methods.perturbation import (
+    HideColour,
+    PerturbationMethod,
+    References,
+    hide_image,
+    plan_type,
+    register_plan,
+    run_plan,
+)
+from engine.methods.registry import register
+from engine.methods.scoring import ScoreKind
+from engine.methods.segments import SegmentationParams, SlicParams, segment, top_segments
+from engine.models.runtime import LoadedModel
+
+
+class KernelShapParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    segmentation: SegmentationParams = Field(
+        default_factory=SlicParams,
+        description='Superpixels (the players): {"algorithm": "slic" | "quickshift" | '
+        '"felzenszwalb" | "grid", ...that algorithm\'s parameters}.',
+    )
+    num_samples: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="Coalitions evaluated (besides the empty and the full one); capped at 2^M − 2.",
+    )
+    hide: HideColour = Field(
+        default="mean",
+        description='The background: "mean" image colour, "zero" (black), "blur", '
+        '"segment_mean" (each superpixel its own mean colour), or [r, g, b].',
+    )
+    blur_radius: float = Field(default=10.0, gt=0, le=100, description="Gaussian radius for blur.")
+    top_k: int = Field(default=5, ge=1, le=1000, description="Segments in top_positive/negative.")
+    score: ScoreKind = Field(default="logit", description="Explain the logit or the probability.")
+    batch_size: int = Field(default=16, ge=1, le=256, description="Coalitions per ONNX call.")
+    seed: int = Field(default=0, ge=0, le=2**63 - 1, description="Seed of the coalitions.")
+
+
+@plan_type
+@dataclass(frozen=True, eq=False)
+class KernelShapPlan:
+    segments: NDArray[np.int32]  # (H, W) labels 0..M-1
+    n_features: int
+    coalitions: NDArray[np.uint8]  # (n, M), 1 = kept; never all 0 or all 1
+    weights: NDArray[np.float64]  # (n,) Shapley-kernel weights
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.coalitions.shape[0])
+
+
+def sample_coalitions(
+    m: int, num_samples: int, seed: int
+) -> tuple[NDArray[np.uint8], NDArray[np.float64]]:
+    """Coalitions and kernel weights, following ``shap.KernelExplainer.explain``."""
+    if m < 2:
+        return np.zeros((0, m), dtype=np.uint8), np.zeros(0, dtype=np.float64)
+    nsamples = num_samples if m > 30 else min(num_samples, 2**m - 2)
+    rng = np.random.default_rng(seed)
+    rows: list[NDArray[np.uint8]] = []
+    weights: list[float] = []
+
+    def add(mask: NDArray[np.uint8], w: float) -> None:
+        rows.append(mask.copy())
+        weights.append(w)
+
+    num_subset_sizes = math.ceil((m - 1) / 2.0)
+    num_paired = math.floor((m - 1) / 2.0)
+    weight_vector = np.array([(m - 1.0) / (i * (m - i)) for i in range(1, num_subset_sizes + 1)])
+    weight_vector[:num_paired] *= 2
+    weight_vector /= weight_vector.sum()
+
+    num_full_subsets = 0
+    num_samples_left = nsamples
+    remaining = weight_vector.copy()
+    mask = np.zeros(m, dtype=np.uint8)
+    for size in range(1, num_subset_sizes + 1):
+        nsubsets = math.comb(m, size)
+        if size <= num_paired:
+            nsubsets *= 2
+        if num_samples_left * remaining[size - 1] / nsubsets < 1.0 - 1e-8:
+            break
+        num_full_subsets += 1
+        num_samples_left -= nsubsets
+        if remaining[size - 1] < 1.0:
+            remaining /= 1 - remaining[size - 1]
+        w = weight_vector[size - 1] / math.comb(m, size)
+        if size <= num_paired:
+            w /= 2.0
+        for inds in itertools.combinations(range(m), size):
+            mask[:] = 0
+            mask[list(inds)] = 1
+            add(mask, w)
+            if size <= num_paired:
+                add(1 - mask, w)
+    n_fixed = len(rows)
+    samples_left = nsamples - n_fixed
+    if num_full_subsets != num_subset_sizes and samples_left > 0:
+        rw = weight_vector.copy()
+        rw[:num_paired] /= 2  # two samples are drawn for each paired size
+        rw = rw[num_full_subsets:]
+        rw /= rw.sum()
+        draws = rng.choice(len(rw), 4 * samples_left, p=rw)
+        used: dict[bytes, int] = {}
+        pos = 0
+        while samples_left > 0 and pos < len(draws):
+            size = int(draws[pos]) + num_full_subsets + 1
+            pos += 1
+            mask[:] = 0
+            mask[rng.permutation(m)[:size]] = 1
+            key = mask.tobytes()
+            new = key not in used
+            if new:
+                used[key] = len(rows)
+                samples_left -= 1
+                add(mask, 1.0)
+            else:
+                weights[used[key]] += 1.0
+            if samples_left > 0 and size <= num_paired:
+                if new:
+                    samples_left -= 1
+                    add(1 - mask, 1.0)
+                else:
+                    weights[used[key] + 1] += 1.0
+        weight_left = float(weight_vector[num_full_subsets:].sum())
+        tail = np.asarray(weights[n_fixed:], dtype=np.float64)
+        if tail.size:
+            tail *= weight_left / tail.sum()
+            weights[n_fixed:] = tail.tolist()
+    return np.asarray(rows, dtype=np.uint8).reshape(-1, m), np.asarray(weights, dtype=np.float64)
+
+
+def solve_shapley(
+    z: NDArray[np.uint8],
+    w: NDArray[np.float64],
+    y: NDArray[np.float64],
+    f_x: float,
+    f_base: float,
+) -> NDArray[np.float64]:
+    """φ from the constrained weighted regression (Σφ = f_x − f_base exactly)."""
+    m = z.shape[1]
+    total = f_x - f_base
+    if m == 1:
+        return np.array([total])
+    if z.shape[0] == 0:
+        return np.full(m, total / m)
+    zf = z.astype(np.float64)
+    y_adj = y - f_base - zf[:, -1] * total
+    etmp = zf[:, :-1] - zf[:, -1:]
+    wx = etmp * w[:, None]
+    a = etmp.T @ wx
+    rhs = wx.T @ y_adj
+    try:
+        head = np.linalg.solve(a, rhs)
+    except np.linalg.LinAlgError:
+        head = np.linalg.lstsq(a, rhs, rcond=None)[0]
+    phi = np.empty(m, dtype=np.float64)
+    phi[:-1] = head
+    phi[-1] = total - head.sum()
+    return phi
+
+
+class KernelShapBuilder(PerturbationMethod[KernelShapParams, KernelShapPlan]):
+    name = "kernel_shap"
+    needs_baseline_score = True
+
+    def build_plan(
+        self, model: LoadedModel, image: ImageInput, target: int, params: KernelShapParams
+    ) -> KernelShapPlan:
+        segments = segment(image.pixels, params.segmentation)
+        m = int(segments.max()) + 1
+        coalitions, weights = sample_coalitions(m, params.num_samples, params.seed)
+        return KernelShapPlan(segments, m, coalitions, weights)
+
+    def sample_codes(self, plan: KernelShapPlan, start: int, stop: int) -> NDArray[Any]:
+        return plan.coalitions[start:stop]
+
+    def render_masks(self, plan: KernelShapPlan, codes: NDArray[Any]) -> NDArray[Any]:
+        keep: NDArray[np.bool_] = codes.astype(np.bool_)[:, plan.segments]
+        return keep
+
+    def hide_pixels(
+        self, image: ImageInput, params: KernelShapParams, plan: KernelShapPlan
+    ) -> NDArray[np.float32]:
+        return hide_image(image, params.hide, params.blur_radius, plan.segments)
+
+    def assemble(
+        self,
+        model: LoadedModel,
+        image: ImageInput,
+        target: int,
+        params: KernelShapParams,
+        plan: KernelShapPlan,
+        scores: NDArray[np.float64],
+        refs: References,
+        forward_passes: int | None = None,
+    ) -> Attribution:
+        if scores.shape != (plan.n_samples,):
+            raise ValueError(f"{scores.shape[0]} scores for a plan of {plan.n_samples} samples")
+        if refs.f_baseline is None:
+            raise ValueError("KernelSHAP needs the background's score")
+        f_x, f_b = refs.f_x, refs.f_baseline
+        phi = solve_shapley(plan.coalitions, plan.weights, scores, f_x, f_b)
+        area = np.bincount(plan.segments.ravel(), minlength=plan.n_features).astype(np.float64)
+        values = (phi / np.maximum(area, 1.0))[plan.segments].astype(np.float32)
+        pos, neg = top_segments(phi, params.top_k)
+        calls = forward_passes if forward_passes is not None else refs.forward_passes + len(scores)
+        return Attribution(
+            values=values,
+            model_calls=calls,
+            extras={
+                "segments": [float(v) for v in phi],
+                "n_segments": plan.n_features,
+                "top_positive": pos,
+                "top_negative": neg,
+                "f_x": f_x,
+                "f_baseline": f_b,
+                "sum_check": float(phi.sum() - (f_x - f_b)),
+                "num_samples": plan.n_samples,
+                "exact": plan.n_features <= 30 and plan.n_samples == 2**plan.n_features - 2,
+                "target_score": f_x,
+            },
+            arrays={"segment_map": plan.segments},
+        )
+
+
+KERNEL_SHAP = KernelShapBuilder()
+register_plan(KERNEL_SHAP)
+
+
+def kernel_shap(
+    model: LoadedModel,
+    image: ImageInput,
+    target: int,
+    params: KernelShapParams,
+    progress: Progress,
+) -> Attribution:
+    return run_plan(KERNEL_SHAP, model, image, target, params, progress)
+
+
+SPEC = register(
+    MethodSpec(
+        name="kernel_shap",
+        params_model=KernelShapParams,
+        fn=kernel_shap,
+        description="KernelSHAP: Shapley values of superpixels by weighted regression.",
+        kind="perturbation",
+        execution="job",
+    )
+)

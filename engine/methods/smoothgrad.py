@@ -1,0 +1,73 @@
+"""SmoothGrad (Smilkov et al., 2017): gradients averaged over noisy copies of the input."""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.methods.backprop import Reduce, gradients, reduce_channels
+from engine.methods.base import Attribution, ImageInput, MethodSpec, Progress
+from engine.methods.registry import register
+from engine.methods.scoring import ScoreKind
+from engine.models.runtime import LoadedModel
+
+
+class SmoothGradParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    samples: int = Field(default=25, ge=1, le=1024)
+    noise: float = Field(
+        default=0.15, gt=0, le=1.0, description="Noise σ as a fraction of the input's range."
+    )
+    squared: bool = Field(default=False, description="Average g² (SmoothGrad-squared).")
+    reduce: Reduce = Field(default="abs_max", description="How channels are combined.")
+    internal_batch_size: int = Field(default=16, ge=1, le=256)
+    score: ScoreKind = "logit"
+    seed: int = Field(default=0, ge=0)
+
+
+def check(params: SmoothGradParams, model: LoadedModel) -> None:
+    model.check_gradients()
+
+
+def smoothgrad(
+    model: LoadedModel,
+    image: ImageInput,
+    target: int,
+    params: SmoothGradParams,
+    progress: Progress,
+) -> Attribution:
+    x = model.to_model_input(image.pixels[None])
+    sigma = params.noise * float(x.max() - x.min())
+    rng = np.random.default_rng(params.seed)
+    total = np.zeros_like(x, dtype=np.float64)
+    passes = 0
+    step = params.internal_batch_size
+    for start in range(0, params.samples, step):
+        n = min(step, params.samples - start)
+        noisy = (x + rng.normal(0.0, sigma, (n, *x.shape[1:]))).astype(np.float32)
+        _, g, _, used = gradients(model, noisy, target, params.score)
+        passes += used
+        g64 = g.astype(np.float64)
+        total += (g64 * g64 if params.squared else g64).sum(axis=0, keepdims=True)
+        progress(min(1.0, (start + n) / params.samples))
+    mean = (total / params.samples).astype(np.float32)
+    reduce = "abs_sum" if params.squared and params.reduce == "signed" else params.reduce
+    return Attribution(
+        values=reduce_channels(mean, model, reduce),
+        model_calls=passes,
+        extras={"backward_passes": params.samples, "sigma": sigma},
+    )
+
+
+SPEC = register(
+    MethodSpec(
+        name="smoothgrad",
+        params_model=SmoothGradParams,
+        fn=smoothgrad,
+        description="SmoothGrad: the mean gradient over Gaussian-noised copies of the input.",
+        kind="gradient",
+        execution="job",
+        check=check,
+    )
+)

@@ -1,0 +1,225 @@
+"""The synchronous client."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+import httpx
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+
+from api_schemas.explanations import ExplanationResult
+from api_schemas.jobs import JobState, JobStatus
+from api_schemas.methods import MethodInfo, MethodList
+from api_schemas.models import ModelInfo, ModelList, PredictResponse
+from lantern_client import _common as c
+from lantern_client.errors import LanternAPIError, LanternTimeoutError
+
+
+class LanternClient:
+    """Talks to a Lantern service over HTTP (httpx).
+
+    >>> with LanternClient("http://localhost:8000") as lantern:
+    ...     result = lantern.explain("cat.jpg", "efficientnet-lite0", "occlusion", wait=30)
+
+    ``url`` defaults to ``$LANTERN_URL`` or http://localhost:8000; ``api_key`` is sent as
+    ``Authorization: Bearer``; ``timeout`` bounds each HTTP request (seconds). API errors
+    raise :class:`LanternAPIError` with the status and the body's code, message and details.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = (url or c.default_url()).rstrip("/")
+        self.timeout = timeout
+        self._http = httpx.Client(
+            base_url=self.url, headers=c.headers(api_key), timeout=timeout, transport=transport
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> LanternClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- models and methods -------------------------------------------------------------
+
+    def list_models(self) -> list[ModelInfo]:
+        return c.parse(ModelList, self._http.get("/v1/models")).models
+
+    def get_model(self, name: str) -> ModelInfo:
+        return c.parse(ModelInfo, self._http.get(c.model_path(name)))
+
+    def upload_model(self, model: c.ModelInput, manifest: c.ManifestInput) -> ModelInfo:
+        """Register an ``.onnx`` model (path or bytes) with its manifest."""
+        fname, data = c.model_bytes(model)
+        r = self._http.post(
+            "/v1/models",
+            files={"file": (fname, data, "application/octet-stream")},
+            data={"manifest": c.manifest_json(manifest)},
+        )
+        return c.parse(ModelInfo, r)
+
+    def delete_model(self, name: str) -> None:
+        c.check(self._http.delete(c.model_path(name)))
+
+    def methods(self) -> list[MethodInfo]:
+        return c.parse(MethodList, self._http.get("/v1/methods")).methods
+
+    def predict(self, image: c.ImageInput, model: str, top_k: int = 5) -> PredictResponse:
+        """Top-k labels and softmax scores of ``model`` on ``image``."""
+        fname, data = c.image_bytes(image)
+        r = self._http.post(
+            c.model_path(model, "/predict"),
+            files={"file": (fname, data)},
+            data={"top_k": str(top_k)},
+        )
+        return c.parse(PredictResponse, r)
+
+    # -- explanations and jobs ----------------------------------------------------------
+
+    def _post_explanation(
+        self,
+        image: c.ImageInput,
+        model: str,
+        method: str,
+        target: c.Target,
+        params: Mapping[str, Any] | None,
+        wait: float | None,
+    ) -> ExplanationResult | JobStatus:
+        fname, data = c.image_bytes(image)
+        query = {"wait": repr(float(wait))} if wait else {}
+        r = self._http.post(
+            "/v1/explanations",
+            params=query,
+            files={"file": (fname, data)},
+            data=c.explanation_form(model, method, target, params),
+            timeout=self.timeout + (wait or 0.0),
+        )
+        return c.explanation_answer(r)
+
+    def submit(
+        self,
+        image: c.ImageInput,
+        model: str,
+        method: str,
+        target: c.Target = "top1",
+        params: Mapping[str, Any] | None = None,
+    ) -> JobStatus:
+        """Submit an explanation job; its status (already succeeded when it was cached)."""
+        answer = self._post_explanation(image, model, method, target, params, None)
+        return self.job(answer.job) if isinstance(answer, ExplanationResult) else answer
+
+    def explain(
+        self,
+        image: c.ImageInput,
+        model: str,
+        method: str,
+        target: c.Target = "top1",
+        params: Mapping[str, Any] | None = None,
+        *,
+        wait: float | None = None,
+        poll: bool = True,
+        progress: c.ProgressCallback | None = None,
+        timeout: float = 600.0,
+    ) -> ExplanationResult:
+        """Explain ``model``'s prediction on ``image`` with ``method``; the result.
+
+        ``wait`` (at most 60 s) asks the API to answer the result inline when ready within
+        that time; otherwise (or then, if it was not ready) the job is polled with
+        exponential backoff (0.05 s, ×1.5, at most 1 s) until it ends or ``timeout`` seconds
+        have passed, calling ``progress(value, state)``. With ``poll=False`` an unfinished
+        job raises :class:`LanternTimeoutError` at once. A failed or cancelled job raises
+        :class:`LanternAPIError`.
+        """
+        deadline = time.monotonic() + timeout
+        answer = self._post_explanation(image, model, method, target, params, wait)
+        if isinstance(answer, ExplanationResult):
+            if progress is not None:
+                progress(1.0, JobState.succeeded.value)
+            return answer
+        return self._follow(answer, progress, deadline, poll)
+
+    def wait(
+        self,
+        job_id: str,
+        *,
+        progress: c.ProgressCallback | None = None,
+        timeout: float = 600.0,
+    ) -> ExplanationResult:
+        """Poll a submitted job until it ends; its result (or raise as ``explain`` does)."""
+        deadline = time.monotonic() + timeout
+        return self._follow(self.job(job_id), progress, deadline, True)
+
+    def _follow(
+        self,
+        status: JobStatus,
+        progress: c.ProgressCallback | None,
+        deadline: float,
+        poll: bool,
+    ) -> ExplanationResult:
+        last: list[float] = []
+        c.report(progress, status, last)
+        delays = c.backoff()
+        while not status.state.terminal:
+            remaining = deadline - time.monotonic()
+            if not poll or remaining <= 0:
+                raise LanternTimeoutError(
+                    f"The job {status.id} is {status.state.value} "
+                    f"({status.progress:.0%}); poll GET /v1/jobs/{status.id}.",
+                    status,
+                )
+            time.sleep(min(next(delays), remaining))
+            status = self.job(status.id)
+            c.report(progress, status, last)
+        if status.state != JobState.succeeded:
+            raise LanternAPIError.from_job(status)
+        return self.result(status.id)
+
+    def job(self, job_id: str) -> JobStatus:
+        return c.parse(JobStatus, self._http.get(c.job_path(job_id)))
+
+    def cancel(self, job_id: str) -> JobStatus:
+        return c.parse(JobStatus, self._http.delete(c.job_path(job_id)))
+
+    def result(self, job_id: str) -> ExplanationResult:
+        """The JSON result, with the attribution's values."""
+        r = self._http.get(c.job_path(job_id, "/result"), params={"format": "json"})
+        return c.parse(ExplanationResult, r)
+
+    def result_array(self, job_id: str) -> NDArray[np.float32]:
+        """The attribution as a float32 array (from the ``.npy`` download)."""
+        r = self._http.get(c.job_path(job_id, "/result"), params={"format": "npy"})
+        return c.load_array(r)
+
+    def result_image(
+        self,
+        job_id: str,
+        format: c.ResultFormat = "png",
+        colormap: c.Colormap = "jet",
+        alpha: float = 0.5,
+    ) -> Image.Image:
+        """The colour-mapped heatmap (``png``, model input size) or the ``overlay`` on the
+        input image (its own size)."""
+        r = self._http.get(
+            c.job_path(job_id, "/result"),
+            params=c.result_params(format, colormap, alpha),
+        )
+        return c.load_image(r)

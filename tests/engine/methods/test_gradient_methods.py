@@ -1,0 +1,138 @@
+"""Saliency, gradient × input, integrated gradients and SmoothGrad against values computed
+by hand on linear models (whose gradient is the weight), and the IG completeness axiom on
+a nonlinear one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.methods.base import ImageInput, no_progress
+from engine.methods.gradient_x_input import GradientXInputParams, gradient_x_input
+from engine.methods.integrated_gradients import (
+    IntegratedGradientsParams,
+    integrated_gradients,
+    quadrature,
+)
+from engine.methods.saliency import SaliencyParams, saliency
+from engine.methods.smoothgrad import SmoothGradParams, smoothgrad
+from engine.models.runtime import LoadedModel
+from lantern_testing.loaded import loaded
+from lantern_testing.models import conv_classifier, linear_classifier
+
+RNG = np.random.default_rng(42)
+W = RNG.normal(size=(2, 3, 8, 8)).astype(np.float32)  # logit k = sum(W[k] * pixels)
+PIXELS = RNG.uniform(0, 255, (8, 8, 3)).astype(np.float32)
+
+
+@pytest.fixture
+def linear(tmp_path: Path) -> LoadedModel:
+    return loaded(tmp_path, linear_classifier(W), 8, ["a", "b"])
+
+
+def chw(pixels: np.ndarray) -> np.ndarray:
+    return pixels.transpose(2, 0, 1)
+
+
+def test_saliency_is_the_weight(linear: LoadedModel) -> None:
+    img = ImageInput(PIXELS)
+    for reduce, expected in (
+        ("abs_max", np.abs(W[1]).max(axis=0)),
+        ("abs_sum", np.abs(W[1]).sum(axis=0)),
+        ("signed", W[1].sum(axis=0)),
+    ):
+        a = saliency(linear, img, 1, SaliencyParams(reduce=reduce), no_progress)
+        np.testing.assert_allclose(a.values, expected, rtol=1e-5, atol=1e-6)
+        assert a.model_calls == 1
+
+
+def test_saliency_of_a_probability(linear: LoadedModel) -> None:
+    # two classes: dp0/dx = p0 (1 - p0) (W0 - W1)
+    small = ImageInput(PIXELS / 1000.0)
+    z = (W * chw(small.pixels)).reshape(2, -1).sum(axis=1)
+    p0 = 1 / (1 + np.exp(z[1] - z[0]))
+    a = saliency(linear, small, 0, SaliencyParams(reduce="signed", score="probability"),
+                 no_progress)
+    np.testing.assert_allclose(a.values, (p0 * (1 - p0) * (W[0] - W[1])).sum(axis=0),
+                               rtol=1e-4, atol=1e-7)
+    assert a.model_calls == 2  # the seed needs the logits first
+
+
+def test_gradient_x_input(linear: LoadedModel) -> None:
+    a = gradient_x_input(linear, ImageInput(PIXELS), 0, GradientXInputParams(), no_progress)
+    np.testing.assert_allclose(a.values, (W[0] * chw(PIXELS)).sum(axis=0), rtol=1e-4)
+
+
+def test_preprocessing_is_part_of_the_gradient(tmp_path: Path) -> None:
+    # x = (p * s - mean) / std: d logit / d x = W, whatever the preprocessing
+    model = loaded(tmp_path, linear_classifier(W), 8, ["a", "b"], scale=0.5,
+                   mean=[1.0, 2.0, 3.0], std=[2.0, 4.0, 8.0])
+    a = saliency(model, ImageInput(PIXELS), 0, SaliencyParams(reduce="signed"), no_progress)
+    np.testing.assert_allclose(a.values, W[0].sum(axis=0), rtol=1e-5)
+
+
+@pytest.mark.parametrize("rule", ["gausslegendre", "riemann_trapezoid", "riemann_middle"])
+def test_integrated_gradients_on_a_linear_model_is_exact(linear: LoadedModel, rule: str) -> None:
+    # IG of a linear f with a black baseline: (x - 0) * W, summed over channels
+    params = IntegratedGradientsParams(steps=8, method=rule, baseline="zero")  # type: ignore[arg-type]
+    a = integrated_gradients(linear, ImageInput(PIXELS), 0, params, no_progress)
+    np.testing.assert_allclose(a.values, (W[0] * chw(PIXELS)).sum(axis=0), rtol=1e-4, atol=1e-3)
+    assert abs(a.extras["completeness_delta"]) < 1e-2
+    assert a.model_calls == 2 + 8
+
+
+def test_quadrature_weights() -> None:
+    for rule in ("gausslegendre", "riemann_trapezoid", "riemann_middle", "riemann_left",
+                 "riemann_right"):
+        alphas, weights = quadrature(rule, 7)  # type: ignore[arg-type]
+        assert weights.sum() == pytest.approx(1.0)
+        assert ((alphas >= 0) & (alphas <= 1)).all()
+        if rule not in ("riemann_left", "riemann_right"):  # symmetric rules: x is exact
+            assert (alphas * weights).sum() == pytest.approx(0.5)
+    left, _ = quadrature("riemann_left", 4)
+    right, _ = quadrature("riemann_right", 4)
+    np.testing.assert_allclose(left, [0, 0.25, 0.5, 0.75])
+    np.testing.assert_allclose(right, [0.25, 0.5, 0.75, 1.0])
+
+
+def test_integrated_gradients_completeness_on_a_nonlinear_model(tmp_path: Path) -> None:
+    model = loaded(tmp_path, conv_classifier(16, 16, 3), 16, ["a", "b", "c"])
+    img = ImageInput(np.random.default_rng(1).uniform(0, 255, (16, 16, 3)).astype(np.float32))
+    errors = []
+    for steps in (8, 64, 512):
+        params = IntegratedGradientsParams(steps=steps, method="riemann_trapezoid",
+                                           internal_batch_size=32)
+        a = integrated_gradients(model, img, 2, params, no_progress)
+        errors.append(a.extras["completeness_error"])
+    assert errors[-1] < 1e-3
+    assert errors[1] < 0.01
+
+
+def test_integrated_gradients_reports_progress(linear: LoadedModel) -> None:
+    seen: list[float] = []
+    params = IntegratedGradientsParams(steps=10, internal_batch_size=4)
+    integrated_gradients(linear, ImageInput(PIXELS), 0, params, seen.append)
+    assert seen == pytest.approx([0.4, 0.8, 1.0])
+
+
+def test_smoothgrad_of_a_linear_model_is_the_weight(linear: LoadedModel) -> None:
+    # the gradient is W at every noisy copy, so the mean is W whatever the noise
+    a = smoothgrad(linear, ImageInput(PIXELS), 1, SmoothGradParams(samples=5, reduce="abs_sum"),
+                   no_progress)
+    np.testing.assert_allclose(a.values, np.abs(W[1]).sum(axis=0), rtol=1e-5)
+    sq = smoothgrad(linear, ImageInput(PIXELS), 1,
+                    SmoothGradParams(samples=5, squared=True, reduce="abs_sum"), no_progress)
+    np.testing.assert_allclose(sq.values, (W[1] ** 2).sum(axis=0), rtol=1e-5)
+    assert a.model_calls == 5
+
+
+def test_smoothgrad_is_seeded(tmp_path: Path) -> None:
+    model = loaded(tmp_path, conv_classifier(16, 16, 3), 16, ["a", "b", "c"])
+    img = ImageInput(np.random.default_rng(2).uniform(0, 255, (16, 16, 3)).astype(np.float32))
+    a = smoothgrad(model, img, 0, SmoothGradParams(samples=6, seed=3), no_progress)
+    b = smoothgrad(model, img, 0, SmoothGradParams(samples=6, seed=3), no_progress)
+    c = smoothgrad(model, img, 0, SmoothGradParams(samples=6, seed=4), no_progress)
+    np.testing.assert_array_equal(a.values, b.values)
+    assert not np.array_equal(a.values, c.values)

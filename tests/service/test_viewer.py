@@ -1,0 +1,71 @@
+"""The web viewer's page and assets, served by the app (create_app + mount_viewer)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from lantern.settings import Settings
+from service.app import create_app
+from service.routers.viewer import STATIC_DIR, mount_viewer
+
+
+@pytest.fixture(scope="module")
+def viewer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    data: Path = tmp_path_factory.mktemp("data")
+    app = create_app(Settings(data_dir=data, builtin_model=False))
+    if not any(getattr(r, "path", None) == "/static" for r in app.routes):
+        mount_viewer(app)
+    with TestClient(app) as c:
+        yield c
+
+
+def test_index_is_the_viewer_page(viewer: TestClient) -> None:
+    r = viewer.get("/")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/html")
+    html = r.text
+    assert "<title>Lantern" in html
+    assert '<script src="/static/app.js"></script>' in html
+    assert 'href="/static/app.css"' in html
+    for element in ('id="model"', 'id="method"', 'id="params"', 'id="canvas"', 'id="opacity"'):
+        assert element in html
+    # works offline: nothing is loaded from another host
+    assert "http://" not in html.replace("http://localhost", "")
+    assert "https://" not in html
+
+
+@pytest.mark.parametrize(
+    ("path", "ctype", "needle"),
+    [
+        ("/static/app.js", "javascript", b"/v1/explanations"),
+        ("/static/app.css", "text/css", b".colorbar"),
+    ],
+)
+def test_static_assets_are_served(viewer: TestClient, path: str, ctype: str, needle: bytes) -> None:
+    r = viewer.get(path)
+    assert r.status_code == 200
+    assert ctype in r.headers["content-type"]
+    assert needle in r.content
+    assert r.content == (STATIC_DIR / path.removeprefix("/static/")).read_bytes()
+
+
+def test_sample_image_is_served(viewer: TestClient) -> None:
+    r = viewer.get("/static/samples/chelsea.jpg")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "image/jpeg"
+    img = Image.open(io.BytesIO(r.content))
+    assert img.format == "JPEG" and img.size == (451, 300) and img.mode == "RGB"
+
+
+def test_missing_asset_is_404_and_api_still_answers(viewer: TestClient) -> None:
+    assert viewer.get("/static/nope.js").status_code == 404
+    assert viewer.get("/v1/methods").status_code == 200
+    assert viewer.get("/healthz").json() == {"status": "ok"}
+    # the page is not part of the API's OpenAPI schema
+    assert "/" not in viewer.get("/openapi.json").json()["paths"]

@@ -34,6 +34,13 @@ class Settings(BaseSettings):
     embedded_workers: int = Field(default=1, ge=1, le=64)
     builtin_model: bool = Field(default=True, description="Build and register EfficientNet-Lite0.")
     queue: str = Field(default="lantern")
+    split_min_samples: int = Field(
+        default=512, ge=1, description="Perturbation jobs with this many samples are split."
+    )
+    split_chunk_samples: int = Field(default=128, ge=1, description="Samples per chunk task.")
+    visibility_timeout_s: int = Field(
+        default=3600, ge=1, description="Redelivery delay of a task whose worker vanished."
+    )
     api_keys: list[ApiKey] = Field(
         default_factory=list,
         description='JSON list of {"name", "role": "admin"|"user", "sha256": hex digest}. '

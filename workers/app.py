@@ -20,7 +20,7 @@ def make_celery(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         task_default_queue=settings.queue,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": 3600},
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
         result_expires=settings.result_ttl_s,
         worker_hijack_root_logger=False,
     )

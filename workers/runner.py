@@ -10,8 +10,11 @@ from api_schemas.jobs import JobState
 from engine.data.image import decode_image
 from engine.errors import Cancelled, LanternError
 from engine.explain import explain
+from engine.methods.base import Attribution
 from engine.methods.registry import get_method
 from workers.runtime import Runtime
+from workers.split import Splitter, try_split
+from workers.store import JobRecord
 
 log = logging.getLogger("lantern.worker")
 
@@ -41,8 +44,12 @@ def _fail(rt: Runtime, job_id: str, error: dict[str, Any]) -> None:
     rt.jobs.update_job(job_id, state=JobState.failed.value, error=error, finished_at=time.time())
 
 
-def run_job(rt: Runtime, job_id: str) -> str:
-    """Run the job if it still needs running; returns its final state."""
+def run_job(rt: Runtime, job_id: str, splitter: Splitter | None = None) -> str:
+    """Run the job if it still needs running; returns its state.
+
+    With a ``splitter`` (Celery), a large perturbation job is split into chunks for
+    several workers and this returns "running"; the chord's callback completes it.
+    """
     rec = rt.jobs.get_job(job_id)
     if rec is None:
         log.warning("job %s expired before it ran", job_id)
@@ -53,6 +60,7 @@ def run_job(rt: Runtime, job_id: str) -> str:
     rt.jobs.update_job(
         job_id, state=JobState.running.value, started_at=started, attempts=rec.attempts + 1
     )
+    rec.started_at = started
     try:
         data = rt.jobs.get_input(rec.input_key)
         if data is None:
@@ -66,6 +74,8 @@ def run_job(rt: Runtime, job_id: str) -> str:
                 },
             )
             return JobState.failed.value
+        if splitter is not None and try_split(rt, rec, splitter):
+            return JobState.running.value
         spec = get_method(rec.method)
         params = spec.parse_params(rec.params)
         model = rt.load(rec.model, rec.version)
@@ -89,18 +99,37 @@ def run_job(rt: Runtime, job_id: str) -> str:
             },
         )
         return JobState.failed.value
-    finished = time.time()
-    rt.jobs.put_result(job_id, result.attribution.values, result.attribution.arrays)
+    return complete(
+        rt,
+        rec,
+        result.attribution,
+        result.target_index,
+        result.target_label,
+        result.target_score,
+        result.model_calls,
+    )
+
+
+def complete(
+    rt: Runtime,
+    rec: JobRecord,
+    attribution: Attribution,
+    target_index: int,
+    target_label: str,
+    target_score: float,
+    model_calls: int,
+) -> str:
+    """Store the result and mark the job succeeded (unless it was cancelled meanwhile)."""
+    job_id = rec.id
     if rt.jobs.get_state(job_id) == JobState.cancelled.value:
         return JobState.cancelled.value
+    finished = time.time()
+    rt.jobs.put_result(job_id, attribution.values, attribution.arrays)
+    started = rec.started_at or finished
     summary = {
-        "target": {
-            "index": result.target_index,
-            "label": result.target_label,
-            "score": result.target_score,
-        },
-        "shape": list(result.attribution.values.shape),
-        "extras": result.attribution.extras,
+        "target": {"index": target_index, "label": target_label, "score": target_score},
+        "shape": list(attribution.values.shape),
+        "extras": attribution.extras,
         "timings": {
             "queued_ms": round((started - rec.created_at) * 1000.0, 2),
             "compute_ms": round((finished - started) * 1000.0, 2),
@@ -111,7 +140,7 @@ def run_job(rt: Runtime, job_id: str) -> str:
         state=JobState.succeeded.value,
         progress=1.0,
         finished_at=finished,
-        model_calls=result.model_calls,
+        model_calls=model_calls,
         summary=summary,
     )
     return JobState.succeeded.value

@@ -60,7 +60,8 @@ class KV(Protocol):
     def hset(self, key: str, mapping: dict[str, str], ttl: int) -> None: ...
     def hget(self, key: str, fld: str) -> str | None: ...
     def hgetall(self, key: str) -> dict[str, str]: ...
-    def incr(self, key: str, ttl: int) -> int: ...
+    def incr(self, key: str, ttl: int, amount: int = 1) -> int: ...
+    def setnx(self, key: str, value: bytes, ttl: int) -> bool: ...
     def ping(self) -> bool: ...
 
 
@@ -92,11 +93,14 @@ class RedisKV:
         raw = self.r.hgetall(key)
         return {k.decode(): v.decode() for k, v in raw.items()}
 
-    def incr(self, key: str, ttl: int) -> int:
+    def incr(self, key: str, ttl: int, amount: int = 1) -> int:
         p = self.r.pipeline()
-        p.incr(key)
+        p.incrby(key, amount)
         p.expire(key, ttl, nx=True)
         return int(p.execute()[0])
+
+    def setnx(self, key: str, value: bytes, ttl: int) -> bool:
+        return bool(self.r.set(key, value, ex=ttl, nx=True))
 
     def ping(self) -> bool:
         return bool(self.r.ping())
@@ -154,13 +158,20 @@ class MemoryKV:
             h = self._live(key)
             return dict(h) if h else {}
 
-    def incr(self, key: str, ttl: int) -> int:
+    def incr(self, key: str, ttl: int, amount: int = 1) -> int:
         with self._lock:
             v = self._live(key)
-            n = (int(v) if isinstance(v, int) else 0) + 1
+            n = (int(v) if isinstance(v, bytes) else 0) + amount
             expiry = self._data[key][0] if v is not None else time.time() + ttl
-            self._data[key] = (expiry, n)
+            self._data[key] = (expiry, str(n).encode())  # as Redis keeps counters
             return n
+
+    def setnx(self, key: str, value: bytes, ttl: int) -> bool:
+        with self._lock:
+            if self._live(key) is not None:
+                return False
+            self._data[key] = (time.time() + ttl, value)
+            return True
 
     def ping(self) -> bool:
         return True

@@ -1,12 +1,15 @@
-"""Celery tasks: thin shells over workers.runner. Each process builds its Runtime lazily,
-after the fork, so ONNX Runtime sessions are never shared across processes."""
+"""Celery tasks: thin shells over workers.runner and workers.split. Each process builds its
+Runtime lazily, after the fork, so ONNX Runtime sessions are never shared across processes."""
 
 from __future__ import annotations
+
+from celery import chord
 
 from lantern.settings import Settings
 from workers.app import app
 from workers.runner import run_job
 from workers.runtime import Runtime
+from workers.split import Ranges, finish_round, run_chunk
 
 _runtime: Runtime | None = None
 
@@ -18,6 +21,25 @@ def runtime() -> Runtime:
     return _runtime
 
 
+class CelerySplitter:
+    """A round of chunks as a group, with the assembly as the chord's callback."""
+
+    def submit_round(self, job_id: str, ranges: Ranges) -> None:
+        header = [chunk_task.si(job_id, a, b) for a, b in ranges]
+        chord(header)(assemble_task.si(job_id))
+
+
 @app.task(name="lantern.explain")  # type: ignore[untyped-decorator]
 def explain_task(job_id: str) -> str:
-    return run_job(runtime(), job_id)
+    return run_job(runtime(), job_id, CelerySplitter())
+
+
+@app.task(name="lantern.chunk", ignore_result=False)  # type: ignore[untyped-decorator]
+def chunk_task(job_id: str, start: int, stop: int) -> int:
+    run_chunk(runtime(), job_id, start, stop)
+    return stop - start
+
+
+@app.task(name="lantern.assemble")  # type: ignore[untyped-decorator]
+def assemble_task(job_id: str) -> str:
+    return finish_round(runtime(), job_id, CelerySplitter())

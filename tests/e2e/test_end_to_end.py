@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import io
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,34 +15,9 @@ import pytest
 from PIL import Image
 
 from lantern_testing.images import b64, chelsea_png
-from lantern_testing.processes import free_port, redis_server, wait_for
+from lantern_testing.processes import LANTERN, Proc, free_port, redis_server, wait_for
 
 pytestmark = pytest.mark.e2e
-
-LANTERN = [sys.executable, "-m", "lantern.cli"]
-
-
-class Proc:
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
-        self.log = log
-        self.fh = log.open("wb")
-        self.p = subprocess.Popen(
-            args, env=env, stdout=self.fh, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-    def stop(self) -> None:
-        if self.p.poll() is None:
-            os.killpg(self.p.pid, signal.SIGTERM)
-            try:
-                self.p.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.p.pid, signal.SIGKILL)
-                self.p.wait(5)
-        self.fh.close()
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
-
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:

@@ -156,6 +156,16 @@ class RateLimited(LanternError):
         self.headers = {"Retry-After": str(retry_after)}
 
 
+class JobTooCostly(LanternError):
+    status = 422
+    code = "job_too_costly"
+
+
+class TimeLimitExceeded(LanternError):
+    status = 422
+    code = "time_limit"
+
+
 class InvalidFormat(LanternError):
     status = 422
     code = "invalid_format"

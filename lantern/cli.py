@@ -32,7 +32,14 @@ def _serve(args: argparse.Namespace) -> int:
     app = create_app(settings)
     host = "localhost" if args.host in ("0.0.0.0", "127.0.0.1") else args.host
     print(f"Lantern serving on http://{host}:{args.port}  [{mode}]  docs: /docs", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        log_config=None,  # our JSON logging (lantern.logs); the app logs each request
+        access_log=False,
+    )
     return 0
 
 
@@ -89,7 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     worker.set_defaults(fn=_worker)
     register(sub)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.command in ("serve", "worker"):
+        from lantern.logs import configure
+
+        configure(Settings().log_format)
+    else:
+        logging.basicConfig(level=logging.WARNING)
     code: int = args.fn(args)
     return code
 

@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     embedded_workers: int = Field(default=1, ge=1, le=64)
     builtin_model: bool = Field(default=True, description="Build and register EfficientNet-Lite0.")
     queue: str = Field(default="lantern")
+    max_job_cost: int = Field(
+        default=200_000, ge=1, description="Most forward passes one request may ask for."
+    )
+    job_time_limit_s: float = Field(default=900.0, gt=0, description="Soft limit of a job.")
+    sync_time_limit_s: float = Field(default=60.0, gt=0, description="Soft limit, sync methods.")
+    log_format: str = Field(default="json", pattern="^(json|text)$")
     split_min_samples: int = Field(
         default=512, ge=1, description="Perturbation jobs with this many samples are split."
     )

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 
-from lantern import __version__
+from lantern import __version__, logs
 from lantern.settings import Settings
 from service.errors import install_error_handlers
 from service.inputs import BodyLimitMiddleware
@@ -22,6 +23,7 @@ from workers.dispatch import CeleryDispatcher, Dispatcher, EmbeddedDispatcher
 from workers.runtime import Runtime
 
 log = logging.getLogger("lantern.api")
+access = logging.getLogger("lantern.access")
 
 
 def _prepare(state: ServiceState) -> None:
@@ -82,12 +84,30 @@ def create_app(settings: Settings | None = None, *, block_startup: bool = True) 
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        LATENCY.labels(path).observe(time.perf_counter() - start)
-        REQUESTS.labels(path, str(response.status_code)).inc()
-        return response
+        rid = request.headers.get("x-request-id", "")[:64] or uuid.uuid4().hex
+        token = logs.request_id.set(rid)
+        try:
+            response = await call_next(request)
+            route = request.scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            seconds = time.perf_counter() - start
+            LATENCY.labels(path).observe(seconds)
+            REQUESTS.labels(path, str(response.status_code)).inc()
+            response.headers["X-Request-ID"] = rid
+            access.info(
+                "%s %s %d",
+                request.method,
+                request.url.path,
+                response.status_code,
+                extra={
+                    "route": path,
+                    "status": response.status_code,
+                    "ms": round(seconds * 1e3, 2),
+                },
+            )
+            return response
+        finally:
+            logs.request_id.reset(token)
 
     for r in (health.router, models.router, methods.router, explanations.router, jobs.router):
         app.include_router(r)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import time
 from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
@@ -21,7 +22,14 @@ from api_schemas.explanations import (
 )
 from api_schemas.jobs import JobLinks, JobState, JobStatus
 from engine.data.image import decode_image
-from engine.errors import InvalidParams, JobFailed, JobNotReady, LanternError, UnknownJob
+from engine.errors import (
+    InvalidParams,
+    JobFailed,
+    JobNotReady,
+    JobTooCostly,
+    LanternError,
+    UnknownJob,
+)
 from engine.methods.registry import get_method
 from engine.render.heatmap import encode_png, heatmap_image, overlay_image
 from engine.targets import canonical_target
@@ -113,7 +121,16 @@ async def submit(
 
     def validate() -> None:
         decode_image(data, rt.settings.max_pixels)
-        spec.check(params, rt.load(info.name, info.version))
+        model = rt.load(info.name, info.version)
+        spec.check(params, model)
+        cost = spec.cost(params, model)
+        limit = rt.settings.max_job_cost
+        if cost > limit:
+            raise JobTooCostly(
+                f"This request would take about {cost} forward passes; the limit is {limit}. "
+                "Lower the method's sample, step or window count.",
+                details={"cost": cost, "limit": limit},
+            )
 
     await run_in_threadpool(validate)
     input_key = rt.jobs.put_input(data)
@@ -129,12 +146,17 @@ async def submit(
             target=target,
             input_key=input_key,
             owner=owner,
+            time_limit_s=(
+                rt.settings.sync_time_limit_s
+                if spec.execution == "sync"
+                else rt.settings.job_time_limit_s
+            ),
         )
     )
     JOBS_SUBMITTED.labels(spec.name, str(not created).lower()).inc()
     if created:
         try:
-            state.dispatcher.submit(job_id)
+            state.dispatcher.submit(job_id, rec.time_limit_s)
         except Exception:
             rt.jobs.update_job(
                 job_id,
@@ -154,12 +176,36 @@ def get_record(state: ServiceState, job_id: str, principal: Principal) -> JobRec
     rec = state.rt.jobs.get_job(job_id) if len(job_id) <= 64 else None
     if rec is not None and not principal.is_admin and rec.owner != principal.name:
         rec = None
+    if rec is not None:
+        rec = _reap_if_stale(state, rec)
     if rec is None:
         raise UnknownJob(
             f"No job {job_id!r}. Jobs and results are kept for "
             f"{state.rt.settings.result_ttl_s} s; submit the request again.",
             details={"job": job_id},
         )
+    return rec
+
+
+HARD_LIMIT_GRACE_S = 120.0
+
+
+def _reap_if_stale(state: ServiceState, rec: JobRecord) -> JobRecord:
+    """A running job far past its time limit lost its worker to the hard limit: fail it."""
+    if rec.state != JobState.running.value or rec.started_at is None:
+        return rec
+    if time.time() - rec.started_at < rec.time_limit_s + HARD_LIMIT_GRACE_S:
+        return rec
+    error = {
+        "code": "time_limit",
+        "message": f"The job ran past its time limit of {rec.time_limit_s:.0f} s. "
+        "Ask for fewer samples or steps.",
+        "details": {"time_limit_s": rec.time_limit_s},
+    }
+    state.rt.jobs.update_job(
+        rec.id, state=JobState.failed.value, error=error, finished_at=time.time()
+    )
+    rec.state, rec.error = JobState.failed.value, error
     return rec
 
 

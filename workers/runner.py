@@ -6,12 +6,15 @@ import logging
 import time
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
+
 from api_schemas.jobs import JobState
 from engine.data.image import decode_image
-from engine.errors import Cancelled, LanternError
+from engine.errors import Cancelled, LanternError, TimeLimitExceeded
 from engine.explain import explain
 from engine.methods.base import Attribution
 from engine.methods.registry import get_method
+from lantern import logs
 from workers.runtime import Runtime
 from workers.split import Splitter, try_split
 from workers.store import JobRecord
@@ -24,14 +27,24 @@ _TERMINAL = {JobState.succeeded.value, JobState.failed.value, JobState.cancelled
 class JobProgress:
     """Writes progress to the store at most every ``interval`` s and honours cancel."""
 
-    def __init__(self, rt: Runtime, job_id: str, interval: float = 0.2) -> None:
+    def __init__(
+        self, rt: Runtime, job_id: str, time_limit_s: float = 900.0, interval: float = 0.2
+    ) -> None:
         self.rt = rt
         self.job_id = job_id
         self.interval = interval
+        self.time_limit_s = time_limit_s
+        self._deadline = time.monotonic() + time_limit_s
         self._last = 0.0
 
     def __call__(self, fraction: float) -> None:
         now = time.monotonic()
+        if now > self._deadline and fraction < 1.0:
+            raise TimeLimitExceeded(
+                f"The job ran past its time limit of {self.time_limit_s:.0f} s. "
+                "Ask for fewer samples or steps.",
+                details={"time_limit_s": self.time_limit_s},
+            )
         if now - self._last < self.interval and fraction < 1.0:
             return
         self._last = now
@@ -42,6 +55,9 @@ class JobProgress:
 
 def _fail(rt: Runtime, job_id: str, error: dict[str, Any]) -> None:
     rt.jobs.update_job(job_id, state=JobState.failed.value, error=error, finished_at=time.time())
+    rec = rt.jobs.get_job(job_id)
+    if rec is not None:
+        rt.jobs.record_job(rec.method, JobState.failed.value, 0.0, 0)
 
 
 def run_job(rt: Runtime, job_id: str, splitter: Splitter | None = None) -> str:
@@ -50,6 +66,7 @@ def run_job(rt: Runtime, job_id: str, splitter: Splitter | None = None) -> str:
     With a ``splitter`` (Celery), a large perturbation job is split into chunks for
     several workers and this returns "running"; the chord's callback completes it.
     """
+    logs.job_id.set(job_id)
     rec = rt.jobs.get_job(job_id)
     if rec is None:
         log.warning("job %s expired before it ran", job_id)
@@ -80,9 +97,21 @@ def run_job(rt: Runtime, job_id: str, splitter: Splitter | None = None) -> str:
         params = spec.parse_params(rec.params)
         model = rt.load(rec.model, rec.version)
         image = decode_image(data, rt.settings.max_pixels)
-        result = explain(model, image, spec, params, rec.target, JobProgress(rt, job_id))
+        progress = JobProgress(rt, job_id, rec.time_limit_s)
+        result = explain(model, image, spec, params, rec.target, progress)
     except Cancelled:
         return JobState.cancelled.value
+    except SoftTimeLimitExceeded:
+        _fail(
+            rt,
+            job_id,
+            TimeLimitExceeded(
+                f"The job ran past its time limit of {rec.time_limit_s:.0f} s. "
+                "Ask for fewer samples or steps.",
+                details={"time_limit_s": rec.time_limit_s},
+            ).to_dict(),
+        )
+        return JobState.failed.value
     except LanternError as e:
         _fail(rt, job_id, e.to_dict())
         return JobState.failed.value
@@ -126,13 +155,14 @@ def complete(
     finished = time.time()
     rt.jobs.put_result(job_id, attribution.values, attribution.arrays)
     started = rec.started_at or finished
+    compute_ms = round((finished - started) * 1000.0, 2)
     summary = {
         "target": {"index": target_index, "label": target_label, "score": target_score},
         "shape": list(attribution.values.shape),
         "extras": attribution.extras,
         "timings": {
             "queued_ms": round((started - rec.created_at) * 1000.0, 2),
-            "compute_ms": round((finished - started) * 1000.0, 2),
+            "compute_ms": compute_ms,
         },
     }
     rt.jobs.update_job(
@@ -142,5 +172,10 @@ def complete(
         finished_at=finished,
         model_calls=model_calls,
         summary=summary,
+    )
+    rt.jobs.record_job(rec.method, JobState.succeeded.value, finished - started, model_calls)
+    log.info(
+        "job succeeded",
+        extra={"method": rec.method, "model_calls": model_calls, "compute_ms": compute_ms},
     )
     return JobState.succeeded.value

@@ -35,6 +35,7 @@ from engine.methods.perturbation import (
 from engine.methods.registry import get_method
 from engine.models.runtime import LoadedModel, softmax
 from engine.targets import resolve_target
+from lantern import logs
 from workers.runtime import Runtime
 from workers.store import JobRecord, array_from_bytes, array_to_bytes
 
@@ -113,6 +114,7 @@ def _split_state(rt: Runtime, job_id: str) -> dict[str, Any] | None:
 
 def run_chunk(rt: Runtime, job_id: str, start: int, stop: int) -> None:
     """Evaluate samples [start, stop) of the job's current plan and store their scores."""
+    logs.job_id.set(job_id)
     rec = rt.jobs.get_job(job_id)
     state = _split_state(rt, job_id)
     if rec is None or state is None or rec.state != JobState.running.value:
@@ -170,6 +172,7 @@ def _samples_finished(rt: Runtime, job_id: str, state: dict[str, Any]) -> int:
 
 def finish_round(rt: Runtime, job_id: str, splitter: Splitter) -> str:
     """The chord callback: assemble, or refine and start the next round."""
+    logs.job_id.set(job_id)
     rec = rt.jobs.get_job(job_id)
     state = _split_state(rt, job_id)
     if rec is None or state is None:

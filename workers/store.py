@@ -41,6 +41,7 @@ class JobRecord:
     summary: dict[str, Any] | None = None
     attempts: int = 0
     owner: str = "anonymous"
+    time_limit_s: float = 900.0
 
     def to_fields(self) -> dict[str, str]:
         return {k: json.dumps(v) for k, v in asdict(self).items()}
@@ -62,6 +63,8 @@ class KV(Protocol):
     def hgetall(self, key: str) -> dict[str, str]: ...
     def incr(self, key: str, ttl: int, amount: int = 1) -> int: ...
     def setnx(self, key: str, value: bytes, ttl: int) -> bool: ...
+    def hincr(self, key: str, counts: dict[str, int]) -> None: ...
+    def llen(self, key: str) -> int: ...
     def ping(self) -> bool: ...
 
 
@@ -101,6 +104,15 @@ class RedisKV:
 
     def setnx(self, key: str, value: bytes, ttl: int) -> bool:
         return bool(self.r.set(key, value, ex=ttl, nx=True))
+
+    def hincr(self, key: str, counts: dict[str, int]) -> None:
+        p = self.r.pipeline()
+        for fld, amount in counts.items():
+            p.hincrby(key, fld, amount)
+        p.execute()
+
+    def llen(self, key: str) -> int:
+        return int(self.r.llen(key))
 
     def ping(self) -> bool:
         return bool(self.r.ping())
@@ -173,8 +185,21 @@ class MemoryKV:
             self._data[key] = (time.time() + ttl, value)
             return True
 
+    def hincr(self, key: str, counts: dict[str, int]) -> None:
+        with self._lock:
+            h = self._live(key) or {}
+            for fld, amount in counts.items():
+                h[fld] = str(int(h.get(fld, "0")) + amount)
+            self._data[key] = (float("inf"), h)
+
+    def llen(self, key: str) -> int:
+        return 0
+
     def ping(self) -> bool:
         return True
+
+
+DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
 def array_to_bytes(a: NDArray[Any]) -> bytes:
@@ -262,6 +287,21 @@ class JobStore:
     def get_result(self, job_id: str) -> NDArray[Any] | None:
         b = self.kv.get(self._k("result", job_id))
         return None if b is None else array_from_bytes(b)
+
+    # metrics ------------------------------------------------------------------------
+    def record_job(self, method: str, state: str, seconds: float, model_calls: int) -> None:
+        """Counters every process adds to, read by the API's /metrics."""
+        counts = {f"{method}|{state}|count": 1}
+        if state == JobState.succeeded.value:
+            counts[f"{method}|ms_sum"] = round(seconds * 1000)
+            counts[f"{method}|passes_sum"] = model_calls
+            for le in DURATION_BUCKETS:
+                if seconds <= le:
+                    counts[f"{method}|le|{le}"] = 1
+        self.kv.hincr(f"{self.prefix}:metrics", counts)
+
+    def job_metrics(self) -> dict[str, str]:
+        return self.kv.hgetall(f"{self.prefix}:metrics")
 
     def ping(self) -> bool:
         return self.kv.ping()

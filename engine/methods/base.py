@@ -72,6 +72,14 @@ def _no_check(params: Any, model: LoadedModel) -> None:
     """Default pre-submit check: nothing beyond the params model's own bounds."""
 
 
+CostFn = Callable[[P, "LoadedModel"], int]
+
+
+def _one_pass(params: Any, model: LoadedModel) -> int:
+    """Default cost estimate: one forward (and backward) pass."""
+    return 1
+
+
 @dataclass(frozen=True)
 class MethodSpec(Generic[P]):
     name: str
@@ -82,6 +90,8 @@ class MethodSpec(Generic[P]):
     execution: Execution
     modality: Literal["image"] = "image"
     check: CheckFn[P] = _no_check
+    #: The forward passes a request will use, estimated before it runs (for the cost limit).
+    cost: CostFn[P] = _one_pass
 
     def parse_params(self, raw: dict[str, Any]) -> P:
         return self.params_model.model_validate(raw)

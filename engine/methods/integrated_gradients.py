@@ -104,6 +104,10 @@ def integrated_gradients(
     )
 
 
+def cost(params: IntegratedGradientsParams, model: LoadedModel) -> int:
+    return 2 + params.steps * (2 if params.score == "probability" else 1)
+
+
 SPEC = register(
     MethodSpec(
         name="integrated_gradients",
@@ -114,5 +118,6 @@ SPEC = register(
         kind="gradient",
         execution="job",
         check=check,
+        cost=cost,
     )
 )

@@ -60,6 +60,10 @@ def smoothgrad(
     )
 
 
+def cost(params: SmoothGradParams, model: LoadedModel) -> int:
+    return params.samples * (2 if params.score == "probability" else 1)
+
+
 SPEC = register(
     MethodSpec(
         name="smoothgrad",
@@ -69,5 +73,6 @@ SPEC = register(
         kind="gradient",
         execution="job",
         check=check,
+        cost=cost,
     )
 )

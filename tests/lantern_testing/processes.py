@@ -34,6 +34,53 @@ def wait_for(predicate: object, timeout: float, what: str, interval: float = 0.1
     raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
 
 
+class RedisServer:
+    """A private redis-server that a test can stop and start again on the same port and
+    directory (with appendonly, what was accepted survives)."""
+
+    def __init__(self, workdir: Path, *, appendonly: bool = True) -> None:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise RuntimeError("redis-server is not installed (.ci/run installs it)")
+        self.exe = exe
+        self.workdir = workdir
+        self.appendonly = appendonly
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+        workdir.mkdir(parents=True, exist_ok=True)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                self.exe,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes" if self.appendonly else "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url)
+        wait_for(client.ping, 10, "redis-server")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()  # SIGTERM: redis flushes the append-only file and exits
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
 @contextmanager
 def redis_server(workdir: Path, *, appendonly: bool = False) -> Iterator[str]:
     """Start a private redis-server on a free port; yield its URL; stop it."""

@@ -8,6 +8,7 @@ import json
 import time
 from typing import Any
 
+import numpy as np
 from fastapi.concurrency import run_in_threadpool
 from PIL import Image
 from pydantic import ValidationError
@@ -32,6 +33,7 @@ from engine.errors import (
 )
 from engine.methods.registry import get_method
 from engine.render.heatmap import encode_png, heatmap_image, overlay_image
+from engine.render.segments import segment_overlay
 from engine.targets import canonical_target
 from service.auth import Principal
 from service.metrics import JOBS_SUBMITTED
@@ -238,6 +240,19 @@ def render(
     if data is None:
         raise UnknownJob(f"The input of job {rec.id} expired. Submit the request again.")
     base = decode_image(data, state.rt.settings.max_pixels)
+    segment_map = state.rt.jobs.get_arrays(rec.id).get("segment_map")
+    extras = (rec.summary or {}).get("extras", {})
+    if segment_map is not None and "segments" in extras:
+        # LIME and KernelSHAP: the top positive (green) and negative (red) superpixels
+        return encode_png(
+            segment_overlay(
+                base,
+                segment_map,
+                np.asarray(extras["segments"], np.float64),
+                positive=extras.get("top_positive"),
+                negative=extras.get("top_negative"),
+            )
+        )
     return encode_png(overlay_image(values, base, colormap, alpha))
 
 

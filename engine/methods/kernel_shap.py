@@ -272,6 +272,10 @@ def kernel_shap(
     return run_plan(KERNEL_SHAP, model, image, target, params, progress)
 
 
+def cost(params: KernelShapParams, model: LoadedModel) -> int:
+    return params.num_samples + 2
+
+
 SPEC = register(
     MethodSpec(
         name="kernel_shap",
@@ -280,5 +284,6 @@ SPEC = register(
         description="KernelSHAP: Shapley values of superpixels by weighted regression.",
         kind="perturbation",
         execution="job",
+        cost=cost,
     )
 )

@@ -177,6 +177,10 @@ def lime(
     return run_plan(LIME, model, image, target, params, progress)
 
 
+def cost(params: LimeParams, model: LoadedModel) -> int:
+    return params.num_samples + 1
+
+
 SPEC = register(
     MethodSpec(
         name="lime",
@@ -185,5 +189,6 @@ SPEC = register(
         description="LIME: a weighted linear surrogate over superpixels switched on and off.",
         kind="perturbation",
         execution="job",
+        cost=cost,
     )
 )

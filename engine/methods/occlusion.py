@@ -348,6 +348,20 @@ def occlusion(
     return run_plan(OCCLUSION, model, image, target, params, progress)
 
 
+def cost(params: OcclusionParams, model: LoadedModel) -> int:
+    """Windows plus the reference pass (drill-down: the coarse grid plus its re-done cells)."""
+    h, w = model.input_hw
+    if params.mode == "exact":
+        ny = len(window_positions(h, params.window, params.stride))
+        nx = len(window_positions(w, params.window, params.stride))
+        return 1 + ny * nx
+    coarse, fine = _strides(params)
+    step = max(1, coarse // fine)
+    ny = len(window_positions(h, params.window, fine)[::step])
+    nx = len(window_positions(w, params.window, fine)[::step])
+    return 1 + ny * nx + math.ceil(params.fraction * ny * nx) * (step * step - 1)
+
+
 SPEC = register(
     MethodSpec(
         name="occlusion",
@@ -358,5 +372,6 @@ SPEC = register(
         kind="perturbation",
         execution="job",
         check=_check,
+        cost=cost,
     )
 )

@@ -212,6 +212,10 @@ def rise(
     return run_plan(RISE, model, image, target, params, progress)
 
 
+def cost(params: RiseParams, model: LoadedModel) -> int:
+    return params.num_masks + 1
+
+
 SPEC = register(
     MethodSpec(
         name="rise",
@@ -221,5 +225,6 @@ SPEC = register(
         kind="perturbation",
         execution="job",
         check=_check,
+        cost=cost,
     )
 )

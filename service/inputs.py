@@ -42,6 +42,8 @@ async def read_body(request: Request) -> tuple[dict[str, Any], bytes | None]:
     if ctype.startswith(MULTIPART):
         try:
             form = await request.form(max_files=2, max_fields=32)
+        except PayloadTooLarge:
+            raise
         except Exception:
             raise InvalidInput(
                 "The multipart body could not be parsed. Send multipart/form-data with a "

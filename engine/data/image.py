@@ -86,9 +86,9 @@ def to_rgb(img: Image.Image) -> Image.Image:
         return img.convert("RGB")
     if mode in _HIGH_DEPTH_MODES:
         arr = np.asarray(img, dtype=np.float64)
-        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
-        if not np.isfinite(lo) or not np.isfinite(hi):
+        if not np.isfinite(arr).all():
             raise InvalidImage("The image holds non-finite values. Send a regular image.")
+        hi = float(arr.max())
         if mode.startswith("I;16") or (mode == "I" and hi > 255):
             arr = arr / 65535.0 * 255.0 if hi > 255 else arr
         elif mode == "F" and hi <= 1.0:

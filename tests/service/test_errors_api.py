@@ -121,3 +121,24 @@ def test_predict_errors(client: TestClient) -> None:
     assert r.status_code == 404 and r.json()["code"] == "unknown_model"
     r = client.post("/v1/models/tiny/predict", json={"image": b64(b"GIF89a")})
     assert r.status_code == 422 and r.json()["code"] == "invalid_image"
+
+
+def test_oversized_streamed_multipart_is_413(client: TestClient) -> None:
+    boundary = "lanternboundary"
+    head = (
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.png\"\r\n"
+        "Content-Type: image/png\r\n\r\n"
+    ).encode()
+
+    def body() -> object:  # no content-length: the limit is counted on the stream
+        yield head
+        for _ in range(40):
+            yield b"\x00" * 100_000
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    r = client.post(
+        "/v1/models/tiny/predict",
+        content=body(),  # type: ignore[arg-type]
+        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert r.status_code == 413 and r.json()["code"] == "payload_too_large"

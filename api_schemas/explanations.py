@@ -21,6 +21,13 @@ class ExplanationRequest(BaseModel):
         examples=["top1", 285, "Egyptian cat"],
     )
     params: dict[str, Any] = Field(default_factory=dict)
+    metrics: list[str] | dict[str, Any] | None = Field(
+        default=None,
+        description='Quality scores to compute beside the map: a list of "deletion", '
+        '"insertion", "sanity", or {"names": [...], "deletion": {...}, "insertion": {...}, '
+        '"sanity": {"top_k": 1}}. Their passes count in the job\'s cost.',
+        examples=[["deletion", "insertion"]],
+    )
     outputs: list[OutputName] = Field(
         default_factory=lambda: list[OutputName](["values"]),
         description="What an inline (wait) answer carries: values, png, overlay (base64).",
@@ -54,6 +61,12 @@ class ExplanationResult(BaseModel):
     timings: Timings
     model_calls: int
     extras: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="The quality scores asked for, by name."
+    )
+    cost: dict[str, int] = Field(
+        default_factory=dict, description="forward_passes and backward_passes, metrics included."
+    )
     images: dict[str, str] = Field(
         default_factory=dict, description="Base64 PNGs asked for in `outputs`."
     )

@@ -8,6 +8,7 @@ import logging
 import sys
 
 from lantern.commands import add_global_options, register
+from lantern.eval_command import register as register_eval
 from lantern.settings import Settings
 
 
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("--log-level", default="info")
     worker.set_defaults(fn=_worker)
     register(sub)
+    register_eval(sub)
     args = parser.parse_args(argv)
     if args.command in ("serve", "worker"):
         from lantern.logs import configure

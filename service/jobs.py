@@ -32,6 +32,7 @@ from engine.errors import (
     UnknownJob,
 )
 from engine.methods.registry import get_method
+from engine.quality.metrics import MetricsRequest
 from engine.render.heatmap import encode_png, heatmap_image, overlay_image
 from engine.render.segments import segment_overlay
 from engine.targets import canonical_target
@@ -120,12 +121,17 @@ async def submit(
             details={"errors": errors},
         ) from None
     target = canonical_target(req.target, info.manifest.labels)
+    metrics = _metrics_request(req.metrics)
 
     def validate() -> None:
         decode_image(data, rt.settings.max_pixels)
         model = rt.load(info.name, info.version)
         spec.check(params, model)
         cost = spec.cost(params, model)
+        if metrics is not None:
+            h, _ = model.input_hw
+            for name in metrics.names:
+                cost += spec.cost(params, model) if name == "sanity" else h + 1
         limit = rt.settings.max_job_cost
         if cost > limit:
             raise JobTooCostly(
@@ -137,7 +143,16 @@ async def submit(
     await run_in_threadpool(validate)
     input_key = rt.jobs.put_input(data)
     canon_params = params.model_dump(mode="json")
-    job_id = _job_id(owner, info.name, info.version, input_key, spec.name, canon_params, target)
+    canon_metrics = metrics.model_dump(mode="json") if metrics is not None else None
+    job_id = _job_id(
+        owner,
+        info.name,
+        info.version,
+        input_key,
+        spec.name,
+        {"params": canon_params, "metrics": canon_metrics},
+        target,
+    )
     rec, created = rt.jobs.create_job(
         JobRecord(
             id=job_id,
@@ -148,6 +163,7 @@ async def submit(
             target=target,
             input_key=input_key,
             owner=owner,
+            metrics=canon_metrics,
             time_limit_s=(
                 rt.settings.sync_time_limit_s
                 if spec.execution == "sync"
@@ -171,6 +187,23 @@ async def submit(
             )
             raise
     return rec
+
+
+def _metrics_request(raw: list[str] | dict[str, Any] | None) -> MetricsRequest | None:
+    if raw is None or raw == [] or raw == {}:
+        return None
+    try:
+        req = MetricsRequest.model_validate(raw)
+    except ValidationError as e:
+        errors = [
+            {"loc": ".".join(str(p) for p in err["loc"]), "msg": err["msg"]} for err in e.errors()
+        ]
+        raise InvalidParams(
+            f"Invalid metrics: {errors[0]['loc'] or 'metrics'}: {errors[0]['msg']}. Ask for "
+            '"deletion", "insertion" and/or "sanity".',
+            details={"errors": errors},
+        ) from None
+    return req if req.names else None
 
 
 def get_record(state: ServiceState, job_id: str, principal: Principal) -> JobRecord:
@@ -285,6 +318,8 @@ def build_result(
         timings=Timings.model_validate(s.get("timings", {})),
         model_calls=rec.model_calls or 0,
         extras=s.get("extras", {}),
+        metrics=s.get("metrics") or {},
+        cost=s.get("cost") or {},
         images=images,
     )
 

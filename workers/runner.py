@@ -11,9 +11,9 @@ from celery.exceptions import SoftTimeLimitExceeded
 from api_schemas.jobs import JobState
 from engine.data.image import decode_image
 from engine.errors import Cancelled, LanternError, TimeLimitExceeded
-from engine.explain import explain
-from engine.methods.base import Attribution
+from engine.explain import Explanation, explain
 from engine.methods.registry import get_method
+from engine.quality.metrics import MetricsRequest
 from lantern import logs
 from workers.runtime import Runtime
 from workers.split import Splitter, try_split
@@ -98,7 +98,8 @@ def run_job(rt: Runtime, job_id: str, splitter: Splitter | None = None) -> str:
         model = rt.load(rec.model, rec.version)
         image = decode_image(data, rt.settings.max_pixels)
         progress = JobProgress(rt, job_id, rec.time_limit_s)
-        result = explain(model, image, spec, params, rec.target, progress)
+        metrics = MetricsRequest.model_validate(rec.metrics) if rec.metrics else None
+        result = explain(model, image, spec, params, rec.target, progress, metrics)
     except Cancelled:
         return JobState.cancelled.value
     except SoftTimeLimitExceeded:
@@ -128,28 +129,14 @@ def run_job(rt: Runtime, job_id: str, splitter: Splitter | None = None) -> str:
             },
         )
         return JobState.failed.value
-    return complete(
-        rt,
-        rec,
-        result.attribution,
-        result.target_index,
-        result.target_label,
-        result.target_score,
-        result.model_calls,
-    )
+    return complete(rt, rec, result)
 
 
-def complete(
-    rt: Runtime,
-    rec: JobRecord,
-    attribution: Attribution,
-    target_index: int,
-    target_label: str,
-    target_score: float,
-    model_calls: int,
-) -> str:
+def complete(rt: Runtime, rec: JobRecord, result: Explanation) -> str:
     """Store the result and mark the job succeeded (unless it was cancelled meanwhile)."""
     job_id = rec.id
+    attribution = result.attribution
+    model_calls = result.cost["forward_passes"]
     if rt.jobs.get_state(job_id) == JobState.cancelled.value:
         return JobState.cancelled.value
     finished = time.time()
@@ -157,9 +144,15 @@ def complete(
     started = rec.started_at or finished
     compute_ms = round((finished - started) * 1000.0, 2)
     summary = {
-        "target": {"index": target_index, "label": target_label, "score": target_score},
+        "target": {
+            "index": result.target_index,
+            "label": result.target_label,
+            "score": result.target_score,
+        },
         "shape": list(attribution.values.shape),
         "extras": attribution.extras,
+        "metrics": result.metrics,
+        "cost": result.cost,
         "timings": {
             "queued_ms": round((started - rec.created_at) * 1000.0, 2),
             "compute_ms": compute_ms,

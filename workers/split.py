@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 from api_schemas.jobs import JobState
 from engine.data.image import decode_image, prepare_image
 from engine.errors import Cancelled, LanternError
+from engine.explain import Explanation
 from engine.methods.base import ImageInput, MethodSpec
 from engine.methods.perturbation import (
     EvalStats,
@@ -34,6 +35,7 @@ from engine.methods.perturbation import (
 )
 from engine.methods.registry import get_method
 from engine.models.runtime import LoadedModel, softmax
+from engine.quality.metrics import MetricsRequest, compute_metrics
 from engine.targets import resolve_target
 from lantern import logs
 from workers.runtime import Runtime
@@ -214,15 +216,25 @@ def finish_round(rt: Runtime, job_id: str, splitter: Splitter) -> str:
         return JobState.failed.value
     from workers.runner import complete  # runner imports this module
 
-    return complete(
-        rt,
-        rec,
-        attr,
-        state["target"],
-        job.model.labels[state["target"]],
-        float(state["target_score"]),
-        1 + attr.model_calls,
+    target = int(state["target"])
+    result = Explanation(
+        attribution=attr,
+        target_index=target,
+        target_label=job.model.labels[target],
+        target_score=float(state["target_score"]),
+        model_calls=1 + attr.model_calls,
     )
+    if rec.metrics:
+        result.metrics = compute_metrics(
+            MetricsRequest.model_validate(rec.metrics),
+            job.model,
+            job.image,
+            target,
+            attr.values,
+            job.spec,
+            job.params,
+        )
+    return complete(rt, rec, result)
 
 
 def _all(state: dict[str, Any]) -> Ranges:

@@ -42,6 +42,7 @@ class JobRecord:
     attempts: int = 0
     owner: str = "anonymous"
     time_limit_s: float = 900.0
+    metrics: dict[str, Any] | None = None
 
     def to_fields(self) -> dict[str, str]:
         return {k: json.dumps(v) for k, v in asdict(self).items()}

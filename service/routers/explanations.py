@@ -79,6 +79,7 @@ async def create_explanation(
     if file_bytes is not None:
         parse_json_field(fields, "params")
         parse_json_field(fields, "outputs")
+        parse_json_field(fields, "metrics")
         fields["image"] = ""
         req = validate_as(ExplanationRequest, fields)
         data = file_bytes

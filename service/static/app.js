@@ -596,6 +596,10 @@
     const params = collectParams();
     form.append("params", JSON.stringify(params));
     form.append("outputs", JSON.stringify([]));
+    const metrics = Array.from(document.querySelectorAll("#metrics input:checked")).map(
+      (i) => i.value,
+    );
+    if (metrics.length) form.append("metrics", JSON.stringify(metrics));
     const token = ++state.pollToken;
     resetResult();
     $("run").disabled = true;
@@ -610,6 +614,7 @@
           target: body.target,
           timings: body.timings,
           extras: body.extras,
+          metrics: body.metrics,
           shape: body.attribution.shape,
           model_calls: body.model_calls,
           method: body.method,
@@ -648,6 +653,7 @@
           target: summary.target,
           timings: summary.timings || st.timings,
           extras: summary.extras || {},
+          metrics: summary.metrics || {},
           shape: summary.shape,
           model_calls: st.model_calls,
           method: st.method,
@@ -693,7 +699,7 @@
   async function showResult(job, summary) {
     state.result = { job, summary };
     renderSummary(summary, job);
-    renderExtras(summary.extras || {});
+    renderExtras(Object.assign({}, summary.extras || {}, { metrics: summary.metrics || {} }));
     updateDownloads();
     $("downloads").hidden = false;
     await loadHeat();

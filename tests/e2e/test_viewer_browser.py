@@ -246,7 +246,29 @@ def test_viewer_runs_occlusion_in_a_browser(browser_exe: str, server: str, tmp_p
                 assert r.status_code == 200, (name, r.text)
             assert "alpha=0.6" in str(hrefs["overlay"])
 
+            # run 3: Grad-CAM on the cat, with deletion and insertion scores asked for
+            page.select_option("#method", "grad_cam")
+            page.select_option("#target-kind", "top1")
+            page.check("#metrics input[value=deletion]")
+            page.check("#metrics input[value=insertion]")
+            page.click("#run")
+            page.wait_for_function(
+                "job => { const c = document.getElementById('canvas');"
+                " return c.dataset.state === 'overlay' && c.dataset.job !== job; }",
+                arg=run2["job"],
+                timeout=120_000,
+            )
+            run3: dict[str, Any] = page.evaluate(READ_CANVAS)
+            assert run3["distinct"] > 50
+            expect(page.locator("#summary")).to_contain_text("grad_cam")
+            expect(page.locator("#extras")).to_contain_text("metrics.deletion.auc")
+            expect(page.locator("#extras")).to_contain_text("metrics.insertion.auc")
+
             page.screenshot(path=str(ARTIFACTS / "viewer.png"), full_page=True)
+
+            page.uncheck("#metrics input[value=deletion]")
+            page.uncheck("#metrics input[value=insertion]")
+            page.select_option("#method", "occlusion")
 
             # a long job is cancelled from the page
             page.select_option("#target-kind", "top1")

@@ -1,22 +1,26 @@
 """Forward vs forward+backward (VJP) time of the built-in EfficientNet-Lite0.
 
     python bench/gradient_engine.py [--threads 1,2] [--batches 1,16] [--repeats 10]
-                                    [--levels none,prune,full,eqmask,fast]
-                                    [--profile] [--zoo /tmp/lantern-zoo]
+                                    [--block 5] [--levels none,prune,full,before,fast]
+                                    [--wrt input,head.act] [--profile]
+                                    [--zoo /tmp/lantern-zoo]
 
 For each batch size: the forward model, then the VJP model with respect to the input
 built several ways (raw onnx-ad graph, dead nodes pruned, fully optimised), and the VJP
 with respect to the last spatial layer ``head.act`` (the Grad-CAM case). Every session
 runs with ``ORT_ENABLE_ALL`` and, in turn, each of ``--threads`` intra-op thread counts.
-Variants are timed round-robin (one call each per round, after warm-up) so load drift
-hits them alike; the table gives the median and the minimum, per batch and per image, and
-the ratio of the median (and of the minimum) to the forward's. A final summary gives
-forward vs the optimised VJP per thread count and batch, with node counts.
+Variants are timed in turn, in blocks of ``--block`` consecutive runs (each block after
+one unmeasured run), so load drift hits them alike while one session's spinning thread
+pool does not slow the next; the table gives the median and the minimum, per batch and
+per image, and the ratio of the median (and of the minimum) to the forward's. A final
+summary gives forward vs the optimised VJP per thread count and batch, with node counts.
 
-Variant "eqmask" is the optimised model with ``optimize.MASK_FROM_WIDENED_CLIP`` off
-(Clip masks as ``Equal(x, Clip(x))`` in plain NCHW: the optimiser's output before the
-NCHWc masks). Variant "fast" is the optimised model with ``optimize.MASK_FROM_OUTPUT``
-on (Clip masks from the Clip's output: not equal to raw at exact bounds).
+Variant "eqmask" is the optimised model with ``optimize.EXACT_CONV_MASKS`` off (Clip
+masks as ``Equal(x, Clip(x))`` in plain NCHW), "keepct" with ``optimize.ZERO_INSERTION``
+"none" (strided depthwise ConvTransposes kept), "before" with both (the optimiser's
+output before those two rewrites). Variant "fast" is the optimised model with
+``optimize.MASK_FROM_OUTPUT`` on (Clip masks from the Clip's output: not equal to raw at
+exact bounds).
 ``--profile`` adds ORT's per-op kernel time for the optimised models.
 """
 
@@ -77,13 +81,15 @@ def profile(model: onnx.ModelProto, feeds: dict[str, np.ndarray], threads: int,
             for op, us in total.most_common(12)]
 
 
-#: level name -> (builder level, optimiser flags set while building)
-VARIANTS: dict[str, tuple[str, dict[str, bool]]] = {
+#: level name -> (builder level, optimiser settings while building)
+VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
     "none": ("none", {}),
     "prune": ("prune", {}),
     "full": ("full", {}),
-    "eqmask": ("full", {"MASK_FROM_WIDENED_CLIP": False}),
-    "fast": ("full", {"MASK_FROM_OUTPUT": True, "MASK_FROM_WIDENED_CLIP": False}),
+    "eqmask": ("full", {"EXACT_CONV_MASKS": False}),
+    "keepct": ("full", {"ZERO_INSERTION": "none"}),
+    "before": ("full", {"EXACT_CONV_MASKS": False, "ZERO_INSERTION": "none"}),
+    "fast": ("full", {"MASK_FROM_OUTPUT": True, "EXACT_CONV_MASKS": False}),
 }
 
 
@@ -107,7 +113,9 @@ def main() -> None:
     parser.add_argument("--batches", default="1,16")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--raw-repeats", type=int, default=3)
-    parser.add_argument("--levels", default="none,prune,full,eqmask,fast",
+    parser.add_argument("--block", type=int, default=5,
+                        help="consecutive timed runs of one variant before the next")
+    parser.add_argument("--levels", default="none,prune,full,before,fast",
                         help="VJP variants to time (none = raw onnx-ad graph; "
                              f"any of {','.join(VARIANTS)})")
     parser.add_argument("--wrt", default="input,head.act",
@@ -154,9 +162,18 @@ def main() -> None:
             for session, feeds, _ in variants.values():   # warm-up
                 session.run(None, feeds)
                 session.run(None, feeds)
-            for round_ in range(max(r for _, _, r in variants.values())):
+            # blocks of consecutive runs, variants in turn: with several sessions, the
+            # spinning pool threads of the one that just ran steal a core from the next
+            # (single runs round-robin measured the 2-thread forward at ~3x its time)
+            rounds = max(-(-r // args.block) for _, _, r in variants.values())
+            for round_ in range(rounds):
                 for name, (session, feeds, repeats) in variants.items():
-                    if round_ < repeats:
+                    todo = min(args.block, repeats - round_ * args.block)
+                    if todo <= 0:
+                        continue
+                    time.sleep(0.02)
+                    session.run(None, feeds)  # unmeasured: lets the others' pools park
+                    for _ in range(todo):
                         started = time.perf_counter()
                         session.run(None, feeds)
                         times[name].append(time.perf_counter() - started)
@@ -167,7 +184,7 @@ def main() -> None:
                 rows.append((threads, batch, name, 1000 * median, 1000 * min(values),
                              1000 * median / batch, median / forward,
                              min(values) / forward_min))
-            for name in [n for n in ("vjp input full", "vjp input eqmask") if n in times]:
+            for name in [n for n in ("vjp input full", "vjp input before") if n in times]:
                 values = times[name]
                 summary.append((threads, batch, name, 1000 * forward / batch,
                                 1000 * forward_min / batch,

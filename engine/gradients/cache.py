@@ -31,7 +31,7 @@ from .builder import (
 )
 
 #: Bumped whenever the builder or the optimiser changes what they emit.
-ENGINE_VERSION = "2"
+ENGINE_VERSION = "3"
 
 #: Batch sizes gradient models are built for; a request is padded up to the next one.
 BUCKETS: tuple[int, ...] = (1, 8, 16, 32)

@@ -58,7 +58,7 @@ def test_each_pass_alone_keeps_results(name: str) -> None:
 
 
 @pytest.mark.parametrize("strategy", ["none", "polyphase", "polyphase_split", "pad",
-                                      "depth_to_space"])
+                                      "depth_to_space", "conv_transpose"])
 def test_strided_conv_transpose_strategies(strategy: str, monkeypatch: pytest.MonkeyPatch
                                            ) -> None:
     tiny = MODELS["cnn"]()  # a grouped stride-2 Conv, whose adjoint is a strided ConvTranspose
@@ -93,7 +93,8 @@ def test_depthwise_strided_conv_transpose_strategies(monkeypatch: pytest.MonkeyP
         feeds = {"input": rng.standard_normal((2, 6, size, size)).astype(np.float32),
                  "seed": rng.standard_normal((2, 4)).astype(np.float32)}
         want = _run(raw.model, feeds)
-        for strategy in ["polyphase", "polyphase_split", "pad", "depth_to_space"]:
+        for strategy in ["polyphase", "polyphase_split", "pad", "depth_to_space",
+                         "conv_transpose"]:
             monkeypatch.setattr(opt, "ZERO_INSERTION", strategy)
             _assert_same(want, _run(opt.rewrite_conv_transpose(raw.model), feeds))
 
@@ -163,7 +164,7 @@ def _bound_inputs() -> np.ndarray:
 
 
 def test_exact_masks_match_raw_on_the_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The default Clip masks (widened-Clip masks, and with those off the
+    """The default Clip masks (depthwise-Conv masks, and with those off the
     Equal(x, Clip(x)) form) equal the raw graph even for inputs exactly on a bound.
     With MASK_FROM_OUTPUT on (opt-in), only such inputs -- the kink -- differ."""
     model = _clip_model()
@@ -176,7 +177,7 @@ def test_exact_masks_match_raw_on_the_bounds(monkeypatch: pytest.MonkeyPatch) ->
     assert "Equal" not in opt.op_histogram(default.model)
     _assert_same(want, _run(default.model, feeds))
     np.testing.assert_array_equal(_run(default.model, feeds)[0], want[0])  # forward exact
-    monkeypatch.setattr(opt, "MASK_FROM_WIDENED_CLIP", False)
+    monkeypatch.setattr(opt, "EXACT_CONV_MASKS", False)
     exact = build_vjp_model(model, output="logits", wrt="input", batch=1, level="full")
     assert "Equal" in opt.op_histogram(exact.model)
     _assert_same(want, _run(exact.model, feeds))
@@ -189,12 +190,12 @@ def test_exact_masks_match_raw_on_the_bounds(monkeypatch: pytest.MonkeyPatch) ->
 
 
 @pytest.mark.parametrize("hi", [6.0, 1.0, 0.5, 3.7, 255.0, 1e-3, 1e6])
-def test_widened_mask_constants_are_exact(hi: float) -> None:
-    """The mask arithmetic of `widen_clip_masks`, replayed in float32 numpy, is the exact
+def test_conv_mask_constants_are_exact(hi: float) -> None:
+    """The mask arithmetic of `conv_clip_masks`, replayed in float32 numpy, is the exact
     indicator of [0, hi] on the bounds, their neighbours, zeros and extremes."""
-    consts = opt.widened_mask_constants(hi)
+    consts = opt.conv_mask_constants(hi)
     assert consts is not None
-    _, _, w, alpha = consts
+    w, alpha = consts
     f32 = np.float32
     bound = f32(hi)
     up, down = np.nextafter(bound, f32(np.inf)), np.nextafter(bound, f32(0))
@@ -213,14 +214,14 @@ def test_widened_mask_constants_are_exact(hi: float) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_widened_clip_masks_keep_results(name: str) -> None:
+def test_conv_clip_masks_keep_results(name: str) -> None:
     tiny = MODELS[name]()
     output = tiny.model.graph.output[0].name
     raw = build_vjp_model(tiny.model, output=output, wrt="input", batch=2, level="none").model
     feeds = _feeds(tiny, 2)
     want = _run(raw, feeds)
     rewritten = opt.optimize(raw, [opt.prune_dead, opt.simplify_reshapes, opt.simplify_masks,
-                                   opt.sink_reshapes, opt.widen_clip_masks])
+                                   opt.sink_reshapes, opt.conv_clip_masks])
     if "Clip" in opt.op_histogram(tiny.model):
         assert "LeakyRelu" in opt.op_histogram(rewritten)
     _assert_same(want, _run(rewritten, feeds))

@@ -51,6 +51,28 @@ class AttributionValues(BaseModel):
 
 
 class ExplanationResult(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "job": "3f2a9c0e5b7d4e1f8a6c2b9d0e4f7a1c",
+                    "model": "efficientnet-lite0",
+                    "version": "e0886b5ab73b868b",
+                    "method": "grad_cam",
+                    "params": {"layer": None, "relu": True, "score": "logit"},
+                    "attribution": {"shape": [224, 224], "values": [[0.0, 0.01], [0.02, 0.4]]},
+                    "target": {"index": 285, "label": "Egyptian cat", "score": 0.763},
+                    "timings": {"queued_ms": 2.1, "compute_ms": 9.0},
+                    "model_calls": 2,
+                    "extras": {"layer": "head.act", "backward_passes": 1},
+                    "metrics": {"deletion": {"auc": 0.2, "forward_passes": 225}},
+                    "cost": {"forward_passes": 227, "backward_passes": 1},
+                    "images": {},
+                }
+            ]
+        }
+    )
+
     job: str
     model: str
     version: str

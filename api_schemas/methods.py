@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 
 class MethodInfo(BaseModel):
@@ -15,4 +15,24 @@ class MethodInfo(BaseModel):
 
 
 class MethodList(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "methods": [
+                        {
+                            "name": "grad_cam",
+                            "modality": "image",
+                            "kind": "cam",
+                            "execution": "sync",
+                            "description": "Grad-CAM: feature maps weighted by their mean "
+                            "gradients.",
+                            "params_schema": {"type": "object", "properties": {}},
+                        }
+                    ]
+                }
+            ]
+        }
+    )
+
     methods: list[MethodInfo]

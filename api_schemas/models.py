@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -72,7 +72,39 @@ class Capabilities(BaseModel):
     )
 
 
+_MODEL_EXAMPLE: dict[str, Any] = {
+    "name": "tiny",
+    "version": "1a2b3c4d5e6f7a8b",
+    "builtin": False,
+    "size_bytes": 1904,
+    "created_at": 1795354186.0,
+    "manifest": {
+        "name": "tiny",
+        "modality": "image",
+        "layout": "NCHW",
+        "input_size": [16, 16],
+        "channel_order": "RGB",
+        "scale": 0.00392156862745098,
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+        "resize": "bicubic",
+        "labels": ["cat", "dog"],
+        "description": "",
+    },
+    "inputs": [{"name": "input", "shape": ["N", 3, 16, 16], "dtype": "float32"}],
+    "outputs": [{"name": "logits", "shape": ["N", 2], "dtype": "float32"}],
+    "layers": [{"name": "act", "op_type": "Relu", "shape": ["N", 4, 16, 16], "spatial": True}],
+    "capabilities": {
+        "gradients": True,
+        "gradients_refusal": None,
+        "cam": True,
+        "default_layer": "act",
+    },
+}
+
 class ModelInfo(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [_MODEL_EXAMPLE]})
+
     name: str
     version: str = Field(description="Content hash of the .onnx file.")
     builtin: bool = False
@@ -85,7 +117,11 @@ class ModelInfo(BaseModel):
     capabilities: Capabilities | None = None
 
 
+
+
 class ModelList(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"models": [_MODEL_EXAMPLE]}]})
+
     models: list[ModelInfo]
 
 
@@ -104,6 +140,22 @@ class Prediction(BaseModel):
 
 
 class PredictResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "efficientnet-lite0",
+                    "version": "e0886b5ab73b868b",
+                    "predictions": [
+                        {"index": 285, "label": "Egyptian cat", "score": 0.763, "logit": 10.78},
+                        {"index": 281, "label": "tabby, tabby cat", "score": 0.0996,
+                         "logit": 8.74},
+                    ],
+                }
+            ]
+        }
+    )
+
     model: str
     version: str
     predictions: list[Prediction]

@@ -45,7 +45,8 @@ def smoothgrad(
     step = params.internal_batch_size
     for start in range(0, params.samples, step):
         n = min(step, params.samples - start)
-        noisy = (x + rng.normal(0.0, sigma, (n, *x.shape[1:]))).astype(np.float32)
+        noise = rng.standard_normal((n, *x.shape[1:]), dtype=np.float32)
+        noisy = x + np.float32(sigma) * noise
         _, g, _, used = gradients(model, noisy, target, params.score)
         passes += used
         g64 = g.astype(np.float64)

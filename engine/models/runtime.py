@@ -19,7 +19,7 @@ import onnxruntime as ort
 from numpy.typing import NDArray
 
 from api_schemas.models import ModelManifest
-from engine.gradients import GradientCache, VJPResult, bucket_for, check_differentiable, vjp
+from engine.gradients import BUCKETS, GradientCache, VJPResult, check_differentiable, vjp
 from engine.models.heads import CamHead, cam_head, probe_model
 from engine.models.layers import discover_layers
 
@@ -31,6 +31,16 @@ class RuntimeOptions:
     intra_op_threads: int = 0
     max_batch: int = 16
     gradient_dir: Path | None = None  # on-disk cache of gradient models; None = a temp dir
+
+
+def bucket_sizes(n: int, buckets: tuple[int, ...] = BUCKETS) -> list[int]:
+    """``n`` as a sum of bucket sizes, largest first: 25 -> [16, 8, 1]."""
+    out: list[int] = []
+    while n > 0:
+        size = max((b for b in buckets if b <= n), default=buckets[0])
+        out.append(size)
+        n -= size
+    return out
 
 
 def softmax(logits: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -145,11 +155,28 @@ class LoadedModel:
             raise RuntimeError("this LoadedModel was created without a gradient cache")
         key = wrt or self.input_name
         self.check_gradients(key)
-        batch = self.fixed_batch or bucket_for(int(x.shape[0]))
-        session, gm = self.gradients.get_session(
-            self.path, self.version, key, self.output_name, batch
+        if self.fixed_batch:
+            session, gm = self.gradients.get_session(
+                self.path, self.version, key, self.output_name, self.fixed_batch
+            )
+            return vjp(session, gm, x, seed)
+        # bucket-sized pieces (25 = 16 + 8 + 1), so no image is padded and computed for nothing
+        parts: list[VJPResult] = []
+        start = 0
+        for size in bucket_sizes(int(x.shape[0])):
+            session, gm = self.gradients.get_session(
+                self.path, self.version, key, self.output_name, size
+            )
+            parts.append(vjp(session, gm, x[start : start + size], seed[start : start + size]))
+            start += size
+        if len(parts) == 1:
+            return parts[0]
+        acts = [p.activation for p in parts]
+        return VJPResult(
+            logits=np.concatenate([p.logits for p in parts]),
+            grad=np.concatenate([p.grad for p in parts]),
+            activation=None if any(a is None for a in acts) else np.concatenate(acts),  # type: ignore[arg-type]
         )
-        return vjp(session, gm, x, seed)
 
     def probe(self, x: NDArray[np.float32], layers: list[str]) -> list[NDArray[np.float32]]:
         """Forward pass returning the values of inner ``layers`` (then the logits)."""

@@ -8,9 +8,7 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ import pytest
 
 from lantern_testing.images import chelsea_png
 from lantern_testing.models import linear_classifier, manifest
-from lantern_testing.processes import free_port, wait_for
+from lantern_testing.processes import embedded_api
 
 pytestmark = pytest.mark.e2e
 
@@ -36,19 +34,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-
-# uvicorn serving create_app() with the viewer mounted (mount_viewer is idempotent here:
-# once service/app.py mounts it itself, the app is used as it is).
-SERVE = """
-import sys, uvicorn
-from service.app import create_app
-from service.routers.viewer import mount_viewer
-app = create_app()
-if not any(getattr(r, "path", None) == "/static" for r in app.routes):
-    mount_viewer(app)
-uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
-"""
-
 
 def chromium_path() -> str | None:
     for candidate in ("/usr/bin/chromium", shutil.which("chromium") or ""):
@@ -76,35 +61,8 @@ def browser_exe() -> str:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("viewer")
-    env = {**os.environ, "LANTERN_DATA_DIR": str(root / "data"), "LANTERN_ORT_THREADS": "1"}
-    env.pop("LANTERN_REDIS_URL", None)
-    port = free_port()
-    log = (root / "api.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SERVE, str(port)],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: httpx.get(f"{base}/readyz").status_code == 200, 120, "the API")
+    with embedded_api(tmp_path_factory.mktemp("viewer")) as base:
         yield base
-    except Exception:
-        print((root / "api.log").read_text(errors="replace")[-3000:])
-        raise
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-        log.close()
 
 
 # Reads the canvas: size, number of distinct colours, and a grid of sampled pixels.

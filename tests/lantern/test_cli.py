@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,10 +18,9 @@ from PIL import Image
 from lantern.commands import parse_param, parse_target
 from lantern_testing.images import chelsea_png, png_bytes, solid
 from lantern_testing.models import linear_classifier, manifest
-from lantern_testing.processes import free_port, wait_for
+from lantern_testing.processes import LANTERN, embedded_api, free_port
 
 REPO = Path(__file__).resolve().parents[2]
-LANTERN = [sys.executable, "-m", "lantern.cli"]
 
 
 def tiny_model() -> bytes:
@@ -36,35 +33,8 @@ def tiny_model() -> bytes:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`python -m lantern.cli serve` on a free port, embedded mode."""
-    root = tmp_path_factory.mktemp("cli")
-    env = {**os.environ, "LANTERN_DATA_DIR": str(root / "data"), "LANTERN_ORT_THREADS": "1"}
-    env.pop("LANTERN_REDIS_URL", None)
-    port = free_port()
-    log = (root / "api.log").open("wb")
-    proc = subprocess.Popen(
-        [*LANTERN, "serve", "--port", str(port)],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: httpx.get(f"{base}/readyz").status_code == 200, 120, "the API")
+    with embedded_api(tmp_path_factory.mktemp("cli")) as base:
         yield base
-    except Exception:
-        print((root / "api.log").read_text(errors="replace")[-3000:])
-        raise
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-        log.close()
 
 
 def lantern(

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +21,7 @@ from lantern_client import (
 )
 from lantern_testing.images import chelsea_png, png_bytes, solid
 from lantern_testing.models import linear_classifier, manifest
-from lantern_testing.processes import free_port, wait_for
+from lantern_testing.processes import embedded_api
 
 REPO = Path(__file__).resolve().parents[2]
 BUILTIN = "efficientnet-lite0"
@@ -48,37 +44,10 @@ def red_corner(size: int = 32) -> np.ndarray:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`python -m lantern.cli serve` on a free port, embedded mode, with the tiny model."""
-    root = tmp_path_factory.mktemp("client")
-    env = {**os.environ, "LANTERN_DATA_DIR": str(root / "data"), "LANTERN_ORT_THREADS": "1"}
-    env.pop("LANTERN_REDIS_URL", None)
-    port = free_port()
-    log = (root / "api.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lantern.cli", "serve", "--port", str(port)],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: httpx.get(f"{base}/readyz").status_code == 200, 120, "the API")
+    with embedded_api(tmp_path_factory.mktemp("client")) as base:
         with LanternClient(base) as c:
             c.upload_model(tiny_model(), manifest("tiny", 8, ["left", "other"]))
         yield base
-    except Exception:
-        print((root / "api.log").read_text(errors="replace")[-3000:])
-        raise
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-        log.close()
 
 
 @pytest.fixture()

@@ -142,3 +142,25 @@ class Proc:
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:]
+
+
+@contextmanager
+def embedded_api(root: Path, **env_overrides: str) -> Iterator[str]:
+    """`lantern serve` in embedded mode (no Redis) on a free port; yields its base URL."""
+    import httpx
+
+    root.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "LANTERN_DATA_DIR": str(root / "data"), "LANTERN_ORT_THREADS": "1"}
+    env.pop("LANTERN_REDIS_URL", None)
+    env.update(env_overrides)
+    port = free_port()
+    api = Proc([*LANTERN, "serve", "--port", str(port)], env, root / "api.log")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: httpx.get(f"{base}/readyz").status_code == 200, 120, "the API")
+        yield base
+    except Exception:
+        print(api.tail())
+        raise
+    finally:
+        api.stop()

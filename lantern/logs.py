@@ -10,7 +10,7 @@ from contextvars import ContextVar
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 job_id: ContextVar[str | None] = ContextVar("job_id", default=None)
 
-_STANDARD = set(vars(logging.makeLogRecord({})))
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"color_message"}  # uvicorn's ANSI copy
 
 
 class JsonFormatter(logging.Formatter):

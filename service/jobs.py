@@ -28,7 +28,6 @@ from engine.errors import (
     JobFailed,
     JobNotReady,
     JobTooCostly,
-    LanternError,
     UnknownJob,
 )
 from engine.methods.registry import get_method
@@ -329,7 +328,6 @@ def is_caller_error(error: dict[str, Any] | None) -> bool:
 
 
 __all__ = [
-    "LanternError",
     "build_result",
     "get_record",
     "job_status",

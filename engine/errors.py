@@ -171,5 +171,14 @@ class InvalidFormat(LanternError):
     code = "invalid_format"
 
 
+def internal_error(exc: BaseException) -> dict[str, Any]:
+    """The error body of a failure that is Lantern's fault, not the caller's."""
+    return {
+        "code": "internal_error",
+        "message": "The explanation failed inside Lantern; this is a bug, please report it.",
+        "details": {"type": type(exc).__name__},
+    }
+
+
 class Cancelled(Exception):
     """Raised inside a running method when its job was cancelled (not a caller error)."""

@@ -323,10 +323,6 @@ def build_result(
     )
 
 
-def is_caller_error(error: dict[str, Any] | None) -> bool:
-    return bool(error) and (error or {}).get("code") != "internal_error"
-
-
 __all__ = [
     "build_result",
     "get_record",

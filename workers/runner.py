@@ -10,7 +10,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from api_schemas.jobs import JobState
 from engine.data.image import decode_image
-from engine.errors import Cancelled, LanternError, TimeLimitExceeded
+from engine.errors import Cancelled, LanternError, TimeLimitExceeded, internal_error
 from engine.explain import Explanation, explain
 from engine.methods.registry import get_method
 from engine.quality.metrics import MetricsRequest
@@ -118,16 +118,7 @@ def run_job(rt: Runtime, job_id: str, splitter: Splitter | None = None) -> str:
         return JobState.failed.value
     except Exception as e:
         log.exception("job %s failed", job_id)
-        _fail(
-            rt,
-            job_id,
-            {
-                "code": "internal_error",
-                "message": "The explanation failed "
-                "inside Lantern; this is a bug, please report it.",
-                "details": {"type": type(e).__name__},
-            },
-        )
+        _fail(rt, job_id, internal_error(e))
         return JobState.failed.value
     return complete(rt, rec, result)
 

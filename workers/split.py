@@ -13,6 +13,7 @@ worker dies is redelivered (acks late) and overwrites its own scores idempotentl
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from numpy.typing import NDArray
 
 from api_schemas.jobs import JobState
 from engine.data.image import decode_image, prepare_image
-from engine.errors import Cancelled, LanternError
+from engine.errors import Cancelled, LanternError, internal_error
 from engine.explain import Explanation
 from engine.methods.base import ImageInput, MethodSpec
 from engine.methods.perturbation import (
@@ -108,8 +109,6 @@ def try_split(rt: Runtime, rec: JobRecord, splitter: Splitter) -> bool:
 
 
 def _split_state(rt: Runtime, job_id: str) -> dict[str, Any] | None:
-    import json
-
     raw = rt.jobs.kv.hget(f"{rt.jobs.prefix}:job:{job_id}", "split")
     return None if raw is None else dict(json.loads(raw))
 
@@ -146,15 +145,7 @@ def run_chunk(rt: Runtime, job_id: str, start: int, stop: int) -> None:
     except Exception as e:
         log.exception("chunk %s[%d:%d] failed", job_id, start, stop)
         rt.jobs.update_job(
-            job_id,
-            state=JobState.failed.value,
-            finished_at=time.time(),
-            error={
-                "code": "internal_error",
-                "details": {"type": type(e).__name__},
-                "message": "The explanation failed inside Lantern; this is a bug, "
-                "please report it.",
-            },
+            job_id, state=JobState.failed.value, error=internal_error(e), finished_at=time.time()
         )
         return
     rt.jobs.kv.set(_key(rt, "chunk", job_id, start), array_to_bytes(scores), rt.jobs.ttl)

@@ -40,6 +40,9 @@ def test_cost_estimate(tmp_path: Path, name: str, params: dict[str, object], exa
         assert used <= estimate  # an upper bound (all coalitions enumerated: fewer)
 
 
-def test_every_method_has_a_cost() -> None:
+def test_every_job_method_estimates_its_cost() -> None:
+    # job methods take many passes: the one-pass default would let them past the cost limit
+    default = get_method("saliency").cost
     for spec in all_methods():
-        assert callable(spec.cost)
+        if spec.execution == "job":
+            assert spec.cost is not default, spec.name

@@ -30,6 +30,13 @@ class Settings(BaseSettings):
     max_model_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
     ort_threads: int = Field(default=0, ge=0, description="ONNX Runtime intra-op threads; 0 = all.")
     max_batch: int = Field(default=16, ge=1, le=1024)
+    forward_batch: int = Field(
+        default=0,
+        ge=0,
+        le=1024,
+        description="Images per forward call of perturbation methods (at most max_batch); "
+        "0 = measure the fastest batch once per loaded model.",
+    )
     session_cache_size: int = Field(default=4, ge=1)
     embedded_workers: int = Field(default=1, ge=1, le=64)
     builtin_model: bool = Field(default=True, description="Build and register EfficientNet-Lite0.")

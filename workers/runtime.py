@@ -23,6 +23,7 @@ class Runtime:
             RuntimeOptions(
                 intra_op_threads=settings.ort_threads,
                 max_batch=settings.max_batch,
+                forward_batch=settings.forward_batch,
                 gradient_dir=settings.data_dir / "gradients",
             ),
             capacity=settings.session_cache_size,

@@ -66,7 +66,12 @@ class KernelShapParams(BaseModel):
     blur_radius: float = Field(default=10.0, gt=0, le=100, description="Gaussian radius for blur.")
     top_k: int = Field(default=5, ge=1, le=1000, description="Segments in top_positive/negative.")
     score: ScoreKind = Field(default="logit", description="Explain the logit or the probability.")
-    batch_size: int = Field(default=16, ge=1, le=256, description="Coalitions per ONNX call.")
+    batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="Coalitions per ONNX Runtime call; default: the model's measured best batch.",
+    )
     seed: int = Field(default=0, ge=0, le=2**63 - 1, description="Seed of the coalitions.")
 
 

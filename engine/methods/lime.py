@@ -66,7 +66,12 @@ class LimeParams(BaseModel):
         default=5, ge=1, le=1000, description="Segments listed in top_positive/top_negative."
     )
     score: ScoreKind = Field(default="logit", description="Explain the logit or the probability.")
-    batch_size: int = Field(default=16, ge=1, le=256, description="Samples per ONNX Runtime call.")
+    batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="Samples per ONNX Runtime call; default: the model's measured best batch.",
+    )
     seed: int = Field(default=0, ge=0, le=2**63 - 1, description="Seed of the samples.")
 
 

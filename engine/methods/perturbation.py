@@ -73,7 +73,7 @@ class PerturbationParams(Protocol):
     def score(self) -> ScoreKind: ...
 
     @property
-    def batch_size(self) -> int: ...
+    def batch_size(self) -> int | None: ...
 
 
 PP = TypeVar("PP", bound=PerturbationParams)
@@ -244,7 +244,7 @@ class PerturbationMethod(ABC, Generic[PP, PlanT]):
             model,
             target,
             params.score,
-            params.batch_size,
+            params.batch_size or model.preferred_batch(),
             model.to_model_input(image.pixels[None]),
             model.to_model_input(self.hide_pixels(image, params, plan)[None]),
             lambda codes: self.render_masks(plan, codes),

@@ -53,7 +53,12 @@ class RiseParams(BaseModel):
     )
     blur_radius: float = Field(default=10.0, gt=0, le=100, description="Gaussian radius for blur.")
     score: ScoreKind = Field(default="logit", description="Weigh masks by logit or probability.")
-    batch_size: int = Field(default=16, ge=1, le=256, description="Masks per ONNX Runtime call.")
+    batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="Masks per ONNX Runtime call; default: the model's measured best batch.",
+    )
     seed: int = Field(default=0, ge=0, le=2**63 - 1, description="Seed of the masks.")
 
 

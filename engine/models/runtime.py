@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,20 @@ class RuntimeOptions:
     intra_op_threads: int = 0
     max_batch: int = 16
     gradient_dir: Path | None = None  # on-disk cache of gradient models; None = a temp dir
+    forward_batch: int = 0  # images per forward call for perturbation methods; 0 = measure
+
+
+#: Batch sizes `LoadedModel.preferred_batch` times (those up to ``max_batch``).
+BATCH_CANDIDATES: tuple[int, ...] = (2, 4, 8, 16, 32, 64)
+
+
+def choose_batch(per_image_s: dict[int, float], tolerance: float = 0.05) -> int:
+    """The smallest batch whose time per image is within ``tolerance`` of the fastest
+    (smaller batches report progress more often and hold less memory)."""
+    if not per_image_s:
+        raise ValueError("no timings")
+    best = min(per_image_s.values())
+    return min(b for b, t in per_image_s.items() if t <= best * (1.0 + tolerance))
 
 
 def bucket_sizes(n: int, buckets: tuple[int, ...] = BUCKETS) -> list[int]:
@@ -89,6 +104,8 @@ class LoadedModel:
         self._probes: dict[tuple[str, ...], ort.InferenceSession] = {}
         self._cam_heads: dict[str | None, CamHead] = {}
         self._spatial: list[str] | None = None
+        self._preferred_batch: int | None = None
+        self.batch_timings: dict[int, float] = {}  # seconds per image, once measured
 
     @property
     def input_hw(self) -> tuple[int, int]:
@@ -124,6 +141,44 @@ class LoadedModel:
             out = self.session.run([self.output_name], {self.input_name: chunk})[0]
             outs.append(np.asarray(out, dtype=np.float32).reshape(out.shape[0], -1)[:n])
         return np.concatenate(outs, axis=0)
+
+    def preferred_batch(self) -> int:
+        """Images per forward call for the many-pass (perturbation) methods.
+
+        A fixed-batch model gets its batch; ``RuntimeOptions.forward_batch`` wins when set;
+        otherwise the first call times the forward pass at each of `BATCH_CANDIDATES` up to
+        ``max_batch`` (about 130 images in all, once per loaded model) and keeps
+        `choose_batch` of the timings. On EfficientNet-Lite0 with 2 cores, batches of 4-8
+        measured 10-20% faster per image than 16 (cache). The choice never changes a
+        result: every image is computed on its own (tests check batch invariance).
+        """
+        if self.fixed_batch:
+            return self.fixed_batch
+        if self.options.forward_batch:
+            return min(self.options.forward_batch, self.options.max_batch)
+        with self._lock:
+            if self._preferred_batch is None:
+                self.batch_timings = self._time_batches()
+                self._preferred_batch = choose_batch(self.batch_timings)
+            return self._preferred_batch
+
+    def _time_batches(self) -> dict[int, float]:
+        h, w = self.input_hw
+        pixels = np.random.default_rng(0).uniform(0, 255, (1, h, w, 3)).astype(np.float32)
+        one = self.to_model_input(pixels)
+        candidates = [b for b in BATCH_CANDIDATES if b <= self.options.max_batch] or [1]
+        out: dict[int, float] = {}
+        for b in candidates:
+            x = np.ascontiguousarray(np.repeat(one, b, axis=0))
+            feeds = {self.input_name: x}
+            self.session.run([self.output_name], feeds)  # warm-up: allocations, arena
+            times = []
+            for _ in range(max(2, -(-24 // b))):
+                started = time.perf_counter()
+                self.session.run([self.output_name], feeds)
+                times.append(time.perf_counter() - started)
+            out[b] = float(np.median(times)) / b
+        return out
 
     def scores(self, pixels: NDArray[np.float32]) -> NDArray[np.float32]:
         """Logits (N, classes) for a batch of pixel images (N, H, W, 3)."""

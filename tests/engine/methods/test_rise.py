@@ -76,7 +76,7 @@ def test_rise_agrees_with_exact_occlusion(tmp_path: Path) -> None:
 
 def test_params_and_check(tmp_path: Path) -> None:
     p = RiseParams()
-    assert (p.num_masks, p.grid_size, p.p, p.batch_size) == (2000, 7, 0.5, 16)
+    assert (p.num_masks, p.grid_size, p.p, p.batch_size) == (2000, 7, 0.5, None)
     for bad in ({"p": 1.0}, {"p": 0}, {"num_masks": 0}, {"x": 1}):
         with pytest.raises(ValueError):
             RiseParams.model_validate(bad)

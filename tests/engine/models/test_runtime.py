@@ -4,19 +4,29 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 
 from api_schemas.models import ModelManifest
-from engine.models.runtime import LoadedModel, RuntimeOptions, SessionCache, softmax
+from engine.models.runtime import (
+    BATCH_CANDIDATES,
+    LoadedModel,
+    RuntimeOptions,
+    SessionCache,
+    choose_batch,
+    softmax,
+)
 from lantern_testing.models import linear_classifier, manifest
 
 
-def make(tmp_path: Path, layout: str = "NCHW", **overrides: object) -> LoadedModel:
+def make(
+    tmp_path: Path, layout: str = "NCHW", options: RuntimeOptions | None = None, **overrides: object
+) -> LoadedModel:
     shape = (2, 3, 8, 8) if layout == "NCHW" else (2, 8, 8, 3)
     w = np.random.default_rng(3).normal(size=shape).astype(np.float32)
     path = tmp_path / f"{layout}.onnx"
     onnx.save(linear_classifier(w, layout=layout), path)
     m = ModelManifest.model_validate({**manifest("t", 8, ["a", "b"], layout), **overrides})
-    return LoadedModel("t", "v", path, m, RuntimeOptions(max_batch=3))
+    return LoadedModel("t", "v", path, m, options or RuntimeOptions(max_batch=3))
 
 
 def test_preprocessing_follows_the_manifest(tmp_path: Path) -> None:
@@ -44,6 +54,50 @@ def test_batches_are_chunked_and_equal_single_runs(tmp_path: Path) -> None:
     singles = np.concatenate([model.scores(px[i : i + 1]) for i in range(7)])
     assert batched.shape == (7, 2)
     np.testing.assert_allclose(batched, singles, rtol=1e-5)
+
+
+def test_batch_size_never_changes_a_score(tmp_path: Path) -> None:
+    # what lets preferred_batch() pick any batch: each image is computed on its own
+    model = make(tmp_path)
+    x = model.to_model_input(
+        np.random.default_rng(2).uniform(0, 255, (12, 8, 8, 3)).astype(np.float32)
+    )
+    runs = [model.run(x, batch=b) for b in (1, 2, 3, 5)]
+    for other in runs[1:]:
+        assert np.array_equal(runs[0], other)
+
+
+def test_choose_batch_takes_the_smallest_batch_near_the_fastest() -> None:
+    # ms per image: 8 is fastest, 4 is within 5% of it, 2 is not
+    assert choose_batch({2: 3.3, 4: 3.1, 8: 3.0, 16: 3.4}) == 4
+    assert choose_batch({2: 3.3, 4: 3.2, 8: 3.0, 16: 3.4}) == 8
+    assert choose_batch({2: 3.3, 4: 3.2, 8: 3.0}, tolerance=0.0) == 8
+    assert choose_batch({16: 1.0}) == 16
+    with pytest.raises(ValueError):
+        choose_batch({})
+
+
+def test_preferred_batch_is_measured_once_up_to_max_batch(tmp_path: Path) -> None:
+    model = make(tmp_path, options=RuntimeOptions(max_batch=8))
+    chosen = model.preferred_batch()
+    assert sorted(model.batch_timings) == [b for b in BATCH_CANDIDATES if b <= 8]
+    assert chosen == choose_batch(model.batch_timings)
+    assert all(t > 0 for t in model.batch_timings.values())
+    timings = dict(model.batch_timings)
+    assert model.preferred_batch() == chosen  # cached, not re-measured
+    assert model.batch_timings == timings
+
+
+def test_preferred_batch_setting_wins_and_is_capped_by_max_batch(tmp_path: Path) -> None:
+    assert (
+        make(tmp_path, options=RuntimeOptions(max_batch=8, forward_batch=4)).preferred_batch() == 4
+    )
+    assert (
+        make(tmp_path, options=RuntimeOptions(max_batch=8, forward_batch=32)).preferred_batch() == 8
+    )
+    one = make(tmp_path, options=RuntimeOptions(max_batch=1))
+    assert one.preferred_batch() == 1
+    assert one.batch_timings == {1: one.batch_timings[1]}
 
 
 def test_softmax() -> None:

@@ -118,7 +118,7 @@ class LimeBuilder(PerturbationMethod[LimeParams, LimePlan]):
         return lime_codes(plan.n_features, plan.seed, start, stop)
 
     def render_masks(self, plan: LimePlan, codes: NDArray[Any]) -> NDArray[Any]:
-        keep: NDArray[np.bool_] = codes.astype(np.bool_)[:, plan.segments]
+        keep: NDArray[np.bool_] = np.take(codes.astype(np.bool_), plan.segments, axis=1)
         return keep
 
     def hide_pixels(

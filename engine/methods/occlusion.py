@@ -6,12 +6,21 @@ attribution is the mean drop over the windows that cover it (as Captum's ``Occlu
 The windows of a forward batch go to ONNX Runtime as one batch.
 
 ``mode="drilldown"`` is Krypton's adaptive drill-down (Nakandala, Kumar & Papakonstantinou,
-SIGMOD 2019): occlude first at ``coarse_stride``; rank the coarse cells (the square between
-a coarse window and its right/lower neighbours) by the spread (max − min) of the drops at
-their corners, or by the largest |drop| there (``rank="drop"``), and re-do the top
-``fraction`` of them at ``fine_stride``. The fine-stride drops of the cells
-not re-done are interpolated bilinearly from the coarse drops, and the map is built from
-the fine grid exactly as in exact mode, so ``fraction=1`` gives the exact map.
+SIGMOD 2019): occlude first at ``coarse_stride`` (every ``step``-th node of the fine grid of
+window positions at ``fine_stride``, ``step = coarse_stride // fine_stride``), then re-do
+single fine windows. Each skipped fine window is scored from the coarse drops around it on
+the fine grid (the known nodes at most ``step − 1`` fine steps away in each direction: its
+3×3 neighbourhood for the usual ``step = 2``): ``rank="spread"`` takes max − min of those
+drops (where a smooth fill is least reliable), ``rank="drop"`` the largest |drop| (the most
+important places). The top-scored windows are evaluated (a stable sort: ties in grid
+order). The budget is what re-doing ``fraction`` of the coarse regions would take:
+``min(skipped, ceil(fraction × coarse windows) × (step² − 1))`` windows, so ``fraction=1``
+re-does every skipped window and gives the exact map (see :func:`refined_windows`).
+
+The drops still unknown after that are filled by biharmonic (thin-plate) interpolation of
+all the evaluated ones on the fine grid (:func:`fill_biharmonic`: smooth, and exact for
+drops that are affine in the window position), and the map is built from the fine grid
+exactly as in exact mode.
 
 Both modes follow the plan contract of :mod:`engine.methods.perturbation` (drill-down is two
 rounds: the coarse windows, then :meth:`~OcclusionBuilder.refine` appends the fine ones).
@@ -56,11 +65,17 @@ class OcclusionParams(BaseModel):
     )
     blur_radius: float = Field(default=10.0, gt=0, le=100, description="Gaussian radius for blur.")
     score: ScoreKind = Field(default="logit", description="Measure the logit or the probability.")
-    batch_size: int = Field(default=16, ge=1, le=256, description="Windows per ONNX Runtime call.")
+    batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="Windows per ONNX Runtime call; default: the model's measured best batch.",
+    )
     mode: Literal["exact", "drilldown"] = Field(
         default="exact",
         description='"exact": every window at `stride`; "drilldown": coarse pass, then the '
-        "top `fraction` of regions again at the fine stride (Krypton).",
+        "most uncertain skipped windows at the fine stride (Krypton); the rest are filled "
+        "by biharmonic interpolation.",
     )
     coarse_stride: int | None = Field(
         default=None,
@@ -76,13 +91,15 @@ class OcclusionParams(BaseModel):
         default=0.25,
         gt=0,
         le=1,
-        description="Drill-down: the top fraction of coarse regions re-done at the fine stride.",
+        description="Drill-down's budget of fine windows, as the fraction of coarse regions "
+        "re-done: ceil(fraction × coarse windows) × (step² − 1) windows (step = "
+        "coarse_stride / fine_stride), at most all the skipped ones (1 = exact occlusion).",
     )
     rank: Literal["spread", "drop"] = Field(
         default="spread",
-        description='Drill-down: which regions are "top": "spread" = largest max − min of the '
-        "coarse drops at the region's corners (where interpolation is least reliable), "
-        '"drop" = largest |drop| at a corner (the most important regions).',
+        description='Drill-down: which skipped windows are re-done first: "spread" = largest '
+        "max − min of the coarse drops around the window (where interpolation is least "
+        'reliable), "drop" = largest |drop| around it (the most important regions).',
     )
 
 
@@ -121,7 +138,8 @@ class OcclusionPlan:
 
     Exact mode: the positions at ``stride``. Drill-down: the fine grid is
     ``ys`` × ``xs`` (positions at the fine stride); round 0 holds the ``n_coarse`` coarse
-    windows, round 1 appends the re-done fine windows.
+    windows (every ``coarse_step``-th node, row by row), round 1 appends the re-done fine
+    windows (in grid order).
     """
 
     height: int
@@ -147,19 +165,112 @@ def _grid(ys: list[int], xs: list[int]) -> NDArray[np.int32]:
     return np.stack([yy.ravel(), xx.ravel()], axis=1).astype(np.int32).reshape(-1, 2)
 
 
-def _interp_matrix(n_fine: int, step: int) -> NDArray[np.float64]:
-    """(n_fine, n_coarse) linear interpolation from coarse nodes (every ``step``-th fine
-    index) to all fine indices; beyond the last node the last value is held."""
-    n_coarse = (n_fine - 1) // step + 1
-    m = np.zeros((n_fine, n_coarse), dtype=np.float64)
-    for i in range(n_fine):
-        t = min(i / step, float(n_coarse - 1))
-        a = math.floor(t)
-        b = min(a + 1, n_coarse - 1)
-        wb = t - a
-        m[i, a] += 1.0 - wb
-        m[i, b] += wb
-    return m
+def refined_windows(fraction: float, n_fine: int, n_coarse: int, step: int) -> int:
+    """How many skipped fine windows drill-down re-does: as many as re-doing ``fraction`` of
+    the coarse regions (``step² − 1`` new windows each) would take, at most all of them."""
+    regions = max(1, math.ceil(fraction * n_coarse - 1e-9))
+    return min(n_fine - n_coarse, regions * (step * step - 1))
+
+
+def node_scores(
+    drops: NDArray[np.float64], known: NDArray[np.bool_], radius: int, rank: str
+) -> NDArray[np.float64]:
+    """The score of each unknown node of the fine grid: max − min (``rank="spread"``) or
+    the largest |value| (``rank="drop"``) of the known drops within ``radius`` nodes in
+    each direction (0 where there is none); ``-inf`` at known nodes."""
+    from scipy.ndimage import maximum_filter, minimum_filter
+
+    size = 2 * radius + 1
+    inf = np.inf
+    if rank == "drop":
+        hi = maximum_filter(np.where(known, np.abs(drops), -inf), size, mode="constant", cval=-inf)
+        score = np.where(np.isfinite(hi), hi, 0.0)
+    else:
+        hi = maximum_filter(np.where(known, drops, -inf), size, mode="constant", cval=-inf)
+        lo = minimum_filter(np.where(known, drops, inf), size, mode="constant", cval=inf)
+        ok = np.isfinite(hi) & np.isfinite(lo)
+        score = np.where(ok, hi - np.where(ok, lo, 0.0), 0.0)
+    return np.where(known, -inf, score).astype(np.float64)
+
+
+def top_nodes(scores: NDArray[np.float64], known: NDArray[np.bool_], n: int) -> NDArray[np.intp]:
+    """Flat indices of the ``n`` unknown nodes with the highest score (a stable sort, so
+    ties go in grid order), returned in grid order."""
+    candidates = np.flatnonzero(~known.ravel())
+    order = np.argsort(-scores.ravel()[candidates], kind="stable")
+    return np.sort(candidates[order[:n]])
+
+
+#: Weight of the first-difference (membrane) term added when the known nodes leave an affine
+#: direction free (all on one line): it picks the flattest of the fills.
+_MEMBRANE = 1e-2
+
+
+def _pins_affine(known: NDArray[np.bool_]) -> bool:
+    """Whether the known nodes fix an affine field on the grid (not all on one line)."""
+    i, j = np.nonzero(known)
+    a, b = known.shape
+    basis = [np.ones(i.shape[0])] + ([i] if a > 1 else []) + ([j] if b > 1 else [])
+    design = np.stack(basis, axis=1).astype(np.float64)
+    return int(np.linalg.matrix_rank(design)) == len(basis)
+
+
+def fill_biharmonic(values: NDArray[np.float64], known: NDArray[np.bool_]) -> NDArray[np.float64]:
+    """``values`` with its unknown nodes filled by discrete thin-plate (biharmonic) inpainting.
+
+    Minimises the sum of the squared second differences (u_yy, u_xx and, weighted 2, u_xy,
+    each wherever its stencil fits in the grid: natural boundary conditions) with the known
+    nodes held. The minimiser is unique, and an affine field is reproduced to rounding,
+    when the known nodes are not all on one line; otherwise a small multiple of the squared
+    first differences is added, which makes the fill flat along the free direction. Unlike
+    :func:`skimage.restoration.inpaint_biharmonic` (Neumann borders, which bend an affine
+    field near the edges). Deterministic: a sparse direct solve.
+    """
+    from scipy import sparse
+    from scipy.sparse.linalg import spsolve
+
+    a, b = values.shape
+    out = values.astype(np.float64, copy=True)
+    unknown = ~known.ravel()
+    if not unknown.any():
+        return out
+    if not known.any():
+        raise ValueError("nothing to fill from: no known node")
+    idx = np.arange(a * b).reshape(a, b)
+    second = np.array([1.0, -2.0, 1.0])
+    cross = math.sqrt(2.0) * np.array([1.0, -1.0, -1.0, 1.0])
+    corners = [idx[:-1, :-1], idx[1:, :-1], idx[:-1, 1:], idx[1:, 1:]]
+    stencils: list[tuple[NDArray[np.intp], NDArray[np.float64]]] = [
+        (np.stack([idx[:-2], idx[1:-1], idx[2:]], axis=-1), second),
+        (np.stack([idx[:, :-2], idx[:, 1:-1], idx[:, 2:]], axis=-1), second),
+        (np.stack(corners, axis=-1), cross),
+    ]
+    if not _pins_affine(known):
+        first = math.sqrt(_MEMBRANE) * np.array([1.0, -1.0])
+        stencils.append((np.stack([idx[:-1], idx[1:]], axis=-1), first))
+        stencils.append((np.stack([idx[:, :-1], idx[:, 1:]], axis=-1), first))
+    rows: list[NDArray[np.intp]] = []
+    cols: list[NDArray[np.intp]] = []
+    data: list[NDArray[np.float64]] = []
+    n_rows = 0
+    for nodes, coef in stencils:
+        flat = nodes.reshape(-1, coef.shape[0])
+        m = flat.shape[0]
+        rows.append(np.repeat(np.arange(n_rows, n_rows + m), coef.shape[0]))
+        cols.append(flat.ravel())
+        data.append(np.tile(coef, m))
+        n_rows += m
+    op = sparse.csc_array(
+        (np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))),
+        shape=(n_rows, a * b),
+    )
+    u = out.ravel()
+    op_unknown = op[:, np.flatnonzero(unknown)]
+    op_known = op[:, np.flatnonzero(~unknown)]
+    lhs = (op_unknown.T @ op_unknown).tocsc()
+    rhs = -(op_unknown.T @ (op_known @ u[~unknown]))
+    u[unknown] = np.asarray(spsolve(lhs, rhs), dtype=np.float64).reshape(-1)
+    return u.reshape(a, b)
 
 
 class OcclusionBuilder(PerturbationMethod[OcclusionParams, OcclusionPlan]):
@@ -197,9 +308,10 @@ class OcclusionBuilder(PerturbationMethod[OcclusionParams, OcclusionPlan]):
     def expected_samples(self, plan: OcclusionPlan) -> int:
         if plan.mode == "exact" or plan.refined:
             return plan.n_samples
-        # a re-done cell has up to step² − 1 new windows (an estimate, for progress only)
-        cells = math.ceil(plan.fraction * plan.n_coarse)
-        return plan.n_samples + cells * (plan.coarse_step**2 - 1)
+        n_fine = len(plan.ys) * len(plan.xs)
+        return plan.n_samples + refined_windows(
+            plan.fraction, n_fine, plan.n_coarse, plan.coarse_step
+        )
 
     def sample_codes(self, plan: OcclusionPlan, start: int, stop: int) -> NDArray[Any]:
         return plan.positions[start:stop]
@@ -216,11 +328,6 @@ class OcclusionBuilder(PerturbationMethod[OcclusionParams, OcclusionPlan]):
     ) -> NDArray[np.float32]:
         return baseline_pixels(image.pixels, params.baseline, params.blur_radius)
 
-    def _coarse_grid(self, plan: OcclusionPlan, drops: NDArray[np.float64]) -> NDArray[np.float64]:
-        ac = len(plan.ys[:: plan.coarse_step])
-        bc = len(plan.xs[:: plan.coarse_step])
-        return drops[: plan.n_coarse].reshape(ac, bc)
-
     def refine(
         self,
         model: LoadedModel,
@@ -234,29 +341,14 @@ class OcclusionBuilder(PerturbationMethod[OcclusionParams, OcclusionPlan]):
         if plan.mode == "exact" or plan.refined:
             return None
         s = plan.coarse_step
-        coarse = self._coarse_grid(plan, scores)
-        drops = refs.f_x - coarse
-        ac, bc = coarse.shape
         a, b = len(plan.ys), len(plan.xs)
-        # cell (i, j): fine indices with index // s == (i, j); its corners are coarse
-        # nodes (i, j), (i+1, j), (i, j+1), (i+1, j+1) (clamped at the last node)
-        i1 = np.minimum(np.arange(ac) + 1, ac - 1)
-        j1 = np.minimum(np.arange(bc) + 1, bc - 1)
-        corners = np.stack([drops, drops[i1, :], drops[:, j1], drops[i1][:, j1]])
-        if plan.rank == "drop":
-            corner = np.abs(corners).max(axis=0)
-        else:
-            corner = corners.max(axis=0) - corners.min(axis=0)
-        n_cells = ac * bc
-        n_pick = min(n_cells, max(1, math.ceil(params.fraction * n_cells - 1e-9)))
-        order = np.argsort(-corner.ravel(), kind="stable")[:n_pick]
-        picked = np.zeros((ac, bc), dtype=np.bool_)
-        picked.ravel()[order] = True
-        fy = np.arange(a) // s
-        fx = np.arange(b) // s
-        in_picked = picked[fy[:, None], fx[None, :]]
-        on_coarse = (np.arange(a) % s == 0)[:, None] & (np.arange(b) % s == 0)[None, :]
-        new_y, new_x = np.nonzero(in_picked & ~on_coarse)
+        drops = np.zeros((a, b), dtype=np.float64)
+        known = np.zeros((a, b), dtype=np.bool_)
+        drops[::s, ::s] = (refs.f_x - scores[: plan.n_coarse]).reshape(drops[::s, ::s].shape)
+        known[::s, ::s] = True
+        n_new = refined_windows(plan.fraction, a * b, plan.n_coarse, s)
+        score = node_scores(drops, known, max(1, s - 1), plan.rank)
+        new_y, new_x = np.divmod(top_nodes(score, known, n_new), b)
         ys = np.asarray(plan.ys, dtype=np.int32)
         xs = np.asarray(plan.xs, dtype=np.int32)
         fine = np.stack([ys[new_y], xs[new_x]], axis=1).astype(np.int32).reshape(-1, 2)
@@ -299,12 +391,13 @@ class OcclusionBuilder(PerturbationMethod[OcclusionParams, OcclusionPlan]):
                 extras={"windows": plan.n_samples, "target_score": f0},
             )
         a, b = len(plan.ys), len(plan.xs)
-        s = plan.coarse_step
-        grid = _interp_matrix(a, s) @ self._coarse_grid(plan, drops) @ _interp_matrix(b, s).T
-        index_y = {y: i for i, y in enumerate(plan.ys)}
-        index_x = {x: j for j, x in enumerate(plan.xs)}
-        for (y, x), d in zip(plan.positions, drops, strict=True):
-            grid[index_y[int(y)], index_x[int(x)]] = d
+        iy = np.searchsorted(np.asarray(plan.ys), plan.positions[:, 0])
+        ix = np.searchsorted(np.asarray(plan.xs), plan.positions[:, 1])
+        grid = np.zeros((a, b), dtype=np.float64)
+        known = np.zeros((a, b), dtype=np.bool_)
+        grid[iy, ix] = drops
+        known[iy, ix] = True
+        grid = fill_biharmonic(grid, known)
         fine_grid = _grid(list(plan.ys), list(plan.xs))
         values = _accumulate(plan.height, plan.width, plan.window, fine_grid, grid.ravel())
         exact_passes = 1 + a * b
@@ -349,7 +442,8 @@ def occlusion(
 
 
 def cost(params: OcclusionParams, model: LoadedModel) -> int:
-    """Windows plus the reference pass (drill-down: the coarse grid plus its re-done cells)."""
+    """Windows plus the reference pass (drill-down: the coarse grid plus the re-done fine
+    windows; exact in both modes)."""
     h, w = model.input_hw
     if params.mode == "exact":
         ny = len(window_positions(h, params.window, params.stride))
@@ -357,9 +451,10 @@ def cost(params: OcclusionParams, model: LoadedModel) -> int:
         return 1 + ny * nx
     coarse, fine = _strides(params)
     step = max(1, coarse // fine)
-    ny = len(window_positions(h, params.window, fine)[::step])
-    nx = len(window_positions(w, params.window, fine)[::step])
-    return 1 + ny * nx + math.ceil(params.fraction * ny * nx) * (step * step - 1)
+    ys = window_positions(h, params.window, fine)
+    xs = window_positions(w, params.window, fine)
+    n_coarse = len(ys[::step]) * len(xs[::step])
+    return 1 + n_coarse + refined_windows(params.fraction, len(ys) * len(xs), n_coarse, step)
 
 
 SPEC = register(

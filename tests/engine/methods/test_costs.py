@@ -16,7 +16,12 @@ from lantern_testing.models import conv_classifier
 CASES = [
     ("occlusion", {"window": 4, "stride": 2}, True),
     ("occlusion", {"window": 4, "stride": 3}, True),
-    ("occlusion", {"mode": "drilldown", "window": 4, "coarse_stride": 4, "fine_stride": 2}, False),
+    ("occlusion", {"mode": "drilldown", "window": 4, "coarse_stride": 4, "fine_stride": 2}, True),
+    (
+        "occlusion",
+        {"mode": "drilldown", "window": 4, "coarse_stride": 6, "fine_stride": 2, "fraction": 0.6},
+        True,
+    ),
     ("lime", {"num_samples": 40}, True),
     ("rise", {"num_masks": 30}, True),
     ("kernel_shap", {"num_samples": 30, "segmentation": {"algorithm": "grid", "cell": 8}}, False),

@@ -248,6 +248,12 @@ def main(argv: list[str] | None = None) -> int:
         f"ms/image; threads {args.threads}; "
         f"target class {target}"
     )
+    if model.batch_timings:
+        timed = ", ".join(f"{b}: {t * 1e3:.2f}" for b, t in sorted(model.batch_timings.items()))
+        print(
+            f"perturbation batch (measured, LANTERN_FORWARD_BATCH=0): "
+            f"{model.preferred_batch()} (ms/image by batch: {timed})"
+        )
     print()
     print(
         "| method | params | kind | runs | median | min | × forward | model_calls "

@@ -49,6 +49,7 @@ from engine.methods.perturbation import (
 )
 from engine.methods.registry import register
 from engine.methods.scoring import ScoreKind
+from engine.models.incremental import IncrementalRunner
 from engine.models.runtime import LoadedModel
 
 __all__ = ["Colour", "OcclusionParams", "OcclusionPlan", "occlusion", "window_positions"]
@@ -70,6 +71,11 @@ class OcclusionParams(BaseModel):
         ge=1,
         le=256,
         description="Windows per ONNX Runtime call; default: the model's measured best batch.",
+    )
+    incremental: bool = Field(
+        default=True,
+        description="Re-run only the part of the network a window reaches, on a crop "
+        "around it (Krypton's incremental inference; same scores), where the model allows.",
     )
     mode: Literal["exact", "drilldown"] = Field(
         default="exact",
@@ -323,6 +329,16 @@ class OcclusionBuilder(PerturbationMethod[OcclusionParams, OcclusionPlan]):
             masks[i, y : y + k, x : x + k] = False
         return masks
 
+    def incremental(
+        self, model: LoadedModel, params: OcclusionParams, plan: OcclusionPlan
+    ) -> IncrementalRunner | None:
+        return model.incremental((plan.window, plan.window)) if params.incremental else None
+
+    def changed_boxes(self, plan: OcclusionPlan, codes: NDArray[Any]) -> NDArray[np.int64]:
+        yx = np.asarray(codes, dtype=np.int64).reshape(-1, 2)
+        k = plan.window
+        return np.concatenate([yx, yx + k], axis=1)
+
     def hide_pixels(
         self, image: ImageInput, params: OcclusionParams, plan: OcclusionPlan
     ) -> NDArray[np.float32]:
@@ -383,12 +399,20 @@ class OcclusionBuilder(PerturbationMethod[OcclusionParams, OcclusionPlan]):
         f0 = refs.f_x
         drops = f0 - scores
         calls = forward_passes if forward_passes is not None else 1 + plan.n_samples
+        runner = self.incremental(model, params, plan)
+        incremental: dict[str, object] | None = None
+        if runner is not None:
+            incremental = {"layer": runner.cut.tensor, "crop": list(runner.cut.crop)}
         if plan.mode == "exact":
             values = _accumulate(plan.height, plan.width, plan.window, plan.positions, drops)
             return Attribution(
                 values=values,
                 model_calls=calls,
-                extras={"windows": plan.n_samples, "target_score": f0},
+                extras={
+                    "windows": plan.n_samples,
+                    "target_score": f0,
+                    "incremental": incremental,
+                },
             )
         a, b = len(plan.ys), len(plan.xs)
         iy = np.searchsorted(np.asarray(plan.ys), plan.positions[:, 0])
@@ -411,6 +435,7 @@ class OcclusionBuilder(PerturbationMethod[OcclusionParams, OcclusionPlan]):
                 "windows_exact": a * b,
                 "forward_passes_saved": exact_passes - calls,
                 "target_score": f0,
+                "incremental": incremental,
             },
         )
 

@@ -46,6 +46,7 @@ from pydantic import Field
 from engine.methods.base import Attribution, ImageInput, Progress
 from engine.methods.baselines import baseline_pixels
 from engine.methods.scoring import ScoreKind, target_scores
+from engine.models.incremental import IncrementalRunner
 from engine.models.runtime import LoadedModel
 
 Colour = tuple[
@@ -211,6 +212,15 @@ class PerturbationMethod(ABC, Generic[PP, PlanT]):
         """How many samples the whole job will have (for progress); exact unless adaptive."""
         return plan.n_samples
 
+    def incremental(self, model: LoadedModel, params: PP, plan: PlanT) -> IncrementalRunner | None:
+        """Incremental inference, for methods whose samples hide one box each (then
+        :meth:`changed_boxes` gives the boxes)."""
+        return None
+
+    def changed_boxes(self, plan: PlanT, codes: NDArray[Any]) -> NDArray[np.int64]:
+        """(n, 4) boxes (y0, x0, y1, x1), end exclusive, holding each code's hidden pixels."""
+        raise NotImplementedError
+
     # -- shared -------------------------------------------------------------------------
 
     def references(
@@ -240,6 +250,7 @@ class PerturbationMethod(ABC, Generic[PP, PlanT]):
     ) -> NDArray[np.float64]:
         if not 0 <= start <= stop <= plan.n_samples:
             raise ValueError(f"samples [{start}, {stop}) outside the plan's 0..{plan.n_samples}")
+        runner = self.incremental(model, params, plan)
         evaluator = _Evaluator(
             model,
             target,
@@ -248,6 +259,7 @@ class PerturbationMethod(ABC, Generic[PP, PlanT]):
             model.to_model_input(image.pixels[None]),
             model.to_model_input(self.hide_pixels(image, params, plan)[None]),
             lambda codes: self.render_masks(plan, codes),
+            None if runner is None else (runner, lambda codes: self.changed_boxes(plan, codes)),
         )
         out = evaluator.run(lambda a, b: self.sample_codes(plan, a, b), start, stop, progress)
         if stats is not None:
@@ -268,8 +280,12 @@ class _Evaluator:
         x0: NDArray[np.float32],
         xb: NDArray[np.float32],
         render: Callable[[NDArray[Any]], NDArray[Any]],
+        incremental: tuple[IncrementalRunner, Callable[[NDArray[Any]], NDArray[np.int64]]]
+        | None = None,
     ) -> None:
         self.model = model
+        self.incremental = incremental
+        self._t0: NDArray[np.float32] | None = None
         self.target = target
         self.score = score
         self.batch_size = batch_size
@@ -285,6 +301,8 @@ class _Evaluator:
     def _forward(self, codes: NDArray[Any]) -> NDArray[np.float64]:
         masks = self.render(codes)
         n = masks.shape[0]
+        if self.incremental is not None and masks.dtype == np.bool_:
+            return self._forward_incremental(codes, masks)
         m = masks[:, None, :, :] if self.nchw else masks[..., None]
         if self._buffer is None or self._buffer.shape[0] < n:
             self._buffer = np.empty((n, *self.x0.shape[1:]), np.float32)
@@ -300,6 +318,28 @@ class _Evaluator:
             batch += self.xb
         self.forward_passes += n
         return target_scores(self.model.run(batch), self.target, self.score)
+
+    def _forward_incremental(
+        self, codes: NDArray[Any], masks: NDArray[np.bool_]
+    ) -> NDArray[np.float64]:
+        """Each sample's prefix on a crop around its box only (see engine.models.incremental)."""
+        assert self.incremental is not None
+        runner, boxes_of = self.incremental
+        boxes = boxes_of(codes)
+        origins = runner.origins(boxes)
+        hc, wc = runner.cut.crop
+        n = masks.shape[0]
+        crops = np.empty((n, self.x0.shape[1], hc, wc), np.float32)
+        for i in range(n):
+            oy, ox = int(origins[i, 0]), int(origins[i, 1])
+            rows, cols = slice(oy, oy + hc), slice(ox, ox + wc)
+            np.copyto(crops[i], self.x0[0, :, rows, cols])
+            np.copyto(crops[i], self.xb[0, :, rows, cols], where=~masks[i, None, rows, cols])
+        if self._t0 is None:
+            self._t0 = runner.reference(self.x0)
+        self.forward_passes += n
+        logits = runner.scores(self._t0, crops, boxes, origins)
+        return target_scores(logits.reshape(n, -1), self.target, self.score)
 
     def run(
         self,

@@ -7,6 +7,7 @@ channel order and layout, and runs the batch through ONNX Runtime in chunks.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import threading
 import time
@@ -22,7 +23,10 @@ from numpy.typing import NDArray
 from api_schemas.models import ModelManifest
 from engine.gradients import BUCKETS, GradientCache, VJPResult, check_differentiable, vjp
 from engine.models.heads import CamHead, cam_head, probe_model
+from engine.models.incremental import IncrementalRunner, find_cut
 from engine.models.layers import discover_layers
+
+log = logging.getLogger("lantern")
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,7 @@ class LoadedModel:
         self._cam_heads: dict[str | None, CamHead] = {}
         self._spatial: list[str] | None = None
         self._preferred_batch: int | None = None
+        self._incremental: dict[tuple[int, int], IncrementalRunner | None] = {}
         self.batch_timings: dict[int, float] = {}  # seconds per image, once measured
 
     @property
@@ -254,6 +259,37 @@ class LoadedModel:
                 self._probes[key] = sess
         outs = sess.run([*layers, self.output_name], {self.input_name: x})
         return [np.asarray(o, dtype=np.float32) for o in outs]
+
+    def incremental(self, window_hw: tuple[int, int]) -> IncrementalRunner | None:
+        """Incremental inference for images that differ from a reference only inside a
+        window of ``window_hw`` pixels (see :mod:`engine.models.incremental`), or None
+        where the graph offers no cut worth it (or the model is NHWC or has a fixed batch).
+        Built once per window size."""
+        with self._lock:
+            if window_hw in self._incremental:
+                return self._incremental[window_hw]
+        runner: IncrementalRunner | None = None
+        if self.manifest.layout == "NCHW" and not self.fixed_batch:
+            try:
+                proto = self.proto()
+                cut = find_cut(proto, self.input_name, self.output_name, self.input_hw, window_hw)
+                if cut is not None:
+                    so = ort.SessionOptions()
+                    if self.options.intra_op_threads:
+                        so.intra_op_num_threads = self.options.intra_op_threads
+                    so.inter_op_num_threads = 1
+                    # two sessions take turns per batch: spinning threads of the one that
+                    # just ran would steal the cores of the other (measured 2x slower)
+                    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+                    runner = IncrementalRunner(
+                        proto, cut, self.input_name, self.output_name, self.input_hw, so
+                    )
+            except Exception:  # an optimisation: full passes still work
+                log.warning("incremental inference unavailable for %s", self.name, exc_info=True)
+                runner = None
+        with self._lock:
+            self._incremental[window_hw] = runner
+        return runner
 
     def spatial_layers(self) -> list[str]:
         """Names of the rank-4 float tensors of the graph, in graph order (cached)."""

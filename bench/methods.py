@@ -72,6 +72,12 @@ CONFIGS: dict[str, list[Case]] = {
     "occlusion": [
         Case("occlusion", "occlusion", {"window": 16, "stride": 8}, 4.4),
         Case(
+            "occlusion (full passes)",
+            "occlusion",
+            {"window": 16, "stride": 8, "incremental": False},
+            4.4,
+        ),
+        Case(
             "occlusion (drilldown)",
             "occlusion",
             {"window": 16, "mode": "drilldown", "coarse_stride": 16, "fine_stride": 8},

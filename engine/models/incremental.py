@@ -162,10 +162,10 @@ def _window_geometry(
 
 
 def _local_geometries(
-    model: onnx.ModelProto, input_name: str
+    model: onnx.ModelProto, input_name: str, shapes: dict[str, tuple[int, ...]]
 ) -> tuple[dict[str, _Geometry], set[int]]:
     """Geometry of every tensor computed from the input by local ops only, and the indices
-    of the nodes that compute them."""
+    of the nodes that compute them (``shapes``: `_spatial_shapes`)."""
     graph = model.graph
     consts = _constants(graph)
     geo: dict[str, _Geometry] = {input_name: _Geometry((1, 1), (0, 0), (0, 0))}
@@ -195,6 +195,11 @@ def _local_geometries(
                 continue
             gs = [geo[name] for name in tensors]
             if any(g.j != gs[0].j for g in gs):
+                continue
+            # operands of different (or unknown) H or W broadcast: a 1×W operand, say, puts
+            # what every row reads into each unit, which no [t·J − L, t·J + R] describes
+            grids = {shapes.get(name, (0, 0))[-2:] for name in tensors}
+            if len(tensors) > 1 and (len(grids) > 1 or 0 in next(iter(grids))):
                 continue
             out = _Geometry(
                 gs[0].j,
@@ -230,11 +235,12 @@ def _ancestors(graph: onnx.GraphProto) -> list[set[int]]:
 
 
 def _spatial_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    """Inferred shapes, 0 for a dimension not known."""
     inferred = onnx.shape_inference.infer_shapes(model)
     out: dict[str, tuple[int, ...]] = {}
     for vi in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]:
         dims = vi.type.tensor_type.shape.dim
-        out[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in dims)
+        out[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else 0 for d in dims)
     return out
 
 
@@ -245,7 +251,7 @@ def _node_cost(
 ) -> float:
     """Multiply-adds plus weighted output elements, per image."""
     shape = shapes.get(node.output[0]) if node.output else None
-    elements = float(np.prod(shape[1:])) if shape else 0.0
+    elements = float(np.prod([max(d, 1) for d in shape[1:]])) if shape else 0.0
     macs = 0.0
     if node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in consts:
         w = consts[node.input[1]]
@@ -283,11 +289,11 @@ def find_cut(
     (no local prefix that all paths go through, or one that saves less than
     ``min_saving``)."""
     graph = model.graph
-    geo, local = _local_geometries(model, input_name)
+    shapes = _spatial_shapes(model)
+    geo, local = _local_geometries(model, input_name, shapes)
     if not local:
         return None
     consts = _constants(graph)
-    shapes = _spatial_shapes(model)
     anc = _ancestors(graph)
     costs = [_node_cost(node, shapes, consts) for node in graph.node]
     total = sum(costs)
@@ -307,8 +313,8 @@ def find_cut(
             continue
         g = geo[name]
         shape = shapes.get(name)
-        if shape is None or len(shape) != 4 or output_name == name:
-            continue
+        if shape is None or len(shape) != 4 or 0 in shape[1:] or output_name == name:
+            continue  # (a T of unknown size, as where H and W are dynamic, is no cut)
         prefix = anc[index]
         if not prefix <= local:
             continue

@@ -14,6 +14,7 @@ from engine.methods.base import ImageInput, no_progress
 from engine.methods.cam import CamParams, cam
 from engine.methods.grad_cam import GradCamParams, grad_cam
 from engine.methods.integrated_gradients import IntegratedGradientsParams, integrated_gradients
+from engine.methods.occlusion import OcclusionParams, occlusion
 from engine.methods.saliency import SaliencyParams, saliency
 from engine.models.runtime import LoadedModel
 from lantern.settings import Settings
@@ -69,6 +70,22 @@ def test_saliency_is_finite_and_cost_is_one_pass(model: LoadedModel, chelsea: Im
     out = saliency(model, chelsea, EGYPTIAN_CAT, SaliencyParams(), no_progress)
     assert out.values.shape == (224, 224) and np.isfinite(out.values).all()
     assert out.values.max() > 0 and out.model_calls == 1
+
+
+def test_incremental_occlusion_equals_full_passes(model: LoadedModel, chelsea: ImageInput) -> None:
+    # window 16, stride 48: 5 × 5 windows, the last ones touching the borders (192 + 16 = 224)
+    params = {"window": 16, "stride": 48, "batch_size": 16}
+    on = occlusion(model, chelsea, EGYPTIAN_CAT, OcclusionParams(**params), no_progress)
+    off = occlusion(
+        model, chelsea, EGYPTIAN_CAT, OcclusionParams(**params, incremental=False), no_progress
+    )
+    assert on.model_calls == off.model_calls == 1 + 25
+    assert np.abs(off.values).max() > 0.1
+    np.testing.assert_allclose(on.values, off.values, rtol=0, atol=1e-4)
+    # the cut: the first 1×1 expansion of stage 3 (blocks.3 has stride 2 and no residual),
+    # one conv past blocks.2.add with the same receptive field (J 4, L 6, R 12)
+    assert on.extras["incremental"] == {"layer": "blocks.3.expand_act", "crop": [56, 56]}
+    assert off.extras["incremental"] is None
 
 
 def test_gradient_models_are_cached_on_disk(model: LoadedModel, tmp_path: Path) -> None:

@@ -7,13 +7,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from api_schemas.models import ModelManifest
 from engine.errors import InvalidParams
 from engine.methods.base import ImageInput, no_progress
 from engine.methods.occlusion import OcclusionParams, occlusion, window_positions
 from engine.models.runtime import LoadedModel, RuntimeOptions
-from lantern_testing.models import linear_classifier, manifest
+from lantern_testing.models import CountingModel, linear_classifier, manifest
 
 
 def load(tmp_path: Path, model: onnx.ModelProto, size: int, layout: str = "NCHW") -> LoadedModel:
@@ -143,3 +144,64 @@ def test_params_bounds() -> None:
         OcclusionParams(baseline=(256, 0, 0))
     with pytest.raises(ValueError):
         OcclusionParams.model_validate({"window": 8, "unknown": 1})
+
+
+def strided_conv_model(size: int) -> onnx.ModelProto:
+    """Conv k3 s2 pads (0, 0, 1, 1) -> Relu -> Conv k3 pads 1 -> Relu -> GlobalAveragePool
+    -> Flatten -> Gemm: local layers to cut at, with stride 2 and asymmetric pads."""
+    rng = np.random.default_rng(0)
+    w1 = (rng.normal(size=(6, 3, 3, 3)) / 30).astype(np.float32)
+    w2 = (rng.normal(size=(6, 6, 3, 3)) / 8).astype(np.float32)
+    fc = rng.normal(size=(2, 6)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["input", "w1"], ["c1"], strides=[2, 2], pads=[0, 0, 1, 1]),
+            helper.make_node("Relu", ["c1"], ["a1"]),
+            helper.make_node("Conv", ["a1", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["c2"], ["a2"]),
+            helper.make_node("GlobalAveragePool", ["a2"], ["pool"]),
+            helper.make_node("Flatten", ["pool"], ["flat"]),
+            helper.make_node("Gemm", ["flat", "fc"], ["logits"], transB=1),
+        ],
+        "strided",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])],
+        initializer=[
+            numpy_helper.from_array(w1, "w1"),
+            numpy_helper.from_array(w2, "w2"),
+            numpy_helper.from_array(fc, "fc"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.mark.parametrize("baseline", ["zero", "blur"])
+def test_incremental_inference_gives_the_same_map(tmp_path: Path, baseline: str) -> None:
+    # 32×32, window 4, stride 2: 15 × 15 windows, the last ones touching the borders
+    model = load(tmp_path, strided_conv_model(32), 32)
+    runner = model.incremental((4, 4))
+    assert runner is not None and runner.cut.tensor == "a2"
+    assert runner.cut.crop[0] < 32 and runner.cut.crop[1] < 32
+    counter = CountingModel(model)
+    pixels = np.random.default_rng(1).uniform(0, 255, (32, 32, 3)).astype(np.float32)
+    params = {"window": 4, "stride": 2, "baseline": baseline, "batch_size": 8}
+    on = occlusion(model, ImageInput(pixels), 0, OcclusionParams(**params), no_progress)
+    assert counter.images == 1  # the reference only: every window went through the runner
+    off = occlusion(
+        model,
+        ImageInput(pixels),
+        0,
+        OcclusionParams(**params, incremental=False),
+        no_progress,
+    )
+    assert counter.images == 1 + 1 + 15 * 15
+    assert np.abs(off.values).max() > 0.1
+    np.testing.assert_allclose(on.values, off.values, rtol=1e-5, atol=1e-5)
+    assert on.model_calls == off.model_calls == 1 + 15 * 15
+    # a2: J 2, L 2, R 4 (as in tests/engine/models/test_incremental.py); a window of 4
+    # changes up to 4 units, read from 15 pixels, in a crop ≡ 32 (mod 2): 16
+    assert on.extras["incremental"] == {"layer": "a2", "crop": [16, 16]}
+    assert off.extras["incremental"] is None

@@ -77,6 +77,29 @@ def test_drilldown_agrees_with_exact_and_saves_passes(tmp_path: Path) -> None:
     assert np.corrcoef(dd.values.ravel(), exact.values.ravel())[0, 1] > 0.95
 
 
+def test_incremental_inference_gives_the_same_drilldown(tmp_path: Path) -> None:
+    # Conv k3 pads 1 -> Relu: cut at the Relu ("act"); a window of 4 changes 6 units per
+    # axis, which read 8 pixels
+    model = load_tiny(tmp_path, conv_classifier(SIZE, SIZE, 3), SIZE, ["a", "b", "c"])
+    counter = CountingModel(model)
+    img = ImageInput(np.random.default_rng(0).uniform(0, 255, (SIZE, SIZE, 3)).astype(np.float32))
+    on = occlusion(model, img, 0, drill(fraction=0.3, baseline="blur"), no_progress)
+    assert counter.images == 1  # the reference only: the windows of both rounds incremental
+    off = occlusion(
+        model, img, 0, drill(fraction=0.3, baseline="blur", incremental=False), no_progress
+    )
+    assert counter.images == 1 + off.model_calls
+    assert (
+        0 < off.extras["windows_fine"] < off.extras["windows_exact"] - off.extras["windows_coarse"]
+    )
+    for key in ("windows", "windows_coarse", "windows_fine"):
+        assert on.extras[key] == off.extras[key]
+    assert np.abs(off.values).max() > 0.1
+    np.testing.assert_allclose(on.values, off.values, rtol=1e-5, atol=1e-5)
+    assert on.extras["incremental"] == {"layer": "act", "crop": [8, 8]}
+    assert off.extras["incremental"] is None
+
+
 @pytest.mark.parametrize(
     ("window", "coarse"),
     [(4, 4), (6, 4), (4, 6)],  # fine grids of 15, 14 (last node past the coarse grid), 15 nodes

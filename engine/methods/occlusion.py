@@ -75,7 +75,8 @@ class OcclusionParams(BaseModel):
     incremental: bool = Field(
         default=True,
         description="Re-run only the part of the network a window reaches, on a crop "
-        "around it (Krypton's incremental inference; same scores), where the model allows.",
+        "around it (Krypton's incremental inference; the same scores up to float rounding), "
+        "where the model allows.",
     )
     mode: Literal["exact", "drilldown"] = Field(
         default="exact",

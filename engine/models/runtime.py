@@ -274,15 +274,13 @@ class LoadedModel:
                 proto = self.proto()
                 cut = find_cut(proto, self.input_name, self.output_name, self.input_hw, window_hw)
                 if cut is not None:
-                    so = ort.SessionOptions()
-                    if self.options.intra_op_threads:
-                        so.intra_op_num_threads = self.options.intra_op_threads
-                    so.inter_op_num_threads = 1
-                    # two sessions take turns per batch: spinning threads of the one that
-                    # just ran would steal the cores of the other (measured 2x slower)
-                    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
                     runner = IncrementalRunner(
-                        proto, cut, self.input_name, self.output_name, self.input_hw, so
+                        proto,
+                        cut,
+                        self.input_name,
+                        self.output_name,
+                        self.input_hw,
+                        self.options.intra_op_threads,
                     )
             except Exception:  # an optimisation: full passes still work
                 log.warning("incremental inference unavailable for %s", self.name, exc_info=True)

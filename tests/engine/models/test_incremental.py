@@ -121,7 +121,7 @@ def test_geometry_and_crop_by_hand() -> None:
     assert c1 is not None
     assert (c1.stride, c1.lo, c1.hi, c1.grid) == ((2, 2), (0, 1), (2, 1), (16, 12))
 
-    runner = IncrementalRunner(model, cut, "input", "logits", (32, 24), ort.SessionOptions())
+    runner = IncrementalRunner(model, cut, "input", "logits", (32, 24), 2)
     boxes = np.array(
         [
             # rows 10..14: units t with 2t + 4 >= 10 and 2t − 2 <= 14: t in [3, 9); the crop
@@ -237,7 +237,7 @@ def check_exact(model: onnx.ModelProto, tensor: str | None, min_saving: float) -
     assert cut is not None
     # the image is large enough that every cut crops, so a crop too small would show
     assert cut.crop[0] < H and cut.crop[1] < W
-    runner = IncrementalRunner(model, cut, "input", "logits", (H, W), ort.SessionOptions())
+    runner = IncrementalRunner(model, cut, "input", "logits", (H, W), 2)
     full = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     x0 = np.random.default_rng(7).uniform(-2, 2, (1, 3, H, W)).astype(np.float32)
     for name, baseline in BASELINES.items():
@@ -350,7 +350,7 @@ def test_an_operand_broadcast_over_space_stops_the_prefix() -> None:
     cut = find_cut(model, "input", "logits", (SIZE, SIZE), (4, 4))
     assert cut is not None and cut.tensor == "a"
     # and the cut it takes is exact: a window at the top changes rows far below it
-    runner = IncrementalRunner(model, cut, "input", "logits", (SIZE, SIZE), ort.SessionOptions())
+    runner = IncrementalRunner(model, cut, "input", "logits", (SIZE, SIZE), 2)
     x0 = np.random.default_rng(0).uniform(-1, 1, (1, 3, SIZE, SIZE)).astype(np.float32)
     x = x0.copy()
     x[:, :, 0:4, 8:12] = 0.0

@@ -40,6 +40,9 @@ class RuntimeOptions:
 
 
 #: Batch sizes `LoadedModel.preferred_batch` times (those up to ``max_batch``).
+#: Incremental runners kept per loaded model (one per window size, oldest dropped first).
+INCREMENTAL_RUNNERS = 4
+
 #: Below 4, Python's per-call work (masks, scores) outweighs what ORT gains.
 BATCH_CANDIDATES: tuple[int, ...] = (4, 8, 16, 32, 64)
 
@@ -286,6 +289,9 @@ class LoadedModel:
                 log.warning("incremental inference unavailable for %s", self.name, exc_info=True)
                 runner = None
         with self._lock:
+            # a few window sizes per model (each runner holds three sessions)
+            while len(self._incremental) >= INCREMENTAL_RUNNERS:
+                self._incremental.pop(next(iter(self._incremental)))
             self._incremental[window_hw] = runner
         return runner
 

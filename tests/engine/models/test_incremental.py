@@ -414,6 +414,18 @@ def test_loaded_model_builds_and_caches_a_runner(tmp_path: Path) -> None:
     assert model.incremental((8, 8)) is not runner
 
 
+def test_loaded_model_keeps_a_few_runners(tmp_path: Path) -> None:
+    from engine.models.runtime import INCREMENTAL_RUNNERS
+
+    model = load_tiny(tmp_path, conv_classifier(SIZE, SIZE, 3), SIZE, ["a", "b", "c"])
+    first = model.incremental((1, 1))
+    for k in range(2, INCREMENTAL_RUNNERS + 2):
+        model.incremental((k, k))
+    assert len(model._incremental) == INCREMENTAL_RUNNERS
+    assert (1, 1) not in model._incremental  # the oldest went first
+    assert model.incremental((1, 1)) is not first  # and is built again
+
+
 def test_loaded_model_without_a_runner(tmp_path: Path) -> None:
     conv = conv_classifier(SIZE, SIZE, 3)
     labels = ["a", "b", "c"]

@@ -378,9 +378,10 @@ class IncrementalRunner:
         threads: int = 0,
     ) -> None:
         """``threads``: ONNX Runtime intra-op threads of the suffix (0 = ORT's default). The
-        crop prefix runs on the calling thread alone, so that the suffix's pool threads,
-        spinning after each batch, do not fight it for the cores (two multi-threaded
-        sessions taking turns ran 2x slower; no spinning at all cost the suffix ~10%)."""
+        prefix sessions run on the calling thread alone, so that the suffix's pool threads,
+        spinning after each batch, do not fight them for the cores (two multi-threaded
+        sessions taking turns ran 2x slower; no spinning at all cost the suffix ~10%; a
+        two-thread reference pass per chunk of a split job cost ~35 ms in spinning)."""
         self.cut = cut
         self.input_name = input_name
         self.output_name = output_name
@@ -396,11 +397,11 @@ class IncrementalRunner:
         t_channels = _spatial_shapes(model)[cut.tensor][1]
         providers = ["CPUExecutionProvider"]
         options = _options(threads)
-        self._full = ort.InferenceSession(
+        self._full = ort.InferenceSession(  # once per evaluation: single-threaded too
             _submodel(
                 model, prefix, input_name, ["n", channels, *input_hw], cut.tensor
             ).SerializeToString(),
-            options,
+            _options(1),
             providers=providers,
         )
         self._crop = ort.InferenceSession(

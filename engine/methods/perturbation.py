@@ -34,6 +34,7 @@ the sample's compact mask code); progress is reported after every forward batch.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +49,8 @@ from engine.methods.baselines import baseline_pixels
 from engine.methods.scoring import ScoreKind, target_scores
 from engine.models.incremental import IncrementalRunner
 from engine.models.runtime import LoadedModel
+
+log = logging.getLogger("lantern")
 
 Colour = tuple[
     Annotated[int, Field(ge=0, le=255)],
@@ -302,7 +305,11 @@ class _Evaluator:
         masks = self.render(codes)
         n = masks.shape[0]
         if self.incremental is not None and masks.dtype == np.bool_:
-            return self._forward_incremental(codes, masks)
+            try:
+                return self._forward_incremental(codes, masks)
+            except Exception:  # a user's graph the cut analysis got wrong: full passes
+                log.warning("incremental inference failed; using full passes", exc_info=True)
+                self.incremental = None
         m = masks[:, None, :, :] if self.nchw else masks[..., None]
         if self._buffer is None or self._buffer.shape[0] < n:
             self._buffer = np.empty((n, *self.x0.shape[1:]), np.float32)
@@ -337,8 +344,8 @@ class _Evaluator:
             np.copyto(crops[i], self.xb[0, :, rows, cols], where=~masks[i, None, rows, cols])
         if self._t0 is None:
             self._t0 = runner.reference(self.x0)
-        self.forward_passes += n
         logits = runner.scores(self._t0, crops, boxes, origins)
+        self.forward_passes += n
         return target_scores(logits.reshape(n, -1), self.target, self.score)
 
     def run(

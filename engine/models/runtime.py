@@ -39,11 +39,11 @@ class RuntimeOptions:
     forward_batch: int = 0  # images per forward call for perturbation methods; 0 = measure
 
 
-#: Batch sizes `LoadedModel.preferred_batch` times (those up to ``max_batch``).
 #: Incremental runners kept per loaded model (one per window size, oldest dropped first).
 INCREMENTAL_RUNNERS = 4
 
-#: Below 4, Python's per-call work (masks, scores) outweighs what ORT gains.
+#: Batch sizes `LoadedModel.preferred_batch` times (those up to ``max_batch``); below 4,
+#: Python's per-call work (masks, scores) outweighs what ORT gains.
 BATCH_CANDIDATES: tuple[int, ...] = (4, 8, 16, 32, 64)
 
 
@@ -157,7 +157,7 @@ class LoadedModel:
 
         A fixed-batch model gets its batch; ``RuntimeOptions.forward_batch`` wins when set;
         otherwise the first call times the forward pass at each of `BATCH_CANDIDATES` up to
-        ``max_batch`` (about 130 images in all, once per loaded model) and keeps
+        ``max_batch`` (about 140 images in all, once per loaded model) and keeps
         `choose_batch` of the timings. On EfficientNet-Lite0 with 2 cores, batch 4 runs LIME
         about 15% faster than batch 16 (cache). The choice never changes a
         result: every image is computed on its own (tests check batch invariance).

@@ -205,3 +205,29 @@ def test_incremental_inference_gives_the_same_map(tmp_path: Path, baseline: str)
     # changes up to 4 units, read from 15 pixels, in a crop ≡ 32 (mod 2): 16
     assert on.extras["incremental"] == {"layer": "a2", "crop": [16, 16]}
     assert off.extras["incremental"] is None
+
+
+def test_a_failing_incremental_runner_falls_back_to_full_passes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = load(tmp_path, strided_conv_model(32), 32)
+    runner = model.incremental((4, 4))
+    assert runner is not None
+    calls = []
+
+    def broken(*args: object) -> None:
+        calls.append(1)
+        raise RuntimeError("a shape the cut analysis got wrong")
+
+    monkeypatch.setattr(runner, "scores", broken)
+    counter = CountingModel(model)
+    pixels = np.random.default_rng(2).uniform(0, 255, (32, 32, 3)).astype(np.float32)
+    params = {"window": 4, "stride": 2, "batch_size": 8}
+    got = occlusion(model, ImageInput(pixels), 0, OcclusionParams(**params), no_progress)
+    assert calls == [1]  # tried once, then full passes for the rest of the evaluation
+    assert counter.images == 1 + 15 * 15
+    assert got.model_calls == 1 + 15 * 15  # no batch counted twice
+    full = occlusion(
+        model, ImageInput(pixels), 0, OcclusionParams(**params, incremental=False), no_progress
+    )
+    assert np.array_equal(got.values, full.values)

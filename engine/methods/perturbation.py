@@ -47,7 +47,7 @@ from pydantic import Field
 from engine.methods.base import Attribution, ImageInput, Progress
 from engine.methods.baselines import baseline_pixels
 from engine.methods.scoring import ScoreKind, target_scores
-from engine.models.incremental import IncrementalRunner
+from engine.models.incremental import IncrementalRunner, Reference
 from engine.models.runtime import LoadedModel
 
 log = logging.getLogger("lantern")
@@ -288,7 +288,7 @@ class _Evaluator:
     ) -> None:
         self.model = model
         self.incremental = incremental
-        self._t0: NDArray[np.float32] | None = None
+        self._t0: Reference | None = None
         self.target = target
         self.score = score
         self.batch_size = batch_size

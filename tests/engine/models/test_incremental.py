@@ -444,3 +444,19 @@ def test_loaded_model_without_a_runner(tmp_path: Path) -> None:
     w = np.zeros((2, 3, SIZE, SIZE), np.float32)
     flat = load_tiny(tmp_path / "linear", linear_classifier(w), SIZE)
     assert flat.incremental((4, 4)) is None
+
+
+def test_reference_batches_restore_only_what_was_patched() -> None:
+    from engine.models.incremental import Reference
+
+    t0 = np.arange(2 * 4 * 4, dtype=np.float32).reshape(1, 2, 4, 4)
+    ref = Reference(t0)
+    first = ref.batch(3)
+    assert first.shape == (3, 2, 4, 4) and all(np.array_equal(r, t0[0]) for r in first)
+    first[1, :, 0:2, 1:3] = -1.0  # what scores() does: patch, then record
+    ref.dirty.append((1, 0, 1, 2, 3))
+    second = ref.batch(2)  # fewer rows: still views of the same buffer, restored
+    assert second.shape == (2, 2, 4, 4)
+    assert all(np.array_equal(r, t0[0]) for r in second) and ref.dirty == []
+    bigger = ref.batch(5)  # more rows than the buffer: a fresh one
+    assert bigger.shape == (5, 2, 4, 4) and all(np.array_equal(r, t0[0]) for r in bigger)

@@ -95,12 +95,14 @@ class OcclusionParams(BaseModel):
         default=None, ge=1, le=4096, description="Drill-down's fine stride (default: `stride`)."
     )
     fraction: float = Field(
-        default=0.25,
+        default=0.7,
         gt=0,
         le=1,
         description="Drill-down's budget of fine windows, as the fraction of coarse regions "
         "re-done: ceil(fraction × coarse windows) × (step² − 1) windows (step = "
-        "coarse_stride / fine_stride), at most all the skipped ones (1 = exact occlusion).",
+        "coarse_stride / fine_stride), at most all the skipped ones (1 = exact occlusion). "
+        "On EfficientNet-Lite0 (window 16, stride 16 → 8) 0.7 keeps SSIM ≥ 0.93 against the "
+        "exact map on four test images; 0.25 gives 0.77–0.90.",
     )
     rank: Literal["spread", "drop"] = Field(
         default="spread",

@@ -254,11 +254,19 @@ class PerturbationMethod(ABC, Generic[PP, PlanT]):
         if not 0 <= start <= stop <= plan.n_samples:
             raise ValueError(f"samples [{start}, {stop}) outside the plan's 0..{plan.n_samples}")
         runner = self.incremental(model, params, plan)
+        batch = params.batch_size
+        if runner is not None and batch is None:
+            try:
+                batch = runner.preferred_batch(model.options.max_batch)
+            except Exception:  # a user's graph the cut analysis got wrong: full passes
+                log.warning("incremental inference failed; using full passes", exc_info=True)
+                runner = None
+        batch = batch or model.preferred_batch()
         evaluator = _Evaluator(
             model,
             target,
             params.score,
-            params.batch_size or model.preferred_batch(),
+            batch,
             model.to_model_input(image.pixels[None]),
             model.to_model_input(self.hide_pixels(image, params, plan)[None]),
             lambda codes: self.render_masks(plan, codes),

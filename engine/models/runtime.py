@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from numpy.typing import NDArray
 
 from api_schemas.models import ModelManifest
 from engine.gradients import BUCKETS, GradientCache, VJPResult, check_differentiable, vjp
+from engine.models.batching import BATCH_CANDIDATES, choose_batch, time_per_image
 from engine.models.heads import CamHead, cam_head, probe_model
 from engine.models.incremental import IncrementalRunner, find_cut
 from engine.models.layers import discover_layers
@@ -42,19 +42,6 @@ class RuntimeOptions:
 #: Incremental runners kept per loaded model (one per window size, oldest dropped first).
 INCREMENTAL_RUNNERS = 4
 
-#: Batch sizes `LoadedModel.preferred_batch` times (those up to ``max_batch``); below 4,
-#: Python's per-call work (masks, scores) outweighs what ORT gains.
-BATCH_CANDIDATES: tuple[int, ...] = (4, 8, 16, 32, 64)
-
-
-def choose_batch(per_image_s: dict[int, float], tolerance: float = 0.02) -> int:
-    """The largest batch whose time per image is within ``tolerance`` of the fastest: the
-    timings cover ONNX Runtime only, and each call also costs Python and mask-making time
-    (measured on LIME: batch 2 timed level with 4 but ran 10% slower end to end)."""
-    if not per_image_s:
-        raise ValueError("no timings")
-    best = min(per_image_s.values())
-    return max(b for b, t in per_image_s.items() if t <= best * (1.0 + tolerance))
 
 
 def bucket_sizes(n: int, buckets: tuple[int, ...] = BUCKETS) -> list[int]:
@@ -176,20 +163,13 @@ class LoadedModel:
         h, w = self.input_hw
         pixels = np.random.default_rng(0).uniform(0, 255, (1, h, w, 3)).astype(np.float32)
         one = self.to_model_input(pixels)
-        candidates = [b for b in BATCH_CANDIDATES if b <= self.options.max_batch]
-        candidates = candidates or [self.options.max_batch]
-        out: dict[int, float] = {}
-        for b in candidates:
+
+        def run(b: int) -> None:
             x = np.ascontiguousarray(np.repeat(one, b, axis=0))
-            feeds = {self.input_name: x}
-            self.session.run([self.output_name], feeds)  # warm-up: allocations, arena
-            times = []
-            for _ in range(max(3, -(-32 // b))):
-                started = time.perf_counter()
-                self.session.run([self.output_name], feeds)
-                times.append(time.perf_counter() - started)
-            out[b] = float(np.median(times)) / b
-        return out
+            self.session.run([self.output_name], {self.input_name: x})
+
+        candidates = [b for b in BATCH_CANDIDATES if b <= self.options.max_batch]
+        return time_per_image(run, candidates or [self.options.max_batch])
 
     def scores(self, pixels: NDArray[np.float32]) -> NDArray[np.float32]:
         """Logits (N, classes) for a batch of pixel images (N, H, W, 3)."""

@@ -207,8 +207,9 @@ def test_incremental_inference_gives_the_same_map(tmp_path: Path, baseline: str)
     assert off.extras["incremental"] is None
 
 
+@pytest.mark.parametrize("batch_size", [8, None])  # None: the runner's timing fails first
 def test_a_failing_incremental_runner_falls_back_to_full_passes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch_size: int | None
 ) -> None:
     model = load(tmp_path, strided_conv_model(32), 32)
     runner = model.incremental((4, 4))
@@ -222,7 +223,7 @@ def test_a_failing_incremental_runner_falls_back_to_full_passes(
     monkeypatch.setattr(runner, "scores", broken)
     counter = CountingModel(model)
     pixels = np.random.default_rng(2).uniform(0, 255, (32, 32, 3)).astype(np.float32)
-    params = {"window": 4, "stride": 2, "batch_size": 8}
+    params = {"window": 4, "stride": 2, "batch_size": batch_size}
     got = occlusion(model, ImageInput(pixels), 0, OcclusionParams(**params), no_progress)
     assert calls == [1]  # tried once, then full passes for the rest of the evaluation
     assert counter.images == 1 + 15 * 15

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import pytest
 
 from api_schemas.models import ModelManifest
 from engine.models.runtime import (
@@ -65,16 +64,6 @@ def test_batch_size_never_changes_a_score(tmp_path: Path) -> None:
     runs = [model.run(x, batch=b) for b in (1, 2, 3, 5)]
     for other in runs[1:]:
         assert np.array_equal(runs[0], other)
-
-
-def test_choose_batch_takes_the_largest_batch_near_the_fastest() -> None:
-    # ms per image: 4 is fastest, 8 is within 2% of it, 2 too but it is smaller, 16 is not
-    assert choose_batch({2: 3.05, 4: 3.0, 8: 3.05, 16: 3.4}) == 8
-    assert choose_batch({2: 3.05, 4: 3.0, 8: 3.1, 16: 3.4}) == 4
-    assert choose_batch({2: 3.0, 4: 3.1, 8: 3.2}, tolerance=0.05) == 4
-    assert choose_batch({16: 1.0}) == 16
-    with pytest.raises(ValueError):
-        choose_batch({})
 
 
 def test_preferred_batch_is_measured_once_up_to_max_batch(tmp_path: Path) -> None:

@@ -29,7 +29,6 @@ save less than `MIN_SAVING` of it.
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,8 +36,6 @@ import onnx
 import onnxruntime as ort
 from numpy.typing import NDArray
 from onnx import TensorProto, helper, numpy_helper
-
-from engine.models.batching import BATCH_CANDIDATES, choose_batch, time_per_image
 
 __all__ = ["MIN_SAVING", "Cut", "IncrementalRunner", "Reference", "find_cut"]
 
@@ -397,10 +394,6 @@ class IncrementalRunner:
             [n for i, n in enumerate(graph.node) if i not in in_prefix and n.op_type != "Constant"],
         )
         channels = _channels(model, input_name)
-        self._channels = channels
-        self._lock = threading.Lock()
-        self._batch: int | None = None
-        self.batch_timings: dict[int, float] = {}  # seconds per window, once measured
         t_channels = _spatial_shapes(model)[cut.tensor][1]
         providers = ["CPUExecutionProvider"]
         options = _options(threads)
@@ -425,28 +418,6 @@ class IncrementalRunner:
             options,
             providers=providers,
         )
-
-    def preferred_batch(self, max_batch: int) -> int:
-        """Windows per call, timed once (`engine.models.batching`) on synthetic windows at the
-        centre: the suffix starts from smaller tensors than the full model, so its best
-        batch can differ (EfficientNet-Lite0: 8 here against 4 for full passes)."""
-        with self._lock:
-            if self._batch is None:
-                candidates = [b for b in BATCH_CANDIDATES if b <= max_batch] or [max_batch]
-                self.batch_timings = time_per_image(self._time_one, candidates)
-                self._batch = choose_batch(self.batch_timings)
-            return self._batch
-
-    def _time_one(self, n: int) -> None:
-        (h, w), (hc, wc) = self.input_hw, self.cut.crop
-        x0 = np.random.default_rng(0).standard_normal((1, self._channels, h, w))
-        ref = self.reference(x0.astype(np.float32))
-        y, x = (h - 1) // 2, (w - 1) // 2
-        boxes = np.tile(np.array([[y, x, y + 1, x + 1]], dtype=np.int64), (n, 1))
-        origins = self.origins(boxes)
-        oy, ox = int(origins[0, 0]), int(origins[0, 1])
-        crops = np.repeat(x0[:, :, oy : oy + hc, ox : ox + wc], n, axis=0).astype(np.float32)
-        self.scores(ref, crops, boxes, origins)
 
     def reference(self, x0: NDArray[np.float32]) -> Reference:
         """``T`` of the reference image (1, C, H, W) in model space, for `scores`."""

@@ -43,7 +43,6 @@ class RuntimeOptions:
 INCREMENTAL_RUNNERS = 4
 
 
-
 def bucket_sizes(n: int, buckets: tuple[int, ...] = BUCKETS) -> list[int]:
     """``n`` as a sum of bucket sizes, largest first: 25 -> [16, 8, 1]."""
     out: list[int] = []

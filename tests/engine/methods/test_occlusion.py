@@ -207,7 +207,7 @@ def test_incremental_inference_gives_the_same_map(tmp_path: Path, baseline: str)
     assert off.extras["incremental"] is None
 
 
-@pytest.mark.parametrize("batch_size", [8, None])  # None: the runner's timing fails first
+@pytest.mark.parametrize("batch_size", [8, None])
 def test_a_failing_incremental_runner_falls_back_to_full_passes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch_size: int | None
 ) -> None:

@@ -460,16 +460,3 @@ def test_reference_batches_restore_only_what_was_patched() -> None:
     assert all(np.array_equal(r, t0[0]) for r in second) and ref.dirty == []
     bigger = ref.batch(5)  # more rows than the buffer: a fresh one
     assert bigger.shape == (5, 2, 4, 4) and all(np.array_equal(r, t0[0]) for r in bigger)
-
-
-def test_runner_times_its_own_batch_once(tmp_path: Path) -> None:
-    from engine.models.batching import choose_batch
-
-    model = load_tiny(tmp_path, conv_classifier(SIZE, SIZE, 3), SIZE, ["a", "b", "c"])
-    runner = model.incremental((4, 4))
-    assert runner is not None
-    chosen = runner.preferred_batch(8)
-    assert sorted(runner.batch_timings) == [4, 8]
-    assert chosen == choose_batch(runner.batch_timings)
-    timings = dict(runner.batch_timings)
-    assert runner.preferred_batch(8) == chosen and runner.batch_timings == timings

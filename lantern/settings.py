@@ -38,6 +38,12 @@ class Settings(BaseSettings):
         "0 = measure the fastest batch once per loaded model.",
     )
     session_cache_size: int = Field(default=4, ge=1)
+    gradient_cache_max_mb: int = Field(
+        default=2048,
+        ge=0,
+        description="Quota of the on-disk gradient-model cache (data_dir/gradients) in MiB, "
+        "least recently used models deleted first; 0 = unlimited.",
+    )
     embedded_workers: int = Field(default=1, ge=1, le=64)
     builtin_model: bool = Field(default=True, description="Build and register EfficientNet-Lite0.")
     queue: str = Field(default="lantern")

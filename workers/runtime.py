@@ -25,6 +25,7 @@ class Runtime:
                 max_batch=settings.max_batch,
                 forward_batch=settings.forward_batch,
                 gradient_dir=settings.data_dir / "gradients",
+                gradient_cache_max_mb=settings.gradient_cache_max_mb,
             ),
             capacity=settings.session_cache_size,
         )

@@ -3,17 +3,24 @@
 On disk a gradient model is keyed by (model content hash, wrt, output, batch bucket,
 optimisation level, engine version) and written atomically (temp file + ``os.replace``),
 so concurrent builders never expose a partial file; the worst case is building twice.
-In process, at most `max_sessions` ``InferenceSession`` objects are kept, least recently
-used evicted first.
+With `max_bytes` set, the directory is kept within that quota: after each write the least
+recently used entries (a model and its ``.json`` sidecar; recency is the files' mtime,
+refreshed whenever a model is loaded from disk) are deleted, never the one just written.
+Several processes may share the directory: an entry deleted under a reader is rebuilt, and
+files vanishing while being listed or deleted are skipped. In process, at most
+`max_sessions` ``InferenceSession`` objects are kept, least recently used evicted first;
+evicting files leaves those sessions alone.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 
@@ -32,6 +39,15 @@ from .builder import (
 
 #: Bumped whenever the builder or the optimiser changes what they emit.
 ENGINE_VERSION = "3"
+
+#: Suffixes of the files making up one cached entry: the model and its metadata sidecar.
+MODEL_SUFFIX = ".onnx"
+META_SUFFIX = ".json"
+
+#: Temp files of `_atomic_write` older than this are left over by a killed writer.
+STALE_TMP_S = 3600.0
+
+log = logging.getLogger("lantern")
 
 #: Batch sizes gradient models are built for; a request is padded up to the next one.
 BUCKETS: tuple[int, ...] = (1, 8, 16, 32)
@@ -73,8 +89,12 @@ class GradientCache:
         max_sessions: int = 8,
         level: OptimizeLevel = "full",
         providers: list[str] | None = None,
+        max_bytes: int | None = None,
     ) -> None:
+        """`max_bytes` bounds the size of the on-disk cache (models plus sidecars);
+        None or 0 = unlimited."""
         self.cache_dir = Path(cache_dir)
+        self.max_bytes = max_bytes or None
         self.intra_op_num_threads = intra_op_num_threads
         self.max_sessions = max_sessions
         self.level: OptimizeLevel = level
@@ -85,6 +105,7 @@ class GradientCache:
         self._lock = threading.Lock()
         self._build_locks: dict[SessionKey, threading.Lock] = {}
         self.builds = 0  # how many models this cache built (not loaded from disk)
+        self.evictions = 0  # how many entries this cache deleted from disk for the quota
 
     # -- paths ------------------------------------------------------------------------
 
@@ -149,10 +170,96 @@ class GradientCache:
         with self._lock:
             return len(self._sessions)
 
+    def disk_usage(self) -> int:
+        """Bytes of the cached models and sidecars now on disk."""
+        return sum(size for _, size, _ in self._entries().values())
+
+    def enforce_quota(self, keep: Path | None = None) -> int:
+        """Delete least recently used entries until the cache is within `max_bytes`,
+        never the entry of model file `keep`. Returns how many entries were deleted."""
+        if self.max_bytes is None:
+            return 0
+        entries = self._entries()
+        total = sum(size for _, size, _ in entries.values())
+        if total <= self.max_bytes:
+            return 0
+        kept = keep.with_suffix("") if keep is not None else None
+        evicted = 0
+        for stem, (_, size, files) in sorted(entries.items(), key=lambda item: item[1][0]):
+            if total <= self.max_bytes:
+                break
+            if stem == kept:
+                continue
+            for file in files:
+                _unlink(file)
+            total -= size
+            evicted += 1
+        if evicted:
+            self.evictions += evicted
+            log.info(
+                "gradient cache: evicted %d entries, %d bytes left (quota %d)",
+                evicted,
+                total,
+                self.max_bytes,
+            )
+        return evicted
+
     # -- internals --------------------------------------------------------------------
 
     def _meta_path(self, path: Path) -> Path:
-        return path.with_suffix(".json")
+        return path.with_suffix(META_SUFFIX)
+
+    def _entries(self) -> dict[Path, tuple[float, int, list[Path]]]:
+        """The entries on disk, keyed by their path without suffix: (last use = newest
+        mtime of their files, bytes, files). A file deleted meanwhile is skipped; temp
+        files of writers killed long ago are deleted on the way."""
+        entries: dict[Path, tuple[float, int, list[Path]]] = {}
+        now = time.time()
+        try:
+            walk = list(os.walk(self.cache_dir))
+        except OSError:
+            return entries
+        for root, _, names in walk:
+            for name in names:
+                file = Path(root) / name
+                try:
+                    st = file.stat()
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
+                if name.startswith(".") and name.endswith(".tmp"):
+                    if now - st.st_mtime > STALE_TMP_S:
+                        _unlink(file)
+                    continue
+                if file.suffix not in (MODEL_SUFFIX, META_SUFFIX):
+                    continue
+                stem = file.with_suffix("")
+                used, size, files = entries.get(stem, (0.0, 0, []))
+                entries[stem] = (max(used, st.st_mtime), size + st.st_size, [*files, file])
+        return entries
+
+    def _load(self, path: Path, meta_path: Path) -> GradientModel | None:
+        """The entry on disk, its files touched as just used; None when it is missing,
+        incomplete (one file deleted by another process's eviction) or unreadable."""
+        try:
+            meta = json.loads(meta_path.read_text())
+            gm = GradientModel(
+                model=onnx.load(str(path)),
+                inputs=tuple(meta["inputs"]),
+                outputs=tuple(meta["outputs"]),
+                batch=int(meta["batch"]),
+                wrt=str(meta["wrt"]),
+                output=str(meta["output"]),
+                input_name=str(meta["input_name"]),
+                classes=int(meta["classes"]),
+            )
+        except Exception:  # missing, half evicted, unreadable or stale: rebuild
+            return None
+        for file in (path, meta_path):
+            try:
+                os.utime(file)
+            except OSError:  # evicted meanwhile: the model is in memory all the same
+                pass
+        return gm
 
     def _load_or_build(
         self,
@@ -164,21 +271,9 @@ class GradientCache:
     ) -> GradientModel:
         path = self.path_for(model_hash, wrt, output, batch)
         meta_path = self._meta_path(path)
-        if path.is_file() and meta_path.is_file():
-            try:
-                meta = json.loads(meta_path.read_text())
-                return GradientModel(
-                    model=onnx.load(str(path)),
-                    inputs=tuple(meta["inputs"]),
-                    outputs=tuple(meta["outputs"]),
-                    batch=int(meta["batch"]),
-                    wrt=str(meta["wrt"]),
-                    output=str(meta["output"]),
-                    input_name=str(meta["input_name"]),
-                    classes=int(meta["classes"]),
-                )
-            except Exception:  # unreadable or stale: rebuild and overwrite
-                pass
+        loaded = self._load(path, meta_path)
+        if loaded is not None:
+            return loaded
         source = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
         gm = build_vjp_model(source, output=output, wrt=wrt, batch=batch, level=self.level)
         self.builds += 1
@@ -199,7 +294,19 @@ class GradientCache:
             "engine_version": ENGINE_VERSION,
         }
         _atomic_write(meta_path, json.dumps(meta, indent=1).encode())
+        self.enforce_quota(keep=path)
         return gm
+
+
+def _unlink(path: Path) -> None:
+    """Delete a file another process may have deleted already. Failing to delete one
+    (permissions) is logged, not raised: the model just built is good all the same."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError:
+        log.warning("gradient cache: cannot delete %s", path, exc_info=True)
 
 
 def _atomic_write(path: Path, payload: bytes) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.errors import InvalidParams
 from engine.methods.backprop import Reduce, gradients, reduce_channels
 from engine.methods.base import Attribution, ImageInput, MethodSpec, Progress
 from engine.methods.registry import register
@@ -20,13 +23,31 @@ class SmoothGradParams(BaseModel):
         default=0.15, gt=0, le=1.0, description="Noise σ as a fraction of the input's range."
     )
     squared: bool = Field(default=False, description="Average g² (SmoothGrad-squared).")
+    average: Literal["gradient", "abs"] = Field(
+        default="gradient",
+        description=(
+            "What is averaged over the noisy samples, before the channel reduction: "
+            "'gradient' the gradient itself (Smilkov et al.); 'abs' |gradient| per element, "
+            "as Captum's NoiseTunnel(Saliency(abs=True)). Not allowed with squared: true."
+        ),
+    )
     reduce: Reduce = Field(default="abs_max", description="How channels are combined.")
     internal_batch_size: int = Field(default=16, ge=1, le=256)
     score: ScoreKind = "logit"
     seed: int = Field(default=0, ge=0)
 
 
+def _check_params(params: SmoothGradParams) -> None:
+    if params.squared and params.average == "abs":
+        raise InvalidParams(
+            "squared: true (the mean of g², already non-negative) cannot be combined with "
+            'average: "abs". Set squared to false, or average to "gradient".',
+            details={"squared": params.squared, "average": params.average},
+        )
+
+
 def check(params: SmoothGradParams, model: LoadedModel) -> None:
+    _check_params(params)
     model.check_gradients()
 
 
@@ -37,6 +58,7 @@ def smoothgrad(
     params: SmoothGradParams,
     progress: Progress,
 ) -> Attribution:
+    _check_params(params)
     x = model.to_model_input(image.pixels[None])
     sigma = params.noise * float(x.max() - x.min())
     rng = np.random.default_rng(params.seed)
@@ -50,14 +72,18 @@ def smoothgrad(
         _, g, _, used = gradients(model, noisy, target, params.score)
         passes += used
         g64 = g.astype(np.float64)
-        total += (g64 * g64 if params.squared else g64).sum(axis=0, keepdims=True)
+        if params.squared:
+            g64 = g64 * g64
+        elif params.average == "abs":
+            g64 = np.abs(g64)
+        total += g64.sum(axis=0, keepdims=True)
         progress(min(1.0, (start + n) / params.samples))
     mean = (total / params.samples).astype(np.float32)
     reduce = "abs_sum" if params.squared and params.reduce == "signed" else params.reduce
     return Attribution(
         values=reduce_channels(mean, model, reduce),
         model_calls=passes,
-        extras={"backward_passes": params.samples, "sigma": sigma},
+        extras={"backward_passes": params.samples, "sigma": sigma, "average": params.average},
     )
 
 

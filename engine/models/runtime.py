@@ -37,6 +37,7 @@ class RuntimeOptions:
     max_batch: int = 16
     gradient_dir: Path | None = None  # on-disk cache of gradient models; None = a temp dir
     forward_batch: int = 0  # images per forward call for perturbation methods; 0 = measure
+    gradient_cache_max_mb: int = 2048  # quota of the on-disk gradient cache; 0 = unlimited
 
 
 #: Incremental runners kept per loaded model (one per window size, oldest dropped first).
@@ -297,7 +298,10 @@ class SessionCache:
         self.capacity = capacity
         grad_dir = options.gradient_dir or Path(tempfile.mkdtemp(prefix="lantern-grad-"))
         self.gradients = GradientCache(
-            grad_dir, intra_op_num_threads=options.intra_op_threads, max_sessions=2 * capacity
+            grad_dir,
+            intra_op_num_threads=options.intra_op_threads,
+            max_sessions=2 * capacity,
+            max_bytes=options.gradient_cache_max_mb * 1024 * 1024 or None,
         )
         self._items: OrderedDict[str, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()

@@ -132,6 +132,17 @@ def test_method_param_errors(client: TestClient) -> None:
         "model": "efficientnet-lite0", "method": "integrated_gradients", "image": img,
         "params": {"steps": 1}})
     assert r.status_code == 422 and r.json()["code"] == "invalid_params"
+    # SmoothGrad: squared (mean of g²) and average "abs" do not combine; refused at submit
+    tiny_img = b64(png_bytes(np.zeros((8, 8, 3), np.uint8)))
+    r = client.post("/v1/explanations", json={
+        "model": "tiny", "method": "smoothgrad", "image": tiny_img,
+        "params": {"squared": True, "average": "abs"}})
+    assert r.status_code == 422 and r.json()["code"] == "invalid_params", r.text
+    assert "squared" in r.json()["message"] and "average" in r.json()["message"]
+    r = client.post("/v1/explanations", json={
+        "model": "tiny", "method": "smoothgrad", "image": tiny_img,
+        "params": {"average": "mean"}})
+    assert r.status_code == 422 and r.json()["code"] == "invalid_params", r.text
 
 
 def test_methods_catalogue_lists_the_gradient_methods(client: TestClient) -> None:

@@ -1,14 +1,17 @@
 """Saliency, gradient × input, integrated gradients and SmoothGrad against values computed
-by hand on linear models (whose gradient is the weight), and the IG completeness axiom on
-a nonlinear one."""
+by hand on linear models (whose gradient is the weight), the IG completeness axiom on
+a nonlinear one, and SmoothGrad's two averages on a model whose gradient changes sign."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
+from engine.errors import InvalidParams
 from engine.methods.base import ImageInput, no_progress
 from engine.methods.gradient_x_input import GradientXInputParams, gradient_x_input
 from engine.methods.integrated_gradients import (
@@ -16,6 +19,7 @@ from engine.methods.integrated_gradients import (
     integrated_gradients,
     quadrature,
 )
+from engine.methods.registry import get_method
 from engine.methods.saliency import SaliencyParams, saliency
 from engine.methods.smoothgrad import SmoothGradParams, smoothgrad
 from engine.models.runtime import LoadedModel
@@ -136,3 +140,116 @@ def test_smoothgrad_is_seeded(tmp_path: Path) -> None:
     c = smoothgrad(model, img, 0, SmoothGradParams(samples=6, seed=4), no_progress)
     np.testing.assert_array_equal(a.values, b.values)
     assert not np.array_equal(a.values, c.values)
+
+
+def sign_flip_classifier(weights: np.ndarray) -> onnx.ModelProto:
+    """logit k = sum(weights[k] * (x * Relu(x) - 0.5 x)), x of shape (N, 3, H, W).
+
+    d logit k / dx = weights[k] * (2 Relu(x) - 0.5): of one sign where x < 0.25 (-0.5
+    weights[k] below 0), of the other above, so noise around x = 0.25 flips it.
+    """
+    classes = weights.shape[0]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Relu", ["input"], ["relu"], name="relu"),
+            helper.make_node("Mul", ["input", "relu"], ["xrelu"], name="xrelu"),
+            helper.make_node("Mul", ["half", "input"], ["half_x"], name="half_x"),
+            helper.make_node("Sub", ["xrelu", "half_x"], ["f"], name="f"),
+            helper.make_node("Flatten", ["f"], ["flat"], name="flatten", axis=1),
+            helper.make_node("MatMul", ["flat", "W"], ["logits"], name="fc"),
+        ],
+        "sign_flip",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", *weights.shape[1:]])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])],
+        initializer=[
+            numpy_helper.from_array(
+                np.ascontiguousarray(weights.reshape(classes, -1).T, np.float32), "W"
+            ),
+            numpy_helper.from_array(np.array(0.5, np.float32), "half"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def sign_flip_input(pixels: np.ndarray) -> np.ndarray:
+    """The model input of ``sign_flip`` (below): x = pixels / 127.5 - 1, NCHW, float32."""
+    out: np.ndarray = chw(pixels)[None] * np.float32(1 / 127.5) + np.float32(-1.0)
+    return out
+
+
+def smoothgrad_reference(
+    pixels: np.ndarray, weight: np.ndarray, params: SmoothGradParams
+) -> np.ndarray:
+    """SmoothGrad of ``sign_flip_classifier`` by hand, before the channel reduction: the
+    model input x = pixels / 127.5 - 1, σ = noise · (max x − min x), the noise drawn as the
+    method draws it (one standard_normal per chunk of internal_batch_size samples)."""
+    x = sign_flip_input(pixels)
+    sigma = params.noise * float(x.max() - x.min())
+    rng = np.random.default_rng(params.seed)
+    grads = []
+    for start in range(0, params.samples, params.internal_batch_size):
+        n = min(params.internal_batch_size, params.samples - start)
+        noisy = x + np.float32(sigma) * rng.standard_normal((n, *x.shape[1:]), dtype=np.float32)
+        grads.append(weight[None].astype(np.float64) * (2 * np.maximum(noisy, 0) - 0.5))
+    g = np.concatenate(grads)
+    assert g.shape[0] == params.samples
+    assert (np.sign(g) != np.sign(g[:1])).any(axis=0).mean() > 0.2  # many signs do flip
+    out: np.ndarray = np.abs(g).mean(axis=0) if params.average == "abs" else g.mean(axis=0)
+    return out
+
+
+@pytest.fixture
+def sign_flip(tmp_path: Path) -> LoadedModel:
+    # model input x = pixels / 127.5 - 1, in [-1, 1]: the noise crosses 0.25 often
+    return loaded(tmp_path, sign_flip_classifier(W), 8, ["a", "b"], scale=1 / 127.5,
+                  mean=[1.0, 1.0, 1.0], std=[1.0, 1.0, 1.0])
+
+
+def test_smoothgrad_average_abs_is_the_mean_absolute_gradient(sign_flip: LoadedModel) -> None:
+    # samples 7 in chunks of 3: the noise comes from three draws of the generator
+    common = {"samples": 7, "internal_batch_size": 3, "noise": 0.2, "seed": 5}
+    img = ImageInput(PIXELS)
+    for reduce in ("signed", "abs_max"):
+        params = SmoothGradParams(average="abs", reduce=reduce, **common)  # type: ignore[arg-type]
+        a = smoothgrad(sign_flip, img, 1, params, no_progress)
+        ref = smoothgrad_reference(PIXELS, W[1], params)
+        expected = ref.sum(axis=0) if reduce == "signed" else ref.max(axis=0)
+        np.testing.assert_allclose(a.values, expected, rtol=1e-6, atol=1e-6)
+        assert a.extras["average"] == "abs"
+        x = sign_flip_input(PIXELS)
+        assert a.extras["sigma"] == pytest.approx(0.2 * float(x.max() - x.min()))
+        assert a.model_calls == 7
+
+
+def test_smoothgrad_averages_differ_when_the_gradient_changes_sign(
+    sign_flip: LoadedModel,
+) -> None:
+    common = {"samples": 7, "internal_batch_size": 3, "noise": 0.2, "seed": 5,
+              "reduce": "abs_max"}
+    img = ImageInput(PIXELS)
+    grad = smoothgrad(sign_flip, img, 1, SmoothGradParams(**common), no_progress)  # type: ignore[arg-type]
+    absolute = smoothgrad(sign_flip, img, 1, SmoothGradParams(average="abs", **common),  # type: ignore[arg-type]
+                          no_progress)
+    assert grad.extras["average"] == "gradient"
+    # the default still averages the gradient itself (then |·|, max over channels)
+    ref = smoothgrad_reference(PIXELS, W[1], SmoothGradParams(**common))  # type: ignore[arg-type]
+    np.testing.assert_allclose(grad.values, np.abs(ref).max(axis=0), rtol=1e-6, atol=1e-6)
+    # mean |g| >= |mean g| everywhere, and strictly more where the signs cancel
+    assert (absolute.values >= grad.values - 1e-6).all()
+    assert np.abs(absolute.values - grad.values).max() > 0.1
+
+
+def test_smoothgrad_refuses_squared_with_average_abs(sign_flip: LoadedModel) -> None:
+    spec = get_method("smoothgrad")
+    params = spec.parse_params({"squared": True, "average": "abs"})
+    with pytest.raises(InvalidParams) as refused:
+        spec.check(params, sign_flip)
+    assert "squared" in refused.value.message and '"gradient"' in refused.value.message
+    with pytest.raises(InvalidParams):
+        smoothgrad(sign_flip, ImageInput(PIXELS), 0, params, no_progress)
+    # each on its own is fine
+    spec.check(spec.parse_params({"squared": True}), sign_flip)
+    spec.check(spec.parse_params({"average": "abs"}), sign_flip)

@@ -106,3 +106,13 @@ def test_session_cache_is_an_lru(tmp_path: Path) -> None:
     cache.get("t", "v3", path, m)  # evicts v1
     assert cache.get("t", "v1", path, m) is not a
     assert (cache.hits, cache.misses) == (1, 4)
+
+
+def test_session_cache_gives_the_gradient_cache_its_quota(tmp_path: Path) -> None:
+    default = SessionCache(RuntimeOptions(gradient_dir=tmp_path / "a"))
+    assert default.gradients.max_bytes == 2048 * 1024 * 1024
+    assert default.gradients.cache_dir == tmp_path / "a"
+    quota = SessionCache(RuntimeOptions(gradient_dir=tmp_path / "b", gradient_cache_max_mb=5))
+    assert quota.gradients.max_bytes == 5 * 1024 * 1024
+    unlimited = SessionCache(RuntimeOptions(gradient_dir=tmp_path / "c", gradient_cache_max_mb=0))
+    assert unlimited.gradients.max_bytes is None

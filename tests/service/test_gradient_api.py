@@ -143,6 +143,13 @@ def test_method_param_errors(client: TestClient) -> None:
         "model": "tiny", "method": "smoothgrad", "image": tiny_img,
         "params": {"average": "mean"}})
     assert r.status_code == 422 and r.json()["code"] == "invalid_params", r.text
+    # integrated gradients: a tolerance refines by halving intervals, trapezoid rule only
+    for params in ({"tolerance": 0.01, "method": "gausslegendre"},
+                   {"tolerance": 0.01, "steps": 100, "max_steps": 64}):
+        r = client.post("/v1/explanations", json={
+            "model": "tiny", "method": "integrated_gradients", "image": tiny_img,
+            "params": params})
+        assert r.status_code == 422 and r.json()["code"] == "invalid_params", r.text
 
 
 def test_methods_catalogue_lists_the_gradient_methods(client: TestClient) -> None:

@@ -66,6 +66,22 @@ def test_integrated_gradients_completeness(model: LoadedModel, chelsea: ImageInp
     assert errors[256] < errors[16]
 
 
+def test_integrated_gradients_refines_to_a_completeness_tolerance(
+    model: LoadedModel, chelsea: ImageInput
+) -> None:
+    """64 trapezoid points leave 2.3 % here; with tolerance 0.01 the path is refined (127,
+    253, … points, each round reusing the last) until Σ attributions is within 1 % of
+    f(x) − f(baseline), measured, not imposed."""
+    params = IntegratedGradientsParams(steps=64, baseline="zero", tolerance=0.01)
+    out = integrated_gradients(model, chelsea, EGYPTIAN_CAT, params, no_progress)
+    rounds = out.extras["rounds"]
+    assert rounds[0]["steps"] == 64 and rounds[0]["completeness_error"] > 0.01
+    assert out.extras["tolerance_met"] is True
+    assert out.extras["completeness_error"] <= 0.01
+    assert out.extras["steps"] == rounds[-1]["steps"] <= 505
+    assert out.model_calls == 2 + out.extras["steps"]
+
+
 def test_saliency_is_finite_and_cost_is_one_pass(model: LoadedModel, chelsea: ImageInput) -> None:
     out = saliency(model, chelsea, EGYPTIAN_CAT, SaliencyParams(), no_progress)
     assert out.values.shape == (224, 224) and np.isfinite(out.values).all()

@@ -26,6 +26,8 @@ CASES = [
     ("rise", {"num_masks": 30}, True),
     ("kernel_shap", {"num_samples": 30, "segmentation": {"algorithm": "grid", "cell": 8}}, False),
     ("integrated_gradients", {"steps": 7}, True),
+    # a tolerance no path meets: every round runs (5, 9, 17 points; 33 > max_steps)
+    ("integrated_gradients", {"steps": 5, "tolerance": 1e-12, "max_steps": 20}, True),
     ("smoothgrad", {"samples": 5}, True),
     ("saliency", {}, True),
 ]

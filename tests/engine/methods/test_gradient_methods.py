@@ -18,6 +18,7 @@ from engine.methods.integrated_gradients import (
     IntegratedGradientsParams,
     integrated_gradients,
     quadrature,
+    schedule,
 )
 from engine.methods.registry import get_method
 from engine.methods.saliency import SaliencyParams, saliency
@@ -112,6 +113,77 @@ def test_integrated_gradients_completeness_on_a_nonlinear_model(tmp_path: Path) 
         errors.append(a.extras["completeness_error"])
     assert errors[-1] < 1e-3
     assert errors[1] < 0.01
+
+
+def test_integrated_gradients_tolerance_rounds_are_nested_trapezoids(tmp_path: Path) -> None:
+    """Each round equals a direct trapezoid rule with that many points, and every point of
+    the path is evaluated once (5 + 4 + 8 + 16 = 33)."""
+    model = loaded(tmp_path, conv_classifier(16, 16, 3), 16, ["a", "b", "c"])
+    img = ImageInput(np.random.default_rng(1).uniform(0, 255, (16, 16, 3)).astype(np.float32))
+    params = IntegratedGradientsParams(steps=5, tolerance=1e-12, max_steps=40,
+                                       internal_batch_size=3)
+    assert schedule(params) == [5, 9, 17, 33]
+    seen: list[float] = []
+    out = integrated_gradients(model, img, 2, params, seen.append)
+    rounds = out.extras["rounds"]
+    assert [r["steps"] for r in rounds] == [5, 9, 17, 33]
+    assert out.extras["tolerance_met"] is False and out.extras["steps"] == 33
+    assert out.model_calls == 2 + 33
+    assert seen == sorted(seen) and seen[-1] == 1.0
+    for r in rounds:
+        direct = integrated_gradients(
+            model, img, 2,
+            IntegratedGradientsParams(steps=r["steps"], method="riemann_trapezoid"),
+            no_progress)
+        assert direct.extras["completeness_error"] > 1e-6  # the path crosses ReLU kinks
+        assert r["completeness_error"] == pytest.approx(
+            direct.extras["completeness_error"], rel=1e-3)
+    np.testing.assert_allclose(out.values, direct.values, rtol=1e-4, atol=1e-6)
+    assert out.extras["completeness_error"] == pytest.approx(
+        direct.extras["completeness_error"], rel=1e-3)
+
+
+def test_integrated_gradients_stops_at_the_first_round_within_tolerance(tmp_path: Path) -> None:
+    model = loaded(tmp_path, conv_classifier(16, 16, 3), 16, ["a", "b", "c"])
+    img = ImageInput(np.random.default_rng(1).uniform(0, 255, (16, 16, 3)).astype(np.float32))
+    every = integrated_gradients(
+        model, img, 2, IntegratedGradientsParams(steps=3, tolerance=1e-12, max_steps=65),
+        no_progress).extras["rounds"]
+    errors = [r["completeness_error"] for r in every]
+    tolerance = min(errors[1:])
+    first = next(i for i, e in enumerate(errors) if e <= tolerance)
+    assert first > 0  # the first round alone is not enough
+    seen: list[float] = []
+    out = integrated_gradients(
+        model, img, 2, IntegratedGradientsParams(steps=3, tolerance=tolerance, max_steps=65),
+        seen.append)
+    assert out.extras["tolerance_met"] is True
+    assert [r["steps"] for r in out.extras["rounds"]] == [r["steps"] for r in every[: first + 1]]
+    assert out.extras["completeness_error"] <= tolerance
+    assert out.model_calls == 2 + every[first]["steps"]
+    assert seen == sorted(seen) and seen[-1] == 1.0
+
+
+def test_integrated_gradients_tolerance_on_a_linear_model_takes_one_round(
+    linear: LoadedModel,
+) -> None:
+    # the trapezoid rule is exact on a linear path: the first round meets any tolerance
+    params = IntegratedGradientsParams(steps=4, tolerance=1e-4, baseline="zero")
+    a = integrated_gradients(linear, ImageInput(PIXELS), 0, params, no_progress)
+    assert a.extras["method"] == "riemann_trapezoid" and a.extras["steps"] == 4
+    assert len(a.extras["rounds"]) == 1 and a.extras["tolerance_met"] is True
+    np.testing.assert_allclose(a.values, (W[0] * chw(PIXELS)).sum(axis=0), rtol=1e-4, atol=1e-3)
+
+
+def test_integrated_gradients_tolerance_refusals(linear: LoadedModel) -> None:
+    spec = get_method("integrated_gradients")
+    with pytest.raises(InvalidParams, match="riemann_trapezoid"):
+        spec.check(spec.parse_params({"tolerance": 0.01, "method": "gausslegendre"}), linear)
+    with pytest.raises(InvalidParams, match="max_steps"):
+        spec.check(spec.parse_params({"tolerance": 0.01, "steps": 100, "max_steps": 50}), linear)
+    spec.check(spec.parse_params({"tolerance": 0.01, "method": "riemann_trapezoid"}), linear)
+    # without a tolerance max_steps plays no part
+    spec.check(spec.parse_params({"steps": 100, "max_steps": 50}), linear)
 
 
 def test_integrated_gradients_reports_progress(linear: LoadedModel) -> None:

@@ -6,7 +6,8 @@ import logging
 
 import redis
 
-from engine.models.runtime import LoadedModel, RuntimeOptions, SessionCache
+from api_schemas.models import ModelInfo
+from engine.models.runtime import GraphIO, LoadedModel, RuntimeOptions, SessionCache
 from engine.models.store import ModelStore
 from engine.models.zoo import BUILTIN_MODEL_ID, builtin_manifest, ensure_builtin
 from lantern.settings import Settings
@@ -49,6 +50,18 @@ class Runtime:
         log.info("built-in model %s ready (version %s)", BUILTIN_MODEL_ID, info.version)
 
     def load(self, name: str, version: str | None = None) -> LoadedModel:
+        """The loaded model (its ONNX Runtime session is created on the first run, so
+        checking a request against it creates none)."""
         info = self.models.get(name)
         v = version or info.version
-        return self.sessions.get(name, v, self.models.path(name, v), info.manifest)
+        return self.sessions.get(name, v, self.models.path(name, v), info.manifest, _io(info, v))
+
+
+def _io(info: ModelInfo, version: str) -> GraphIO | None:
+    """The graph's input and output from the model's record, when the record describes
+    this version (an older version's come from its session)."""
+    if version != info.version or not info.inputs or not info.outputs:
+        return None
+    shape0 = info.inputs[0].shape[0] if info.inputs[0].shape else None
+    fixed = shape0 if isinstance(shape0, int) and shape0 > 0 else None
+    return GraphIO(info.inputs[0].name, info.outputs[0].name, fixed)

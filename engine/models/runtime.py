@@ -3,6 +3,10 @@
 Methods work in *pixel space* (float32 RGB pixels, 0..255, at the model's input size) and
 call :meth:`LoadedModel.scores`, which applies the manifest's scaling, normalisation,
 channel order and layout, and runs the batch through ONNX Runtime in chunks.
+
+The session is created on the first run, not on loading: the API loads models to check
+requests (input size, differentiability, CAM heads: graph analyses) and, given the graph's
+input and output from the model's record (`GraphIO`), never needs one.
 """
 
 from __future__ import annotations
@@ -27,6 +31,22 @@ from engine.models.incremental import IncrementalRunner, find_cut
 from engine.models.layers import discover_layers
 
 log = logging.getLogger("lantern")
+
+
+@dataclass(frozen=True)
+class GraphIO:
+    """The graph's image input and first output, and its batch size where fixed."""
+
+    input_name: str
+    output_name: str
+    fixed_batch: int | None = None
+
+    @staticmethod
+    def of_session(session: ort.InferenceSession) -> GraphIO:
+        inp = session.get_inputs()[0]
+        shape0 = inp.shape[0]
+        fixed = shape0 if isinstance(shape0, int) and shape0 > 0 else None
+        return GraphIO(inp.name, session.get_outputs()[0].name, fixed)
 
 
 @dataclass(frozen=True)
@@ -70,7 +90,10 @@ class LoadedModel:
         manifest: ModelManifest,
         options: RuntimeOptions,
         gradients: GradientCache | None = None,
+        io: GraphIO | None = None,
     ) -> None:
+        """``io``: the graph's input and output as registered (else read from the session,
+        which is then created at once)."""
         self.name = name
         self.version = version
         self.path = path
@@ -81,9 +104,13 @@ class LoadedModel:
         if options.intra_op_threads:
             so.intra_op_num_threads = options.intra_op_threads
         so.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-        self.output_name = self.session.get_outputs()[0].name
+        self._session_options = so
+        self._session: ort.InferenceSession | None = None
+        self._session_lock = threading.Lock()
+        self.io = io if io is not None else GraphIO.of_session(self.session)
+        self.input_name = self.io.input_name
+        self.output_name = self.io.output_name
+        self.fixed_batch: int | None = self.io.fixed_batch
         m = manifest
         scale = np.float32(m.scale)
         mean = np.asarray(m.mean, dtype=np.float32)
@@ -92,8 +119,6 @@ class LoadedModel:
         self._a = (scale / std).astype(np.float32)
         self._b = (-mean / std).astype(np.float32)
         self._lock = threading.Lock()
-        shape0 = self.session.get_inputs()[0].shape[0]
-        self.fixed_batch: int | None = shape0 if isinstance(shape0, int) and shape0 > 0 else None
         self.gradients = gradients
         self._proto: onnx.ModelProto | None = None
         self._checked: dict[str, bool] = {}
@@ -103,6 +128,24 @@ class LoadedModel:
         self._preferred_batch: int | None = None
         self._incremental: dict[tuple[int, int], IncrementalRunner | None] = {}
         self.batch_timings: dict[int, float] = {}  # seconds per image, once measured
+
+    @property
+    def session(self) -> ort.InferenceSession:
+        """The forward session, created on first use."""
+        session = self._session
+        if session is None:
+            with self._session_lock:
+                if self._session is None:
+                    self._session = ort.InferenceSession(
+                        str(self.path), self._session_options, providers=["CPUExecutionProvider"]
+                    )
+                session = self._session
+        return session
+
+    @property
+    def has_session(self) -> bool:
+        """Whether the forward session exists yet (nothing has run the model so far)."""
+        return self._session is not None
 
     @property
     def input_hw(self) -> tuple[int, int]:
@@ -308,14 +351,23 @@ class SessionCache:
         self.hits = 0
         self.misses = 0
 
-    def get(self, name: str, version: str, path: Path, manifest: ModelManifest) -> LoadedModel:
+    def get(
+        self,
+        name: str,
+        version: str,
+        path: Path,
+        manifest: ModelManifest,
+        io: GraphIO | None = None,
+    ) -> LoadedModel:
+        """The loaded model of this version (``io``: its graph's input and output, as
+        registered; see `LoadedModel`)."""
         with self._lock:
             item = self._items.get(version)
             if item is not None:
                 self._items.move_to_end(version)
                 self.hits += 1
                 return item
-        loaded = LoadedModel(name, version, path, manifest, self.options, self.gradients)
+        loaded = LoadedModel(name, version, path, manifest, self.options, self.gradients, io)
         with self._lock:
             self.misses += 1
             self._items[version] = loaded

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
 
+from api_schemas.models import ModelManifest
+from engine.methods.registry import get_method
+from engine.models.runtime import LoadedModel
 from lantern.settings import Settings
+from lantern_testing.models import conv_classifier, manifest
 from workers.runtime import Runtime
 
 
@@ -35,3 +41,54 @@ def test_gradient_cache_quota_default_and_unlimited(
     monkeypatch.setenv("LANTERN_GRADIENT_CACHE_MAX_MB", "-1")
     with pytest.raises(ValueError):
         Settings()
+
+
+def _register(rt: Runtime, model: onnx.ModelProto, labels: list[str]) -> None:
+    spec = ModelManifest.model_validate(manifest("m", 16, labels))
+    rt.models.add(model.SerializeToString(), spec)
+
+
+def test_checking_a_request_creates_no_session(tmp_path: Path) -> None:
+    """The API loads models to check requests: input size, differentiability and CAM heads
+    are graph analyses, and the graph's input and output come from the model's record."""
+    rt = Runtime(Settings(data_dir=tmp_path, builtin_model=False))
+    _register(rt, conv_classifier(16, 16, 3), ["a", "b", "c"])
+    model = rt.load("m")
+    assert (model.input_name, model.output_name, model.fixed_batch) == ("input", "logits", None)
+    cases: list[tuple[str, dict[str, object]]] = [
+        ("saliency", {}),
+        ("grad_cam", {}),
+        ("cam", {}),
+        ("occlusion", {"window": 4, "stride": 4}),
+        ("integrated_gradients", {"steps": 4}),
+    ]
+    for name, params in cases:
+        spec = get_method(name)
+        p = spec.parse_params(params)
+        spec.check(p, model)
+        spec.cost(p, model)
+    assert not model.has_session
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 16, 16, 3)).astype(np.float32)
+    scores = model.scores(pixels)
+    assert model.has_session
+    fresh = LoadedModel("m", model.version, model.path, model.manifest, model.options)
+    assert fresh.has_session  # without the record's io, the session tells the names
+    np.testing.assert_array_equal(scores, fresh.scores(pixels))
+
+
+def test_an_older_version_reads_its_io_from_its_session(tmp_path: Path) -> None:
+    rt = Runtime(Settings(data_dir=tmp_path, builtin_model=False))
+    old = conv_classifier(16, 16, 3)
+    _register(rt, old, ["a", "b", "c"])
+    v_old = rt.models.get("m").version
+    new = conv_classifier(16, 16, 3)
+    new.graph.output[0].name = "scores"
+    new.graph.node[-1].output[0] = "scores"
+    new.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 2  # a fixed batch of 2
+    _register(rt, new, ["a", "b", "c"])
+    assert rt.models.get("m").version != v_old
+    current = rt.load("m")
+    assert (current.output_name, current.fixed_batch) == ("scores", 2)
+    assert not current.has_session
+    older = rt.load("m", v_old)
+    assert (older.output_name, older.fixed_batch) == ("logits", None)

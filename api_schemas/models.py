@@ -106,7 +106,10 @@ class ModelInfo(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [_MODEL_EXAMPLE]})
 
     name: str
-    version: str = Field(description="Content hash of the .onnx file.")
+    version: str = Field(
+        description="Hash of the .onnx file and of the manifest's fields that change results "
+        "(all but description)."
+    )
     builtin: bool = False
     size_bytes: int
     created_at: float

@@ -54,6 +54,8 @@ class Runtime:
         checking a request against it creates none)."""
         info = self.models.get(name)
         v = version or info.version
+        if v != info.version:
+            info = self.models.info(name, v)  # the manifest the job was accepted with
         return self.sessions.get(name, v, self.models.path(name, v), info.manifest, _io(info, v))
 
 

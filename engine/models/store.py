@@ -3,8 +3,12 @@
 Layout::
 
     <root>/<name>/record.json       current version, manifest, inputs, outputs, layers
-    <root>/<name>/<version>.onnx    one file per content version (sha256 prefix)
+    <root>/<name>/<version>.onnx    one file per version
+    <root>/<name>/<version>.json    that version's record
 
+A version is a hash of the .onnx bytes and of the manifest's fields that change results
+(all but ``description``): re-registering the same file with other preprocessing or labels
+is a new version, so a job accepted before runs with the manifest it was accepted with.
 Writes are atomic (temporary file + ``os.replace``), so readers in other processes never
 see half a file. Old versions stay until the model is deleted, so jobs that name them
 can still run.
@@ -30,8 +34,14 @@ from engine.models.layers import discover_layers, graph_io
 from engine.models.validate import validate_model
 
 
-def content_version(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:16]
+def content_version(data: bytes, manifest: ModelManifest | None = None) -> str:
+    """sha256 prefix of the model bytes and, when given, of the manifest's fields that
+    change results (all but the description)."""
+    digest = hashlib.sha256(data)
+    if manifest is not None:
+        digest.update(b"\0manifest\0")
+        digest.update(manifest.model_dump_json(exclude={"description"}).encode())
+    return digest.hexdigest()[:16]
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -58,7 +68,7 @@ class ModelStore:
     def add(self, data: bytes, manifest: ModelManifest, *, builtin: bool = False) -> ModelInfo:
         """Validate and store a model; the same name with new content becomes a new version."""
         checked = validate_model(data, manifest, self.max_model_bytes)
-        version = content_version(data)
+        version = content_version(data, manifest)
         current = self._read(manifest.name)
         if current is not None and current.builtin and not builtin:
             raise ModelProtected(
@@ -88,7 +98,9 @@ class ModelStore:
         onnx_path = d / f"{version}.onnx"
         if not onnx_path.exists():
             _atomic_write(onnx_path, data)
-        _atomic_write(d / "record.json", info.model_dump_json().encode())
+        record = info.model_dump_json().encode()
+        _atomic_write(d / f"{version}.json", record)
+        _atomic_write(d / "record.json", record)
         return info
 
     def _read(self, name: str) -> ModelInfo | None:
@@ -108,6 +120,20 @@ class ModelStore:
                 details={"model": name},
             )
         return info
+
+    def info(self, name: str, version: str) -> ModelInfo:
+        """The record of this version of the model: the current one's, or the one written
+        when that version was registered. A version stored before per-version records
+        existed gets the current record (its manifest; its inputs belong to the current
+        version, which `version` then tells apart)."""
+        current = self.get(name)
+        if version == current.version:
+            return current
+        try:
+            raw = (self._dir(name) / f"{version}.json").read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return current
+        return ModelInfo.model_validate_json(raw)
 
     def path(self, name: str, version: str) -> Path:
         p = self._dir(name) / f"{version}.onnx"

@@ -76,7 +76,7 @@ def test_checking_a_request_creates_no_session(tmp_path: Path) -> None:
     np.testing.assert_array_equal(scores, fresh.scores(pixels))
 
 
-def test_an_older_version_reads_its_io_from_its_session(tmp_path: Path) -> None:
+def test_an_older_version_reads_its_own_io(tmp_path: Path) -> None:
     rt = Runtime(Settings(data_dir=tmp_path, builtin_model=False))
     old = conv_classifier(16, 16, 3)
     _register(rt, old, ["a", "b", "c"])
@@ -90,5 +90,26 @@ def test_an_older_version_reads_its_io_from_its_session(tmp_path: Path) -> None:
     current = rt.load("m")
     assert (current.output_name, current.fixed_batch) == ("scores", 2)
     assert not current.has_session
-    older = rt.load("m", v_old)
+    older = rt.load("m", v_old)  # from its own record
     assert (older.output_name, older.fixed_batch) == ("logits", None)
+    assert not older.has_session
+    # a version stored before per-version records: its io comes from its session
+    (tmp_path / "models" / "m" / f"{v_old}.json").unlink()
+    legacy = Runtime(Settings(data_dir=tmp_path, builtin_model=False)).load("m", v_old)
+    assert (legacy.output_name, legacy.fixed_batch) == ("logits", None)
+    assert legacy.has_session
+
+
+def test_a_job_for_an_older_version_runs_with_that_versions_manifest(tmp_path: Path) -> None:
+    rt = Runtime(Settings(data_dir=tmp_path, builtin_model=False))
+    model = conv_classifier(16, 16, 3)
+    _register(rt, model, ["a", "b", "c"])
+    v_old = rt.models.get("m").version
+    shifted = ModelManifest.model_validate({**manifest("m", 16, ["a", "b", "c"]), "scale": 0.5})
+    rt.models.add(model.SerializeToString(), shifted)
+    assert rt.models.get("m").version != v_old
+    older, current = rt.load("m", v_old), rt.load("m")
+    assert (older.manifest.scale, current.manifest.scale) == (1.0, 0.5)
+    pixels = np.full((1, 16, 16, 3), 100.0, np.float32)
+    np.testing.assert_array_equal(older.to_model_input(pixels), 2 * current.to_model_input(pixels))
+    assert older.input_name == "input" and not older.has_session  # its own record's io

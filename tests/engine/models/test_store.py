@@ -37,7 +37,8 @@ def test_add_get_list_delete(tmp_path: Path) -> None:
     store = ModelStore(tmp_path)
     data = tiny()
     info = store.add(data, mf())
-    assert info.version == content_version(data)
+    assert info.version == content_version(data, mf())
+    assert store.info("tiny", info.version) == info
     assert store.get("tiny") == info
     assert [m.name for m in store.list()] == ["tiny"]
     assert store.path("tiny", info.version).read_bytes() == data
@@ -57,6 +58,35 @@ def test_new_content_is_a_new_version_and_old_files_stay(tmp_path: Path) -> None
     assert store.get("tiny").version == b.version
     assert store.path("tiny", a.version).exists()
     assert store.add(tiny(), mf()).version == a.version  # same content, same version
+
+
+def test_a_new_manifest_is_a_new_version_and_the_old_record_stays(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    data = tiny()
+    first = store.add(data, mf())
+    relabelled = ModelManifest.model_validate({**mf().model_dump(), "labels": ["cat", "dog"]})
+    second = store.add(data, relabelled)
+    assert second.version != first.version
+    assert store.get("tiny") == second
+    # a job accepted for the first version still finds its manifest and its file
+    assert store.info("tiny", first.version).manifest.labels == ["c0", "c1"]
+    assert store.info("tiny", second.version).manifest.labels == ["cat", "dog"]
+    assert store.path("tiny", first.version).read_bytes() == data
+    assert store.path("tiny", second.version).read_bytes() == data
+    # the description changes no result: same version, the record updated
+    described = ModelManifest.model_validate({**relabelled.model_dump(), "description": "v2"})
+    third = store.add(data, described)
+    assert third.version == second.version
+    assert store.get("tiny").manifest.description == "v2"
+
+
+def test_a_version_without_its_own_record_gets_the_current_one(tmp_path: Path) -> None:
+    # stores written before per-version records: the old version's file, no <version>.json
+    store = ModelStore(tmp_path)
+    old = store.add(tiny(), mf())
+    (tmp_path / "tiny" / f"{old.version}.json").unlink()
+    new = store.add(linear_classifier(np.ones((2, 3, 8, 8), np.float32)).SerializeToString(), mf())
+    assert store.info("tiny", old.version) == new
 
 
 def test_layers_are_discovered_with_shapes(tmp_path: Path) -> None:

@@ -56,6 +56,25 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def _same_bytes(path: Path, data: bytes) -> bool:
+    try:
+        return path.stat().st_size == len(data) and path.read_bytes() == data
+    except OSError:
+        return False
+
+
+def _link(src: Path, dst: Path) -> bool:
+    """A hard link (a new manifest for the same file stores no second copy); False where
+    the file system refuses one."""
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
 class ModelStore:
     def __init__(self, root: Path, max_model_bytes: int = 512 * 1024 * 1024) -> None:
         self.root = root
@@ -97,7 +116,9 @@ class ModelStore:
         d = self._dir(manifest.name)
         onnx_path = d / f"{version}.onnx"
         if not onnx_path.exists():
-            _atomic_write(onnx_path, data)
+            src = d / f"{current.version}.onnx" if current is not None else None
+            if not (src is not None and _same_bytes(src, data) and _link(src, onnx_path)):
+                _atomic_write(onnx_path, data)
         record = info.model_dump_json().encode()
         _atomic_write(d / f"{version}.json", record)
         _atomic_write(d / "record.json", record)

@@ -73,6 +73,8 @@ def test_a_new_manifest_is_a_new_version_and_the_old_record_stays(tmp_path: Path
     assert store.info("tiny", second.version).manifest.labels == ["cat", "dog"]
     assert store.path("tiny", first.version).read_bytes() == data
     assert store.path("tiny", second.version).read_bytes() == data
+    # one copy on disk: the new version's file is a hard link to the old one's
+    assert store.path("tiny", second.version).samefile(store.path("tiny", first.version))
     # the description changes no result: same version, the record updated
     described = ModelManifest.model_validate({**relabelled.model_dump(), "description": "v2"})
     third = store.add(data, described)

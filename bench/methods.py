@@ -9,8 +9,9 @@ models, opens the probe sessions, imports scikit-learn / scikit-image), then tim
 ones, at least ``--seconds`` of them (at most ``--max-runs``); median and minimum.
 Parameters are the method's defaults except: integrated_gradients steps 50, smoothgrad
 samples 25, lime num_samples 1000, rise num_masks 2000, kernel_shap num_samples 1000,
-occlusion window 16 stride 8, plus a second occlusion row in drill-down mode (coarse stride
-16, fine stride 8). Also timed: one forward pass of one image (``LoadedModel.run``), and
+occlusion window 16 stride 8, plus rows for occlusion with full passes and in drill-down
+mode (coarse stride 16, fine stride 8), integrated gradients refined to a completeness
+tolerance of 1 % from 64 points, and SmoothGrad averaging |gradient|. Also timed: one forward pass of one image (``LoadedModel.run``), and
 each method's time as a multiple of it. ``model_calls`` is what the method reports (images
 through the network, forward or forward+backward). For the perturbation methods the
 "forward floor" is model_calls × the per-image time of one forward batch of 16 (their
@@ -63,9 +64,17 @@ CONFIGS: dict[str, list[Case]] = {
     "saliency": [Case("saliency", "saliency", {}, 0.020)],
     "grad_cam": [Case("grad_cam", "grad_cam", {}, 0.012)],
     "integrated_gradients": [
-        Case("integrated_gradients", "integrated_gradients", {"steps": 50}, 1.0)
+        Case("integrated_gradients", "integrated_gradients", {"steps": 50}, 1.0),
+        Case(
+            "integrated_gradients (tolerance)",
+            "integrated_gradients",
+            {"steps": 64, "tolerance": 0.01},
+        ),
     ],
-    "smoothgrad": [Case("smoothgrad", "smoothgrad", {"samples": 25}, 0.5)],
+    "smoothgrad": [
+        Case("smoothgrad", "smoothgrad", {"samples": 25}, 0.5),
+        Case("smoothgrad (average abs)", "smoothgrad", {"samples": 25, "average": "abs"}),
+    ],
     "lime": [Case("lime", "lime", {"num_samples": 1000}, 3.6)],
     "rise": [Case("rise", "rise", {"num_masks": 2000}, 7.0)],
     "kernel_shap": [Case("kernel_shap", "kernel_shap", {"num_samples": 1000})],

@@ -43,7 +43,11 @@ class IntegratedGradientsParams(BaseModel):
         default="zero", description="Black image, mean colour, blurred image, or uniform noise."
     )
     blur_radius: float = Field(default=10.0, gt=0, le=100)
-    method: Rule = Field(default="gausslegendre", description="Quadrature rule.")
+    method: Rule | None = Field(
+        default=None,
+        description="Quadrature rule; by default gausslegendre, or riemann_trapezoid (the only "
+        "one allowed) with a tolerance.",
+    )
     internal_batch_size: int = Field(default=16, ge=1, le=256)
     reduce: Reduce = Field(default="signed", description="How channels are combined.")
     score: ScoreKind = "logit"
@@ -79,8 +83,8 @@ def rule_of(params: IntegratedGradientsParams) -> Rule:
     """The quadrature rule: with a tolerance, the trapezoid rule (whose points nest when
     the intervals are halved) unless another one was asked for, which is refused."""
     if params.tolerance is None:
-        return params.method
-    if "method" in params.model_fields_set and params.method != "riemann_trapezoid":
+        return params.method or "gausslegendre"
+    if params.method not in (None, "riemann_trapezoid"):
         raise InvalidParams(
             f"tolerance refines the path by halving its intervals, which only the "
             f"riemann_trapezoid rule allows (its points nest); got method {params.method!r}. "

@@ -160,3 +160,16 @@ def test_methods_catalogue_lists_the_gradient_methods(client: TestClient) -> Non
     for name in ("integrated_gradients", "smoothgrad"):
         assert methods[name]["execution"] == "job", name
     assert methods["integrated_gradients"]["params_schema"]["properties"]["steps"]["default"] == 50
+
+
+def test_integrated_gradients_with_a_tolerance_reports_its_rounds(client: TestClient) -> None:
+    # the tiny model is linear: the trapezoid rule is exact and the first round suffices
+    r = client.post("/v1/explanations?wait=30", json={
+        "model": "tiny", "method": "integrated_gradients", "target": "left",
+        "image": b64(png_bytes(np.full((8, 8, 3), 7, np.uint8))),
+        "params": {"steps": 4, "tolerance": 0.001}})
+    assert r.status_code == 200, r.text
+    extras = r.json()["extras"]
+    assert extras["method"] == "riemann_trapezoid" and extras["tolerance_met"] is True
+    assert [round_["steps"] for round_ in extras["rounds"]] == [4]
+    assert extras["completeness_error"] <= 0.001

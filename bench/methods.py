@@ -11,9 +11,10 @@ Parameters are the method's defaults except: integrated_gradients steps 50, smoo
 samples 25, lime num_samples 1000, rise num_masks 2000, kernel_shap num_samples 1000,
 occlusion window 16 stride 8, plus rows for occlusion with full passes and in drill-down
 mode (coarse stride 16, fine stride 8), integrated gradients refined to a completeness
-tolerance of 1 % from 64 points, and SmoothGrad averaging |gradient|. Also timed: one forward pass of one image (``LoadedModel.run``), and
-each method's time as a multiple of it. ``model_calls`` is what the method reports (images
-through the network, forward or forward+backward). For the perturbation methods the
+tolerance of 1 % from 64 points, and SmoothGrad averaging |gradient|. Also timed: one
+forward pass of one image (``LoadedModel.run``), and each method's time as a multiple of it.
+``model_calls`` is what the method reports (images through the network, forward or
+forward+backward). For the perturbation methods the
 "forward floor" is model_calls × the per-image time of one forward batch of 16 (their
 ``batch_size``): what the forward passes alone cost, so median − floor is the method's own
 overhead. The target column holds the stated time targets for 2 cores; ok / over compares

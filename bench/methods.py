@@ -39,9 +39,9 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from engine.data.image import prepare_image
-from engine.methods.base import Attribution, ImageInput, MethodSpec, no_progress
+from engine.methods.base import Attribution, MethodSpec, no_progress
 from engine.methods.registry import all_methods
+from engine.modalities.image import ImageInput, prepare_image
 from engine.models.runtime import LoadedModel
 from engine.models.zoo import BUILTIN_MODEL_ID
 from lantern.settings import Settings

@@ -27,9 +27,9 @@ import onnxruntime as ort
 from numpy.typing import NDArray
 from PIL import Image
 
-from engine.data.image import prepare_image
-from engine.methods.base import ImageInput, no_progress
+from engine.methods.base import no_progress
 from engine.methods.occlusion import OcclusionParams, occlusion, window_positions
+from engine.modalities.image import ImageInput, prepare_image
 from engine.models.runtime import LoadedModel
 from engine.models.zoo import BUILTIN_MODEL_ID
 from lantern.settings import Settings

@@ -120,9 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     from PIL import Image
     from skimage import data
 
-    from engine.data.image import prepare_image
     from engine.methods.base import no_progress
     from engine.methods.registry import get_method
+    from engine.modalities.image import prepare_image
     from engine.models.zoo import BUILTIN_MODEL_ID
     from lantern.settings import Settings
     from workers.runtime import Runtime

@@ -27,13 +27,13 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from engine.data.image import prepare_image
-from engine.methods.base import Attribution, ImageInput, no_progress
+from engine.methods.base import Attribution, no_progress
 from engine.methods.kernel_shap import KernelShapParams, kernel_shap
 from engine.methods.lime import LimeParams, lime
 from engine.methods.occlusion import OcclusionParams, occlusion
 from engine.methods.perturbation import PERTURBATION_PLANS, run_plan
 from engine.methods.rise import RiseParams, rise
+from engine.modalities.image import ImageInput, prepare_image
 from engine.models.runtime import LoadedModel
 from engine.models.zoo import BUILTIN_MODEL_ID
 from lantern.settings import Settings

@@ -7,8 +7,8 @@ from typing import Any
 
 from PIL import Image
 
-from engine.data.image import prepare_image
 from engine.methods.base import Attribution, MethodSpec, Progress
+from engine.modalities.image import prepare_image
 from engine.models.runtime import LoadedModel, softmax
 from engine.quality.metrics import MetricsRequest, compute_metrics, metrics_cost
 from engine.targets import resolve_target

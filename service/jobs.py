@@ -22,7 +22,6 @@ from api_schemas.explanations import (
     Timings,
 )
 from api_schemas.jobs import JobLinks, JobState, JobStatus
-from engine.data.image import decode_image
 from engine.errors import (
     InvalidParams,
     JobFailed,
@@ -31,6 +30,7 @@ from engine.errors import (
     UnknownJob,
 )
 from engine.methods.registry import get_method
+from engine.modalities.image import decode_image
 from engine.quality.metrics import MetricsRequest
 from engine.render.heatmap import encode_png, heatmap_image, overlay_image
 from engine.render.segments import segment_overlay

@@ -9,10 +9,10 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 
 from api_schemas.jobs import JobState
-from engine.data.image import decode_image
 from engine.errors import Cancelled, LanternError, TimeLimitExceeded, internal_error
 from engine.explain import Explanation, explain
 from engine.methods.registry import get_method
+from engine.modalities.image import decode_image
 from engine.quality.metrics import MetricsRequest
 from lantern import logs
 from workers.runtime import Runtime

@@ -23,10 +23,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from api_schemas.jobs import JobState
-from engine.data.image import decode_image, prepare_image
 from engine.errors import Cancelled, LanternError, internal_error
 from engine.explain import Explanation
-from engine.methods.base import ImageInput, MethodSpec
+from engine.methods.base import MethodSpec
 from engine.methods.perturbation import (
     EvalStats,
     References,
@@ -35,6 +34,7 @@ from engine.methods.perturbation import (
     plan_builder,
 )
 from engine.methods.registry import get_method
+from engine.modalities.image import ImageInput, decode_image, prepare_image
 from engine.models.runtime import LoadedModel, softmax
 from engine.quality.metrics import MetricsRequest, compute_metrics
 from engine.targets import resolve_target

@@ -9,8 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.errors import InvalidParams
 from engine.methods.backprop import resolve_layer, to_chw, upsample
-from engine.methods.base import Attribution, ImageInput, MethodSpec, Progress
+from engine.methods.base import Attribution, MethodSpec, Progress
 from engine.methods.registry import register
+from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
 from engine.render.grid import channel_grid
 

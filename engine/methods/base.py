@@ -15,6 +15,8 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel
 
+from engine.modalities.image import ImageInput
+
 if TYPE_CHECKING:
     from engine.models.runtime import LoadedModel
 
@@ -34,21 +36,6 @@ class Progress(Protocol):
 
 def no_progress(fraction: float) -> None:
     """A Progress that does nothing (for direct calls and tests)."""
-
-
-@dataclass(frozen=True)
-class ImageInput:
-    """An image resized to the model's input size, as float32 pixels in 0..255 (H, W, 3 RGB)."""
-
-    pixels: NDArray[np.float32]
-
-    @property
-    def height(self) -> int:
-        return int(self.pixels.shape[0])
-
-    @property
-    def width(self) -> int:
-        return int(self.pixels.shape[1])
 
 
 @dataclass

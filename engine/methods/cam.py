@@ -10,8 +10,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.methods.backprop import to_chw, upsample
-from engine.methods.base import Attribution, ImageInput, MethodSpec, Progress
+from engine.methods.base import Attribution, MethodSpec, Progress
 from engine.methods.registry import register
+from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
 
 

@@ -7,9 +7,10 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.methods.backprop import gradients, resolve_layer, to_chw, upsample
-from engine.methods.base import Attribution, ImageInput, MethodSpec, Progress
+from engine.methods.base import Attribution, MethodSpec, Progress
 from engine.methods.registry import register
 from engine.methods.scoring import ScoreKind
+from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
 
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 
 from engine.methods.backprop import upsample
-from engine.methods.base import Attribution, ImageInput, MethodSpec, Progress
+from engine.methods.base import Attribution, MethodSpec, Progress
 from engine.methods.grad_cam import GradCamParams, check, combine, layer_gradients
 from engine.methods.registry import register
+from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
 
 

@@ -24,10 +24,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.errors import InvalidParams
 from engine.methods.backprop import Reduce, gradients, reduce_channels, score_of
-from engine.methods.base import Attribution, ImageInput, MethodSpec, Progress
+from engine.methods.base import Attribution, MethodSpec, Progress
 from engine.methods.baselines import baseline_pixels
 from engine.methods.registry import register
 from engine.methods.scoring import ScoreKind
+from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
 
 Rule = Literal[

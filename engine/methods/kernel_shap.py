@@ -28,7 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.methods.base import Attribution, ImageInput, MethodSpec, Progress
+from engine.methods.base import Attribution, MethodSpec, Progress
 from engine.methods.perturbation import (
     HideColour,
     PerturbationMethod,
@@ -41,6 +41,7 @@ from engine.methods.perturbation import (
 from engine.methods.registry import register
 from engine.methods.scoring import ScoreKind
 from engine.methods.segments import SegmentationParams, SlicParams, segment, top_segments
+from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
 
 

@@ -44,9 +44,10 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field
 
-from engine.methods.base import Attribution, ImageInput, Progress
+from engine.methods.base import Attribution, Progress
 from engine.methods.baselines import baseline_pixels
 from engine.methods.scoring import ScoreKind, target_scores
+from engine.modalities.image import ImageInput
 from engine.models.incremental import IncrementalRunner, Reference
 from engine.models.runtime import LoadedModel
 

@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.errors import InvalidParams
-from engine.methods.base import Attribution, ImageInput, MethodSpec, Progress
+from engine.methods.base import Attribution, MethodSpec, Progress
 from engine.methods.perturbation import (
     HideColour,
     PerturbationMethod,
@@ -37,6 +37,7 @@ from engine.methods.perturbation import (
 )
 from engine.methods.registry import register
 from engine.methods.scoring import ScoreKind
+from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
 
 

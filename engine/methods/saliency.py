@@ -5,9 +5,10 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.methods.backprop import Reduce, gradients, reduce_channels
-from engine.methods.base import Attribution, ImageInput, MethodSpec, Progress
+from engine.methods.base import Attribution, MethodSpec, Progress
 from engine.methods.registry import register
 from engine.methods.scoring import ScoreKind
+from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
 
 

@@ -22,9 +22,9 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from engine.data.image import prepare_image, to_rgb
-from engine.methods.base import ImageInput, no_progress
+from engine.methods.base import no_progress
 from engine.methods.registry import get_method
+from engine.modalities.image import ImageInput, prepare_image, to_rgb
 from engine.models.runtime import LoadedModel
 from engine.quality.deletion_insertion import deletion, insertion
 from engine.quality.metrics import DeletionParams, InsertionParams

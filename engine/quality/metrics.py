@@ -19,7 +19,8 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from engine.methods.base import ImageInput, MethodSpec, Progress, no_progress
+from engine.methods.base import MethodSpec, Progress, no_progress
+from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
 from engine.quality.deletion_insertion import deletion, insertion
 from engine.quality.sanity import model_randomisation

@@ -31,7 +31,8 @@ from numpy.typing import NDArray
 from onnx import numpy_helper
 
 from engine.gradients import GradientCache
-from engine.methods.base import ImageInput, MethodSpec, Progress, no_progress
+from engine.methods.base import MethodSpec, Progress, no_progress
+from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
 
 RandomiseMode = Literal["normal", "shuffle"]

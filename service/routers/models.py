@@ -13,8 +13,8 @@ from api_schemas.models import (
     PredictRequest,
     PredictResponse,
 )
-from engine.data.image import decode_image, prepare_image
 from engine.errors import InvalidInput, PayloadTooLarge
+from engine.modalities.image import decode_image, prepare_image
 from engine.models.runtime import softmax
 from engine.models.store import parse_manifest
 from service.auth import AUTH_RESPONSES, Principal, require_admin, require_user

@@ -88,9 +88,9 @@ def test_one_job_is_shared_by_two_workers(cluster: dict[str, object]) -> None:
     from PIL import Image
     from skimage import data
 
-    from engine.data.image import prepare_image
     from engine.methods.base import no_progress
     from engine.methods.occlusion import OcclusionParams, occlusion
+    from engine.modalities.image import prepare_image
     from lantern.settings import Settings
     from workers.runtime import Runtime
 

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from engine.data.image import decode_image
 from engine.errors import LanternError
+from engine.modalities.image import decode_image
 from engine.models.zoo import BUILTIN_MODEL_ID
 from lantern.settings import Settings
 from lantern_testing.images import b64, png_bytes

@@ -9,13 +9,13 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from engine.data.image import prepare_image
-from engine.methods.base import ImageInput, no_progress
+from engine.methods.base import no_progress
 from engine.methods.cam import CamParams, cam
 from engine.methods.grad_cam import GradCamParams, grad_cam
 from engine.methods.integrated_gradients import IntegratedGradientsParams, integrated_gradients
 from engine.methods.occlusion import OcclusionParams, occlusion
 from engine.methods.saliency import SaliencyParams, saliency
+from engine.modalities.image import ImageInput, prepare_image
 from engine.models.runtime import LoadedModel
 from lantern.settings import Settings
 from workers.runtime import Runtime

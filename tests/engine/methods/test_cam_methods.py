@@ -12,10 +12,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 from engine.errors import InvalidParams, UnsupportedModel
 from engine.methods.activation_maps import ActivationMapsParams, activation_maps
-from engine.methods.base import ImageInput, no_progress
+from engine.methods.base import no_progress
 from engine.methods.cam import CamParams, cam
 from engine.methods.grad_cam import GradCamParams, grad_cam
 from engine.methods.grad_cam_plus_plus import grad_cam_plus_plus
+from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
 from lantern_testing.loaded import loaded
 from lantern_testing.models import conv_classifier, linear_classifier

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.methods.base import ImageInput, no_progress
+from engine.methods.base import no_progress
 from engine.methods.registry import all_methods, get_method
+from engine.modalities.image import ImageInput
 from lantern_testing.loaded import loaded
 from lantern_testing.models import conv_classifier
 

@@ -12,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from engine.errors import InvalidParams
-from engine.methods.base import ImageInput, no_progress
+from engine.methods.base import no_progress
 from engine.methods.gradient_x_input import GradientXInputParams, gradient_x_input
 from engine.methods.integrated_gradients import (
     IntegratedGradientsParams,
@@ -23,6 +23,7 @@ from engine.methods.integrated_gradients import (
 from engine.methods.registry import get_method
 from engine.methods.saliency import SaliencyParams, saliency
 from engine.methods.smoothgrad import SmoothGradParams, smoothgrad
+from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
 from lantern_testing.loaded import loaded
 from lantern_testing.models import conv_classifier, linear_classifier

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.methods.base import ImageInput, no_progress
+from engine.methods.base import no_progress
 from engine.methods.baselines import baseline_pixels
 from engine.methods.kernel_shap import (
     KERNEL_SHAP,
@@ -20,6 +20,7 @@ from engine.methods.kernel_shap import (
     solve_shapley,
 )
 from engine.methods.scoring import target_scores
+from engine.modalities.image import ImageInput
 from lantern_testing.models import conv_classifier, linear_classifier, load_tiny
 
 SIZE = 16

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.methods.base import ImageInput, no_progress
+from engine.methods.base import no_progress
 from engine.methods.lime import LimeParams, kernel_weights, lime, lime_codes
 from engine.methods.segments import (
     FelzenszwalbParams,
@@ -19,6 +19,7 @@ from engine.methods.segments import (
     segment_mean_pixels,
     top_segments,
 )
+from engine.modalities.image import ImageInput
 from engine.render.segments import segment_overlay, segment_overlay_png
 from lantern_testing.models import load_tiny, region_classifier
 

@@ -11,8 +11,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from api_schemas.models import ModelManifest
 from engine.errors import InvalidParams
-from engine.methods.base import ImageInput, no_progress
+from engine.methods.base import no_progress
 from engine.methods.occlusion import OcclusionParams, occlusion, window_positions
+from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel, RuntimeOptions
 from lantern_testing.models import CountingModel, linear_classifier, manifest
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from engine.errors import InvalidParams
-from engine.methods.base import ImageInput, no_progress
+from engine.methods.base import no_progress
 from engine.methods.occlusion import (
     OCCLUSION,
     OcclusionParams,
@@ -21,6 +21,7 @@ from engine.methods.occlusion import (
     top_nodes,
 )
 from engine.methods.perturbation import References, dump_plan, load_plan
+from engine.modalities.image import ImageInput
 from lantern_testing.models import (
     CountingModel,
     conv_classifier,

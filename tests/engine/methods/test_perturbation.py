@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from engine.errors import Cancelled
-from engine.methods.base import ImageInput, no_progress
+from engine.methods.base import no_progress
 from engine.methods.kernel_shap import KernelShapParams
 from engine.methods.lime import LimeParams
 from engine.methods.occlusion import OcclusionParams
@@ -24,6 +24,7 @@ from engine.methods.perturbation import (
 )
 from engine.methods.registry import get_method
 from engine.methods.rise import RiseParams
+from engine.modalities.image import ImageInput
 from lantern_testing.models import CountingModel, conv_classifier, load_tiny, region_classifier
 
 SIZE = 16

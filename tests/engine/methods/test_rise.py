@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from engine.errors import InvalidParams
-from engine.methods.base import ImageInput, no_progress
+from engine.methods.base import no_progress
 from engine.methods.occlusion import OcclusionParams, occlusion
 from engine.methods.perturbation import References
 from engine.methods.rise import RISE, RiseParams, RisePlan, rise, rise_codes
+from engine.modalities.image import ImageInput
 from lantern_testing.models import load_tiny, region_classifier
 
 SIZE = 16

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
-from engine.methods.base import ImageInput
 from engine.methods.registry import get_method
+from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
 from engine.quality.evaluate import (
     evaluate_folder,

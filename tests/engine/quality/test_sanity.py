@@ -10,8 +10,8 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from engine.methods.base import ImageInput
 from engine.methods.registry import get_method
+from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
 from engine.quality.sanity import (
     average_ranks,

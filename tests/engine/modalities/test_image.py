@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from api_schemas.models import ModelManifest
-from engine.data.image import decode_image, prepare_image
 from engine.errors import ImageTooLarge, InvalidImage
+from engine.modalities.image import decode_image, prepare_image
 from lantern_testing.images import png_bytes
 
 LIMIT = 10_000_000

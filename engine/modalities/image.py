@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
@@ -15,9 +16,23 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 from api_schemas.models import ModelManifest
 from engine.errors import ImageTooLarge, InvalidImage, UnsupportedImageMode
-from engine.methods.base import ImageInput
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """An image resized to the model's input size, as float32 pixels in 0..255 (H, W, 3 RGB)."""
+
+    pixels: NDArray[np.float32]
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
 
 _RESAMPLE = {
     "bicubic": Image.Resampling.BICUBIC,

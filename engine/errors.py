@@ -171,6 +171,53 @@ class InvalidFormat(LanternError):
     code = "invalid_format"
 
 
+class InvalidObjective(LanternError):
+    """An objective the model or the method cannot take (kind, layer shape, range)."""
+
+    status = 422
+    code = "invalid_objective"
+
+
+class UnsupportedModality(LanternError):
+    """A method asked of a model whose input modality it does not take."""
+
+    status = 422
+    code = "unsupported_modality"
+
+
+class UnknownArtifact(LanternError):
+    status = 404
+    code = "unknown_artifact"
+
+
+class JobCancelled(LanternError):
+    status = 409
+    code = "job_cancelled"
+
+
+class InputExpired(LanternError):
+    status = 410
+    code = "input_expired"
+
+
+class BackendUnavailable(LanternError):
+    status = 503
+    code = "backend_unavailable"
+
+
+def status_of(code: str) -> int:
+    """The HTTP status of an error ``code`` (a stored job error keeps its real status)."""
+    if code == "internal_error":
+        return 500
+    stack: list[type[LanternError]] = [LanternError]
+    while stack:
+        cls = stack.pop()
+        if cls.code == code and cls is not LanternError:
+            return cls.status
+        stack.extend(cls.__subclasses__())
+    return 422
+
+
 def internal_error(exc: BaseException) -> dict[str, Any]:
     """The error body of a failure that is Lantern's fault, not the caller's."""
     return {

@@ -7,12 +7,14 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.artifacts import AttributionMap, ImageArtifact, Result, Table
 from engine.errors import InvalidParams
-from engine.methods.backprop import resolve_layer, to_chw, upsample
-from engine.methods.base import Attribution, MethodSpec, Progress
+from engine.methods.base import MethodSpec, Progress
+from engine.methods.layer_maps import resolve_layer, to_chw, upsample
 from engine.methods.registry import register
 from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
+from engine.objectives import Objective
 from engine.render.grid import channel_grid
 
 
@@ -28,50 +30,67 @@ class ActivationMapsParams(BaseModel):
 
 
 def check(params: ActivationMapsParams, model: LoadedModel) -> None:
-    resolve_layer(model, params.layer)
+    layer = resolve_layer(model, params.layer)
+    shape = model.layer_shapes().get(layer, ())
+    axis = 1 if model.manifest.layout == "NCHW" else 3
+    count = shape[axis] if len(shape) == 4 else None
+    if params.channels is not None and isinstance(count, int) and count > 0:
+        _check_channels(params.channels, layer, count)
+
+
+def _check_channels(channels: list[int], layer: str, count: int) -> None:
+    bad = [c for c in channels if not 0 <= c < count]
+    if bad:
+        raise InvalidParams(
+            f"Channels {bad} do not exist: layer {layer!r} has channels 0..{count - 1}.",
+            details={"channels": bad, "count": count},
+        )
 
 
 def activation_maps(
     model: LoadedModel,
     image: ImageInput,
-    target: int,
+    objective: Objective,
     params: ActivationMapsParams,
     progress: Progress,
-) -> Attribution:
+) -> Result:
     layer = resolve_layer(model, params.layer)
     x = model.to_model_input(image.pixels[None])
-    value, _ = model.probe(x, [layer])
+    value, logits = model.probe(x, [layer])
     a = to_chw(value, model)
     k = a.shape[0]
     means = a.mean(axis=(1, 2))
     if params.channels is not None:
-        bad = [c for c in params.channels if not 0 <= c < k]
-        if bad:
-            raise InvalidParams(
-                f"Channels {bad} do not exist: layer {layer!r} has channels 0..{k - 1}.",
-                details={"channels": bad, "count": k},
-            )
+        _check_channels(params.channels, layer, k)
         chosen = list(params.channels)
     else:
         chosen = [int(c) for c in np.argsort(-means, kind="stable")[: params.top_k]]
     maps = a[chosen]
     progress(1.0)
-    return Attribution(
-        values=upsample(maps.mean(axis=0), image.height, image.width),
+    stats = {
+        "mean": [float(v) for v in means],
+        "max": [float(v) for v in a.max(axis=(1, 2))],
+        "min": [float(v) for v in a.min(axis=(1, 2))],
+        "std": [float(v) for v in a.std(axis=(1, 2))],
+        "active_fraction": [float(v) for v in (a > 0).mean(axis=(1, 2))],
+    }
+    columns = ["channel", *stats]
+    rows = [[c, *(stats[s][c] for s in stats)] for c in range(k)]
+    return Result(
+        [
+            AttributionMap("attribution", upsample(maps.mean(axis=0), image.height, image.width)),
+            ImageArtifact("grid", channel_grid(maps, params.colormap), f"{layer}: {chosen}"),
+            Table("channel_stats", columns, rows),
+        ],
         model_calls=1,
+        views={"png": "grid"},
+        output=logits.reshape(logits.shape[0], -1),
         extras={
             "layer": layer,
             "layer_shape": list(a.shape),
             "channels": chosen,
-            "channel_stats": {
-                "mean": [float(v) for v in means],
-                "max": [float(v) for v in a.max(axis=(1, 2))],
-                "min": [float(v) for v in a.min(axis=(1, 2))],
-                "std": [float(v) for v in a.std(axis=(1, 2))],
-                "active_fraction": [float(v) for v in (a > 0).mean(axis=(1, 2))],
-            },
+            "channel_stats": stats,
         },
-        arrays={"grid": channel_grid(maps, params.colormap)},
     )
 
 

@@ -1,4 +1,4 @@
-"""What the gradient and CAM methods share: seeds, channel reductions, upsampling, layers."""
+"""Gradients of an objective, and the channel reductions of the gradient methods."""
 
 from __future__ import annotations
 
@@ -6,57 +6,35 @@ from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image
 
-from engine.errors import InvalidParams
-from engine.methods.scoring import ScoreKind
-from engine.models.heads import default_cam_layer
-from engine.models.runtime import LoadedModel, softmax
+from engine.models.runtime import LoadedModel
+from engine.objectives import Objective, objective_tensor
 
 Reduce = Literal["abs_max", "abs_sum", "signed"]
-
-
-def seeds(logits: NDArray[np.float32], target: int, kind: ScoreKind) -> NDArray[np.float32]:
-    """Cotangents of the logits that make a VJP the gradient of the target's score.
-
-    logit: the one-hot of the target. probability: d p_t / d z = p_t (e_t - p).
-    """
-    n, classes = logits.shape
-    one_hot = np.zeros((n, classes), np.float32)
-    one_hot[:, target] = 1.0
-    if kind == "logit":
-        return one_hot
-    p = softmax(logits)
-    out: NDArray[np.float32] = (p[:, target : target + 1] * (one_hot - p)).astype(np.float32)
-    return out
-
-
-def score_of(logits: NDArray[np.float32], target: int, kind: ScoreKind) -> NDArray[np.float64]:
-    if kind == "probability":
-        return softmax(logits)[:, target].astype(np.float64)
-    return logits[:, target].astype(np.float64)
 
 
 def gradients(
     model: LoadedModel,
     x: NDArray[np.float32],
-    target: int,
-    kind: ScoreKind,
+    objective: Objective,
     wrt: str | None = None,
 ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float32] | None, int]:
-    """(logits, gradient of the target's score, activation, forward passes used).
+    """(objective tensor's value, gradient of the objective w.r.t. ``wrt`` (default: the
+    input), ``wrt``'s activation when it is a layer, forward passes used).
 
-    A logit target needs one forward+backward pass per image; a probability target first
-    needs the logits of each image for its seed, so one extra forward pass per image.
+    The VJP runs from the tensor the objective reads (the output, or any layer) with the
+    objective's seed of that tensor's shape. An objective whose seed depends on the tensor's
+    value (a probability, a layer norm) first needs a forward pass per image.
     """
+    tensor = objective_tensor(objective, model)
     passes = 0
-    if kind == "probability":
-        logits = model.run(x)
+    if objective.needs_value_for_seed:
+        value = model.tensor_values(x, tensor)
         passes += x.shape[0]
-        seed = seeds(logits, target, kind)
+        seed = objective.seed(value)
     else:
-        seed = seeds(np.zeros((x.shape[0], len(model.labels)), np.float32), target, "logit")
-    res = model.vjp(x, seed, wrt)
+        seed = objective.seed(np.zeros(_tensor_shape(model, tensor, x.shape[0]), np.float32))
+    res = model.vjp(x, seed, wrt, output=None if tensor == model.output_name else tensor)
     passes += x.shape[0]
     return (
         np.asarray(res.logits, np.float32),
@@ -64,6 +42,20 @@ def gradients(
         None if res.activation is None else np.asarray(res.activation, np.float32),
         passes,
     )
+
+
+def _tensor_shape(model: LoadedModel, tensor: str, n: int) -> tuple[int, ...]:
+    if tensor == model.output_name:
+        return (n, len(model.labels))
+    shape = model.layer_shapes().get(tensor)
+    rest = shape[1:] if shape else ()
+    if not rest or not all(isinstance(d, int) and d > 0 for d in rest):
+        # a layer of unknown size: its value tells
+        h, w = model.input_hw
+        zero = model.to_model_input(np.zeros((1, h, w, 3), np.float32))
+        probe = model.tensor_values(zero, tensor)
+        return (n, *probe.shape[1:])
+    return (n, *(int(d) for d in rest if isinstance(d, int)))
 
 
 def channel_axis(model: LoadedModel) -> int:
@@ -82,38 +74,3 @@ def reduce_channels(
     else:
         out = g.sum(axis=axis)
     return np.asarray(out[0], np.float32)
-
-
-def upsample(cam: NDArray[np.float32], height: int, width: int) -> NDArray[np.float32]:
-    """Bilinear upsampling of a (h, w) map to (height, width)."""
-    if cam.shape == (height, width):
-        return cam.astype(np.float32)
-    img = Image.fromarray(np.ascontiguousarray(cam, dtype=np.float32), mode="F")
-    return np.asarray(img.resize((width, height), Image.Resampling.BILINEAR), np.float32)
-
-
-def resolve_layer(model: LoadedModel, layer: str | None) -> str:
-    """The named layer (checked to be a spatial tensor), or the default CAM layer."""
-    spatial = model.spatial_layers()
-    if layer is None:
-        found = default_cam_layer(model.proto(), spatial)
-        if found is None:
-            raise InvalidParams(
-                "This model has no spatial (rank-4) layer to explain; name a `layer`.",
-            )
-        return found
-    if layer not in spatial:
-        raise InvalidParams(
-            f"{layer!r} is not a spatial layer of this model. Pick one of the layers marked "
-            "spatial in GET /v1/models/{model}.",
-            details={"layer": layer, "spatial_layers": spatial[-20:]},
-        )
-    return layer
-
-
-def to_chw(a: NDArray[np.float32], model: LoadedModel) -> NDArray[np.float32]:
-    """A layer value (1, C, h, w) or (1, h, w, C) as (C, h, w)."""
-    out: NDArray[np.float32] = (
-        np.ascontiguousarray(a[0].transpose(2, 0, 1)) if model.manifest.layout == "NHWC" else a[0]
-    )
-    return out

@@ -1,27 +1,33 @@
-"""The method contract: a params model and a function to an Attribution.
+"""The method contract: a params model and a function to a Result of typed artifacts.
 
 A method is one module. It declares a pydantic params model (defaults and bounds) and a
-function ``(model, image, target, params, progress) -> Attribution``, and registers both
-under its name with :func:`engine.methods.registry.register`.
+function ``(model, item, objective, params, progress) -> Result`` — ``item`` comes from the
+model's modality codec (one decoded input, or ``None`` for methods that take none), the
+objective is what it explains or maximises (:mod:`engine.objectives`) — and registers both
+under its name with :func:`engine.methods.registry.register`, with what it takes: its
+modalities, its inputs, its objective kinds, its cost estimate and, for methods that can be
+split across workers, its perturbation plan.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
-import numpy as np
-from numpy.typing import NDArray
 from pydantic import BaseModel
 
-from engine.modalities.image import ImageInput
+from engine.artifacts import Result
+from engine.objectives import ObjectiveKind
 
 if TYPE_CHECKING:
+    from engine.methods.perturbation import PlanBuilder
     from engine.models.runtime import LoadedModel
 
-Kind = Literal["perturbation", "gradient", "cam", "activation", "dataset"]
+Kind = Literal["perturbation", "gradient", "cam", "activation", "dataset", "visualisation"]
 Execution = Literal["sync", "job"]
+#: What a method takes as input: one item from the codec, none, or a dataset reader.
+Inputs = Literal["item", "none", "dataset"]
 
 
 class Progress(Protocol):
@@ -38,20 +44,9 @@ def no_progress(fraction: float) -> None:
     """A Progress that does nothing (for direct calls and tests)."""
 
 
-@dataclass
-class Attribution:
-    """A method's answer: one value per input pixel, plus what it cost."""
-
-    values: NDArray[np.float32]
-    model_calls: int
-    extras: dict[str, Any] = field(default_factory=dict)
-    #: Named arrays too big for ``extras`` (e.g. LIME's superpixel label image, ``segment_map``).
-    arrays: dict[str, NDArray[Any]] = field(default_factory=dict)
-
-
 P = TypeVar("P", bound=BaseModel)
 
-MethodFn = Callable[["LoadedModel", ImageInput, int, P, Progress], Attribution]
+MethodFn = Callable[["LoadedModel", Any, Any, P, Progress], Result]
 CheckFn = Callable[[P, "LoadedModel"], None]
 
 
@@ -75,10 +70,19 @@ class MethodSpec(Generic[P]):
     description: str
     kind: Kind
     execution: Execution
-    modality: Literal["image"] = "image"
+    modalities: tuple[str, ...] = ("image",)
+    inputs: Inputs = "item"
+    objectives: tuple[ObjectiveKind, ...] = ("class",)
     check: CheckFn[P] = _no_check
     #: The forward passes a request will use, estimated before it runs (for the cost limit).
     cost: CostFn[P] = _one_pass
+    #: The plan that lets one job be split into chunks for several workers.
+    plan: PlanBuilder[Any, Any] | None = None
 
     def parse_params(self, raw: dict[str, Any]) -> P:
         return self.params_model.model_validate(raw)
+
+    @property
+    def modality(self) -> str:
+        """The first modality (the wire's single ``modality`` field)."""
+        return self.modalities[0]

@@ -9,11 +9,13 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.methods.backprop import to_chw, upsample
-from engine.methods.base import Attribution, MethodSpec, Progress
+from engine.artifacts import AttributionMap, Result
+from engine.methods.base import MethodSpec, Progress
+from engine.methods.layer_maps import to_chw, upsample
 from engine.methods.registry import register
 from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
+from engine.objectives import Objective, class_index
 
 
 class CamParams(BaseModel):
@@ -27,21 +29,29 @@ def check(params: CamParams, model: LoadedModel) -> None:
 
 
 def cam(
-    model: LoadedModel, image: ImageInput, target: int, params: CamParams, progress: Progress
-) -> Attribution:
+    model: LoadedModel,
+    image: ImageInput,
+    objective: Objective,
+    params: CamParams,
+    progress: Progress,
+) -> Result:
+    target = class_index(objective)
     head = model.cam_head()
     x = model.to_model_input(image.pixels[None])
-    activation, _ = model.probe(x, [head.layer])
+    activation, logits = model.probe(x, [head.layer])
     a = to_chw(activation, model)
     m = np.tensordot(head.weights[target], a, axes=(0, 0)).astype(np.float32)
     if params.relu:
         m = np.maximum(m, 0.0)
     progress(1.0)
-    return Attribution(
-        values=upsample(m, image.height, image.width),
+    return Result(
+        [
+            AttributionMap("attribution", upsample(m, image.height, image.width)),
+            AttributionMap("cam", m),
+        ],
         model_calls=1,
         extras={"layer": head.layer, "layer_shape": list(a.shape)},
-        arrays={"cam": m},
+        output=logits.reshape(logits.shape[0], -1),
     )
 
 

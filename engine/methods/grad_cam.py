@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import numpy as np
-from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.methods.backprop import gradients, resolve_layer, to_chw, upsample
-from engine.methods.base import Attribution, MethodSpec, Progress
+from engine.artifacts import AttributionMap, Result
+from engine.methods.base import MethodSpec, Progress
+from engine.methods.cam_core import combine, layer_gradients
+from engine.methods.layer_maps import resolve_layer, upsample
 from engine.methods.registry import register
-from engine.methods.scoring import ScoreKind
 from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
+from engine.objectives import Objective, ScoreKind, class_index
 
 
 class GradCamParams(BaseModel):
@@ -30,35 +30,25 @@ def check(params: GradCamParams, model: LoadedModel) -> None:
     model.check_gradients(resolve_layer(model, params.layer))
 
 
-def layer_gradients(
-    model: LoadedModel, image: ImageInput, target: int, params: GradCamParams
-) -> tuple[str, NDArray[np.float32], NDArray[np.float32], int]:
-    """(layer, activation (C, h, w), gradient (C, h, w), passes)."""
-    layer = resolve_layer(model, params.layer)
-    x = model.to_model_input(image.pixels[None])
-    _, g, a, passes = gradients(model, x, target, params.score, wrt=layer)
-    assert a is not None
-    return layer, to_chw(a, model), to_chw(g, model), passes
-
-
-def combine(
-    weights: NDArray[np.float32], a: NDArray[np.float32], relu: bool
-) -> NDArray[np.float32]:
-    m = np.tensordot(weights, a, axes=(0, 0)).astype(np.float32)
-    return np.maximum(m, 0.0) if relu else m
-
-
 def grad_cam(
-    model: LoadedModel, image: ImageInput, target: int, params: GradCamParams, progress: Progress
-) -> Attribution:
-    layer, a, g, passes = layer_gradients(model, image, target, params)
+    model: LoadedModel,
+    image: ImageInput,
+    objective: Objective,
+    params: GradCamParams,
+    progress: Progress,
+) -> Result:
+    class_index(objective)
+    layer, a, g, out, passes = layer_gradients(model, image, objective, params)
     m = combine(g.mean(axis=(1, 2)), a, params.relu)
     progress(1.0)
-    return Attribution(
-        values=upsample(m, image.height, image.width),
+    return Result(
+        [
+            AttributionMap("attribution", upsample(m, image.height, image.width)),
+            AttributionMap("cam", m),
+        ],
         model_calls=passes,
         extras={"layer": layer, "layer_shape": list(a.shape), "backward_passes": 1},
-        arrays={"cam": m},
+        output=out,
     )
 
 

@@ -5,18 +5,26 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.methods.backprop import upsample
-from engine.methods.base import Attribution, MethodSpec, Progress
-from engine.methods.grad_cam import GradCamParams, check, combine, layer_gradients
+from engine.artifacts import AttributionMap, Result
+from engine.methods.base import MethodSpec, Progress
+from engine.methods.cam_core import combine, layer_gradients
+from engine.methods.grad_cam import GradCamParams, check
+from engine.methods.layer_maps import upsample
 from engine.methods.registry import register
 from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
+from engine.objectives import Objective, class_index
 
 
 def grad_cam_plus_plus(
-    model: LoadedModel, image: ImageInput, target: int, params: GradCamParams, progress: Progress
-) -> Attribution:
-    layer, a, g, passes = layer_gradients(model, image, target, params)
+    model: LoadedModel,
+    image: ImageInput,
+    objective: Objective,
+    params: GradCamParams,
+    progress: Progress,
+) -> Result:
+    class_index(objective)
+    layer, a, g, out, passes = layer_gradients(model, image, objective, params)
     g64, a64 = g.astype(np.float64), a.astype(np.float64)
     g2 = g64 * g64
     g3 = g2 * g64
@@ -26,11 +34,14 @@ def grad_cam_plus_plus(
     weights = (np.maximum(g64, 0.0) * alpha).sum(axis=(1, 2)).astype(np.float32)
     m = combine(weights, a, params.relu)
     progress(1.0)
-    return Attribution(
-        values=upsample(m, image.height, image.width),
+    return Result(
+        [
+            AttributionMap("attribution", upsample(m, image.height, image.width)),
+            AttributionMap("cam", m),
+        ],
         model_calls=passes,
         extras={"layer": layer, "layer_shape": list(a.shape), "backward_passes": 1},
-        arrays={"cam": m},
+        output=out,
     )
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.artifacts import AttributionMap, Result
 from engine.methods.backprop import Reduce, gradients, reduce_channels
-from engine.methods.base import Attribution, MethodSpec, Progress
+from engine.methods.base import MethodSpec, Progress
 from engine.methods.registry import register
-from engine.methods.scoring import ScoreKind
 from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
+from engine.objectives import ALL_OBJECTIVES, Objective, ScoreKind
 
 
 class GradientXInputParams(BaseModel):
@@ -26,17 +27,18 @@ def check(params: GradientXInputParams, model: LoadedModel) -> None:
 def gradient_x_input(
     model: LoadedModel,
     image: ImageInput,
-    target: int,
+    objective: Objective,
     params: GradientXInputParams,
     progress: Progress,
-) -> Attribution:
+) -> Result:
     x = model.to_model_input(image.pixels[None])
-    _, g, _, passes = gradients(model, x, target, params.score)
+    out, g, _, passes = gradients(model, x, objective)
     progress(1.0)
-    return Attribution(
-        values=reduce_channels(g * x, model, params.reduce),
+    return Result(
+        [AttributionMap("attribution", reduce_channels(g * x, model, params.reduce))],
         model_calls=passes,
         extras={"backward_passes": 1},
+        output=out if objective.layer is None else None,
     )
 
 
@@ -48,6 +50,7 @@ SPEC = register(
         description="Gradient times input (the model's normalised input), summed over channels.",
         kind="gradient",
         execution="sync",
+        objectives=ALL_OBJECTIVES,
         check=check,
     )
 )

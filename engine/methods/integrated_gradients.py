@@ -22,14 +22,15 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.artifacts import AttributionMap, Result
 from engine.errors import InvalidParams
-from engine.methods.backprop import Reduce, gradients, reduce_channels, score_of
-from engine.methods.base import Attribution, MethodSpec, Progress
-from engine.methods.baselines import baseline_pixels
+from engine.methods.backprop import Reduce, gradients, reduce_channels
+from engine.methods.base import MethodSpec, Progress
 from engine.methods.registry import register
-from engine.methods.scoring import ScoreKind
+from engine.modalities.baselines import baseline_pixels
 from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
+from engine.objectives import ALL_OBJECTIVES, Objective, ScoreKind, objective_tensor
 
 Rule = Literal[
     "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre"
@@ -126,14 +127,16 @@ def baseline_for(image: ImageInput, params: IntegratedGradientsParams) -> NDArra
 def integrated_gradients(
     model: LoadedModel,
     image: ImageInput,
-    target: int,
+    objective: Objective,
     params: IntegratedGradientsParams,
     progress: Progress,
-) -> Attribution:
+) -> Result:
     rule = rule_of(params)
     x = model.to_model_input(image.pixels[None])
     xb = model.to_model_input(baseline_for(image, params)[None])
-    ends = score_of(model.run(np.concatenate([x, xb])), target, params.score)
+    ends = objective.value(
+        model.tensor_values(np.concatenate([x, xb]), objective_tensor(objective, model))
+    )
     expected = float(ends[0] - ends[1])
     sizes = schedule(params)
     budget = sizes[-1]
@@ -148,7 +151,7 @@ def integrated_gradients(
         for start in range(0, len(alphas), step):
             a = alphas[start : start + step].astype(np.float32).reshape(-1, 1, 1, 1)
             path = xb + a * (x - xb)
-            _, g, _, used = gradients(model, path.astype(np.float32), target, params.score)
+            _, g, _, used = gradients(model, path.astype(np.float32), objective)
             passes += used
             w = weights[start : start + step].reshape(-1, 1, 1, 1)
             total += (g.astype(np.float64) * w).sum(axis=0, keepdims=True)
@@ -194,8 +197,8 @@ def integrated_gradients(
         extras["tolerance_met"] = rounds[-1]["completeness_error"] <= params.tolerance
     if done < budget:
         progress(1.0)  # the tolerance was met before the last round
-    return Attribution(
-        values=reduce_channels(attr, model, params.reduce),
+    return Result(
+        [AttributionMap("attribution", reduce_channels(attr, model, params.reduce))],
         model_calls=passes,
         extras=extras,
     )
@@ -219,6 +222,7 @@ SPEC = register(
         "completeness delta.",
         kind="gradient",
         execution="job",
+        objectives=ALL_OBJECTIVES,
         check=check,
         cost=cost,
     )

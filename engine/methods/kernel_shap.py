@@ -28,21 +28,22 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.methods.base import Attribution, MethodSpec, Progress
+from engine.artifacts import AttributionMap, Result, Segments
+from engine.methods.base import MethodSpec, Progress
 from engine.methods.perturbation import (
     HideColour,
     PerturbationMethod,
     References,
     hide_image,
     plan_type,
-    register_plan,
     run_plan,
 )
 from engine.methods.registry import register
-from engine.methods.scoring import ScoreKind
-from engine.methods.segments import SegmentationParams, SlicParams, segment, top_segments
+from engine.methods.segments import SegmentationParams, SlicParams, segment
 from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
+from engine.objectives import Objective, ScoreKind
+from engine.render.segments import top_segments
 
 
 class KernelShapParams(BaseModel):
@@ -205,7 +206,7 @@ class KernelShapBuilder(PerturbationMethod[KernelShapParams, KernelShapPlan]):
     needs_baseline_score = True
 
     def build_plan(
-        self, model: LoadedModel, image: ImageInput, target: int, params: KernelShapParams
+        self, model: LoadedModel, image: ImageInput, objective: Objective, params: KernelShapParams
     ) -> KernelShapPlan:
         segments = segment(image.pixels, params.segmentation)
         m = int(segments.max()) + 1
@@ -228,13 +229,13 @@ class KernelShapBuilder(PerturbationMethod[KernelShapParams, KernelShapPlan]):
         self,
         model: LoadedModel,
         image: ImageInput,
-        target: int,
+        objective: Objective,
         params: KernelShapParams,
         plan: KernelShapPlan,
         scores: NDArray[np.float64],
         refs: References,
         forward_passes: int | None = None,
-    ) -> Attribution:
+    ) -> Result:
         if scores.shape != (plan.n_samples,):
             raise ValueError(f"{scores.shape[0]} scores for a plan of {plan.n_samples} samples")
         if refs.f_baseline is None:
@@ -245,8 +246,12 @@ class KernelShapBuilder(PerturbationMethod[KernelShapParams, KernelShapPlan]):
         values = (phi / np.maximum(area, 1.0))[plan.segments].astype(np.float32)
         pos, neg = top_segments(phi, params.top_k)
         calls = forward_passes if forward_passes is not None else refs.forward_passes + len(scores)
-        return Attribution(
-            values=values,
+        return Result(
+            [
+                AttributionMap("attribution", values),
+                Segments("segments", plan.segments, np.asarray(phi, np.float64), pos, neg),
+            ],
+            views={"overlay": "segments"},
             model_calls=calls,
             extras={
                 "segments": [float(v) for v in phi],
@@ -260,22 +265,20 @@ class KernelShapBuilder(PerturbationMethod[KernelShapParams, KernelShapPlan]):
                 "exact": plan.n_features <= 30 and plan.n_samples == 2**plan.n_features - 2,
                 "target_score": f_x,
             },
-            arrays={"segment_map": plan.segments},
         )
 
 
 KERNEL_SHAP = KernelShapBuilder()
-register_plan(KERNEL_SHAP)
 
 
 def kernel_shap(
     model: LoadedModel,
     image: ImageInput,
-    target: int,
+    objective: Objective,
     params: KernelShapParams,
     progress: Progress,
-) -> Attribution:
-    return run_plan(KERNEL_SHAP, model, image, target, params, progress)
+) -> Result:
+    return run_plan(KERNEL_SHAP, model, image, objective, params, progress)
 
 
 def cost(params: KernelShapParams, model: LoadedModel) -> int:
@@ -290,6 +293,7 @@ SPEC = register(
         description="KernelSHAP: Shapley values of superpixels by weighted regression.",
         kind="perturbation",
         execution="job",
+        plan=KERNEL_SHAP,
         cost=cost,
     )
 )

@@ -23,22 +23,23 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.methods.base import Attribution, MethodSpec, Progress
+from engine.artifacts import AttributionMap, Result, Segments
+from engine.methods.base import MethodSpec, Progress
 from engine.methods.perturbation import (
     HideColour,
     PerturbationMethod,
     References,
     hide_image,
     plan_type,
-    register_plan,
     run_plan,
     sample_rng,
 )
 from engine.methods.registry import register
-from engine.methods.scoring import ScoreKind
-from engine.methods.segments import SegmentationParams, SlicParams, segment, top_segments
+from engine.methods.segments import SegmentationParams, SlicParams, segment
 from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
+from engine.objectives import Objective, ScoreKind
+from engine.render.segments import top_segments
 
 
 class LimeParams(BaseModel):
@@ -110,7 +111,7 @@ class LimeBuilder(PerturbationMethod[LimeParams, LimePlan]):
     needs_baseline_score = False
 
     def build_plan(
-        self, model: LoadedModel, image: ImageInput, target: int, params: LimeParams
+        self, model: LoadedModel, image: ImageInput, objective: Objective, params: LimeParams
     ) -> LimePlan:
         segments = segment(image.pixels, params.segmentation)
         return LimePlan(segments, int(segments.max()) + 1, params.num_samples, params.seed)
@@ -131,13 +132,13 @@ class LimeBuilder(PerturbationMethod[LimeParams, LimePlan]):
         self,
         model: LoadedModel,
         image: ImageInput,
-        target: int,
+        objective: Objective,
         params: LimeParams,
         plan: LimePlan,
         scores: NDArray[np.float64],
         refs: References,
         forward_passes: int | None = None,
-    ) -> Attribution:
+    ) -> Result:
         from sklearn.linear_model import Ridge
 
         if scores.shape != (plan.n_samples,):
@@ -152,8 +153,12 @@ class LimeBuilder(PerturbationMethod[LimeParams, LimePlan]):
         pos, neg = top_segments(coef, params.top_k)
         values = coef[plan.segments].astype(np.float32)
         calls = forward_passes if forward_passes is not None else refs.forward_passes + len(z)
-        return Attribution(
-            values=values,
+        return Result(
+            [
+                AttributionMap("attribution", values),
+                Segments("segments", plan.segments, np.asarray(coef, np.float64), pos, neg),
+            ],
+            views={"overlay": "segments"},
             model_calls=calls,
             extras={
                 "segments": [float(c) for c in coef],
@@ -165,22 +170,20 @@ class LimeBuilder(PerturbationMethod[LimeParams, LimePlan]):
                 "num_samples": plan.n_samples,
                 "target_score": refs.f_x,
             },
-            arrays={"segment_map": plan.segments},
         )
 
 
 LIME = LimeBuilder()
-register_plan(LIME)
 
 
 def lime(
     model: LoadedModel,
     image: ImageInput,
-    target: int,
+    objective: Objective,
     params: LimeParams,
     progress: Progress,
-) -> Attribution:
-    return run_plan(LIME, model, image, target, params, progress)
+) -> Result:
+    return run_plan(LIME, model, image, objective, params, progress)
 
 
 def cost(params: LimeParams, model: LoadedModel) -> int:
@@ -195,6 +198,7 @@ SPEC = register(
         description="LIME: a weighted linear surrogate over superpixels switched on and off.",
         kind="perturbation",
         execution="job",
+        plan=LIME,
         cost=cost,
     )
 )

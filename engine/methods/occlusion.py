@@ -36,22 +36,22 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.artifacts import AttributionMap, Result
 from engine.errors import InvalidParams
-from engine.methods.base import Attribution, MethodSpec, Progress
-from engine.methods.baselines import BaselineName, baseline_pixels
+from engine.methods.base import MethodSpec, Progress
 from engine.methods.perturbation import (
     Colour,
     PerturbationMethod,
     References,
     plan_type,
-    register_plan,
     run_plan,
 )
 from engine.methods.registry import register
-from engine.methods.scoring import ScoreKind
+from engine.modalities.baselines import BaselineName, baseline_pixels
 from engine.modalities.image import ImageInput
 from engine.models.incremental import IncrementalRunner
 from engine.models.runtime import LoadedModel
+from engine.objectives import Objective, ScoreKind
 
 __all__ = ["Colour", "OcclusionParams", "OcclusionPlan", "occlusion", "window_positions"]
 
@@ -288,7 +288,7 @@ class OcclusionBuilder(PerturbationMethod[OcclusionParams, OcclusionPlan]):
     needs_baseline_score = False
 
     def build_plan(
-        self, model: LoadedModel, image: ImageInput, target: int, params: OcclusionParams
+        self, model: LoadedModel, image: ImageInput, objective: Objective, params: OcclusionParams
     ) -> OcclusionPlan:
         _check(params, model)
         h, w, k = image.height, image.width, params.window
@@ -352,7 +352,7 @@ class OcclusionBuilder(PerturbationMethod[OcclusionParams, OcclusionPlan]):
         self,
         model: LoadedModel,
         image: ImageInput,
-        target: int,
+        objective: Objective,
         params: OcclusionParams,
         plan: OcclusionPlan,
         scores: NDArray[np.float64],
@@ -391,13 +391,13 @@ class OcclusionBuilder(PerturbationMethod[OcclusionParams, OcclusionPlan]):
         self,
         model: LoadedModel,
         image: ImageInput,
-        target: int,
+        objective: Objective,
         params: OcclusionParams,
         plan: OcclusionPlan,
         scores: NDArray[np.float64],
         refs: References,
         forward_passes: int | None = None,
-    ) -> Attribution:
+    ) -> Result:
         if scores.shape != (plan.n_samples,):
             raise ValueError(f"{scores.shape[0]} scores for a plan of {plan.n_samples} samples")
         f0 = refs.f_x
@@ -409,8 +409,8 @@ class OcclusionBuilder(PerturbationMethod[OcclusionParams, OcclusionPlan]):
             incremental = {"layer": runner.cut.tensor, "crop": list(runner.cut.crop)}
         if plan.mode == "exact":
             values = _accumulate(plan.height, plan.width, plan.window, plan.positions, drops)
-            return Attribution(
-                values=values,
+            return Result(
+                [AttributionMap("attribution", values)],
                 model_calls=calls,
                 extras={
                     "windows": plan.n_samples,
@@ -429,8 +429,8 @@ class OcclusionBuilder(PerturbationMethod[OcclusionParams, OcclusionPlan]):
         fine_grid = _grid(list(plan.ys), list(plan.xs))
         values = _accumulate(plan.height, plan.width, plan.window, fine_grid, grid.ravel())
         exact_passes = 1 + a * b
-        return Attribution(
-            values=values,
+        return Result(
+            [AttributionMap("attribution", values)],
             model_calls=calls,
             extras={
                 "windows": plan.n_samples,
@@ -457,17 +457,16 @@ def _accumulate(
 
 
 OCCLUSION = OcclusionBuilder()
-register_plan(OCCLUSION)
 
 
 def occlusion(
     model: LoadedModel,
     image: ImageInput,
-    target: int,
+    objective: Objective,
     params: OcclusionParams,
     progress: Progress,
-) -> Attribution:
-    return run_plan(OCCLUSION, model, image, target, params, progress)
+) -> Result:
+    return run_plan(OCCLUSION, model, image, objective, params, progress)
 
 
 def cost(params: OcclusionParams, model: LoadedModel) -> int:
@@ -495,6 +494,7 @@ SPEC = register(
         "(exact, or Krypton's adaptive drill-down).",
         kind="perturbation",
         execution="job",
+        plan=OCCLUSION,
         check=_check,
         cost=cost,
     )

@@ -4,11 +4,11 @@ Every perturbation method (occlusion, LIME, RISE, KernelSHAP) is three pure step
 two small ones, so that one big job can be cut into chunks that run on several workers
 and be put back together::
 
-    plan   = builder.build_plan(model, image, target, params)          # cheap, small, no passes
-    refs   = builder.references(model, image, target, params, plan)    # f(x) [and f(baseline)]
-    scores = builder.evaluate(model, image, target, params, plan, start, stop, progress)
-    plan2  = builder.refine(model, image, target, params, plan, scores, refs)  # adaptive only
-    attr   = builder.assemble(model, image, target, params, plan, scores, refs, forward_passes)
+    plan   = builder.build_plan(model, image, objective, params)          # cheap, small, no passes
+    refs   = builder.references(model, image, objective, params, plan)    # f(x) [and f(baseline)]
+    scores = builder.evaluate(model, image, objective, params, plan, start, stop, progress)
+    plan2  = builder.refine(model, image, objective, params, plan, scores, refs)  # adaptive only
+    attr   = builder.assemble(model, image, objective, params, plan, scores, refs, forward_passes)
 
 * ``plan.n_samples`` is the number of perturbed inputs. Sample ``i`` depends only on the
   plan and ``i`` (a seed and ``i`` for the random methods: ``default_rng([seed, i])``), never
@@ -21,11 +21,11 @@ and be put back together::
   plan's samples it returns a *longer* plan whose first ``n_samples`` samples are unchanged
   (evaluate only ``[old_n, new_n)``), or ``None`` when the plan is complete. A split job
   runs one group of chunks per round.
-* ``assemble`` is pure: scores in, :class:`Attribution` out.
+* ``assemble`` is pure: scores in, a :class:`~engine.artifacts.Result` out.
 
 A method's registered ``fn`` is :func:`run_plan`: build_plan → references → evaluate(0, n)
-(→ refine → evaluate the new samples …) → assemble. The builders are listed by method name
-in :data:`PERTURBATION_PLANS`.
+(→ refine → evaluate the new samples …) → assemble. A method's ``MethodSpec.plan`` is its
+builder, which the job layer uses to split a job.
 
 Inside ``evaluate`` masks are made lazily, one forward batch at a time (never all samples'
 images at once); identical masks within the call are evaluated once (keyed by the bytes of
@@ -44,12 +44,13 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field
 
-from engine.methods.base import Attribution, Progress
-from engine.methods.baselines import baseline_pixels
-from engine.methods.scoring import ScoreKind, target_scores
+from engine.artifacts import Result
+from engine.methods.base import Progress
+from engine.modalities.baselines import baseline_pixels
 from engine.modalities.image import ImageInput
 from engine.models.incremental import IncrementalRunner, Reference
 from engine.models.runtime import LoadedModel
+from engine.objectives import Objective
 
 log = logging.getLogger("lantern")
 
@@ -60,7 +61,7 @@ Colour = tuple[
 ]
 
 #: What replaces hidden pixels in the segment-based methods: the baselines of
-#: :mod:`engine.methods.baselines`, or every segment's own mean colour (the lime default).
+#: :mod:`engine.modalities.baselines`, or every segment's own mean colour (the lime default).
 HideColour = Literal["zero", "mean", "blur", "segment_mean"] | Colour
 
 
@@ -73,9 +74,6 @@ class Plan(Protocol):
 
 class PerturbationParams(Protocol):
     """The params every perturbation method has."""
-
-    @property
-    def score(self) -> ScoreKind: ...
 
     @property
     def batch_size(self) -> int | None: ...
@@ -110,18 +108,23 @@ class PlanBuilder(Protocol[PP_contra, PlanT]):
     name: str
 
     def build_plan(
-        self, model: LoadedModel, image: ImageInput, target: int, params: PP_contra
+        self, model: LoadedModel, image: ImageInput, objective: Objective, params: PP_contra
     ) -> PlanT: ...
 
     def references(
-        self, model: LoadedModel, image: ImageInput, target: int, params: PP_contra, plan: PlanT
+        self,
+        model: LoadedModel,
+        image: ImageInput,
+        objective: Objective,
+        params: PP_contra,
+        plan: PlanT,
     ) -> References: ...
 
     def evaluate(
         self,
         model: LoadedModel,
         image: ImageInput,
-        target: int,
+        objective: Objective,
         params: PP_contra,
         plan: PlanT,
         start: int,
@@ -134,7 +137,7 @@ class PlanBuilder(Protocol[PP_contra, PlanT]):
         self,
         model: LoadedModel,
         image: ImageInput,
-        target: int,
+        objective: Objective,
         params: PP_contra,
         plan: PlanT,
         scores: NDArray[np.float64],
@@ -145,13 +148,13 @@ class PlanBuilder(Protocol[PP_contra, PlanT]):
         self,
         model: LoadedModel,
         image: ImageInput,
-        target: int,
+        objective: Objective,
         params: PP_contra,
         plan: PlanT,
         scores: NDArray[np.float64],
         refs: References,
         forward_passes: int | None = None,
-    ) -> Attribution: ...
+    ) -> Result: ...
 
     def expected_samples(self, plan: PlanT) -> int: ...
 
@@ -172,7 +175,7 @@ class PerturbationMethod(ABC, Generic[PP, PlanT]):
 
     @abstractmethod
     def build_plan(
-        self, model: LoadedModel, image: ImageInput, target: int, params: PP
+        self, model: LoadedModel, image: ImageInput, objective: Objective, params: PP
     ) -> PlanT: ...
 
     @abstractmethod
@@ -192,19 +195,19 @@ class PerturbationMethod(ABC, Generic[PP, PlanT]):
         self,
         model: LoadedModel,
         image: ImageInput,
-        target: int,
+        objective: Objective,
         params: PP,
         plan: PlanT,
         scores: NDArray[np.float64],
         refs: References,
         forward_passes: int | None = None,
-    ) -> Attribution: ...
+    ) -> Result: ...
 
     def refine(
         self,
         model: LoadedModel,
         image: ImageInput,
-        target: int,
+        objective: Objective,
         params: PP,
         plan: PlanT,
         scores: NDArray[np.float64],
@@ -228,12 +231,12 @@ class PerturbationMethod(ABC, Generic[PP, PlanT]):
     # -- shared -------------------------------------------------------------------------
 
     def references(
-        self, model: LoadedModel, image: ImageInput, target: int, params: PP, plan: PlanT
+        self, model: LoadedModel, image: ImageInput, objective: Objective, params: PP, plan: PlanT
     ) -> References:
         imgs = [image.pixels]
         if self.needs_baseline_score:
             imgs.append(self.hide_pixels(image, params, plan))
-        s = target_scores(model.scores(np.stack(imgs)), target, params.score)
+        s = objective.value(model.scores(np.stack(imgs)))
         return References(
             f_x=float(s[0]),
             f_baseline=float(s[1]) if self.needs_baseline_score else None,
@@ -244,7 +247,7 @@ class PerturbationMethod(ABC, Generic[PP, PlanT]):
         self,
         model: LoadedModel,
         image: ImageInput,
-        target: int,
+        objective: Objective,
         params: PP,
         plan: PlanT,
         start: int,
@@ -260,8 +263,7 @@ class PerturbationMethod(ABC, Generic[PP, PlanT]):
         batch = params.batch_size or model.preferred_batch()
         evaluator = _Evaluator(
             model,
-            target,
-            params.score,
+            objective,
             batch,
             model.to_model_input(image.pixels[None]),
             model.to_model_input(self.hide_pixels(image, params, plan)[None]),
@@ -281,8 +283,7 @@ class _Evaluator:
     def __init__(
         self,
         model: LoadedModel,
-        target: int,
-        score: ScoreKind,
+        objective: Objective,
         batch_size: int,
         x0: NDArray[np.float32],
         xb: NDArray[np.float32],
@@ -293,14 +294,11 @@ class _Evaluator:
         self.model = model
         self.incremental = incremental
         self._t0: Reference | None = None
-        self.target = target
-        self.score = score
+        self.objective = objective
         self.batch_size = batch_size
         self.x0 = x0
         self.xb = xb
-        self.diff = x0 - xb
         self.render = render
-        self.nchw = model.manifest.layout == "NCHW"
         self.forward_passes = 0
         self.duplicates = 0
         self._buffer: NDArray[np.float32] | None = None
@@ -314,21 +312,12 @@ class _Evaluator:
             except Exception:  # a user's graph the cut analysis got wrong: full passes
                 log.warning("incremental inference failed; using full passes", exc_info=True)
                 self.incremental = None
-        m = masks[:, None, :, :] if self.nchw else masks[..., None]
         if self._buffer is None or self._buffer.shape[0] < n:
             self._buffer = np.empty((n, *self.x0.shape[1:]), np.float32)
         # a reused buffer: at most batch_size images exist at a time
-        batch = self._buffer[:n]
-        if masks.dtype == np.bool_:
-            # x0 where kept, xb where hidden: two masked copies, exact (5x faster than
-            # x0·m + xb·(1 − m) in float32, and than np.where)
-            np.copyto(batch, self.x0)
-            np.copyto(batch, self.xb, where=~m)
-        else:
-            np.multiply(m.astype(np.float32, copy=False), self.diff, out=batch)
-            batch += self.xb
+        batch = self.model.codec.masked_batch(self.x0, self.xb, masks, self._buffer[:n])
         self.forward_passes += n
-        return target_scores(self.model.run(batch), self.target, self.score)
+        return self.objective.value(self.model.run(batch))
 
     def _forward_incremental(
         self, codes: NDArray[Any], masks: NDArray[np.bool_]
@@ -350,7 +339,7 @@ class _Evaluator:
             self._t0 = runner.reference(self.x0)
         logits = runner.scores(self._t0, crops, boxes, origins)
         self.forward_passes += n
-        return target_scores(logits.reshape(n, -1), self.target, self.score)
+        return self.objective.value(logits.reshape(n, -1))
 
     def run(
         self,
@@ -440,18 +429,18 @@ def run_plan(
     builder: PlanBuilder[PP, PlanT],
     model: LoadedModel,
     image: ImageInput,
-    target: int,
+    objective: Objective,
     params: PP,
     progress: Progress,
     chunk: int | None = None,
-) -> Attribution:
+) -> Result:
     """A whole job in this process: what the registry's ``fn`` does.
 
     ``chunk`` evaluates each round in pieces of that many samples, as split jobs do (the
     result is the same bit for bit; progress is reported per forward batch either way).
     """
-    plan = builder.build_plan(model, image, target, params)
-    refs = builder.references(model, image, target, params, plan)
+    plan = builder.build_plan(model, image, objective, params)
+    refs = builder.references(model, image, objective, params, plan)
     stats = EvalStats()
     parts: list[NDArray[np.float64]] = []
     reported = [0.0]
@@ -468,10 +457,12 @@ def run_plan(
                 reported[0] = max(reported[0], min(1.0, (a + fraction * (b - a)) / total))
                 progress(reported[0])
 
-            parts.append(builder.evaluate(model, image, target, params, plan, a, b, scaled, stats))
+            parts.append(
+                builder.evaluate(model, image, objective, params, plan, a, b, scaled, stats)
+            )
         done = n
         scores = np.concatenate(parts) if parts else np.empty(0, dtype=np.float64)
-        nxt = builder.refine(model, image, target, params, plan, scores, refs)
+        nxt = builder.refine(model, image, objective, params, plan, scores, refs)
         if nxt is None:
             break
         if nxt.n_samples < n:
@@ -480,34 +471,13 @@ def run_plan(
     return builder.assemble(
         model,
         image,
-        target,
+        objective,
         params,
         plan,
         scores,
         refs,
         refs.forward_passes + stats.forward_passes,
     )
-
-
-#: The plan builders by method name, filled by each perturbation method's module.
-PERTURBATION_PLANS: dict[str, PlanBuilder[Any, Any]] = {}
-
-
-def register_plan(builder: PlanBuilder[Any, Any]) -> None:
-    if builder.name in PERTURBATION_PLANS:
-        raise ValueError(f"plan builder {builder.name!r} registered twice")
-    PERTURBATION_PLANS[builder.name] = builder
-
-
-def plan_builder(name: str) -> PlanBuilder[Any, Any] | None:
-    """The plan builder of a method (``None`` when it is not a perturbation method).
-
-    Loads the built-in methods first, so callers need not import the method modules.
-    """
-    from engine.methods.registry import all_methods
-
-    all_methods()
-    return PERTURBATION_PLANS.get(name)
 
 
 # -- plans on the wire ----------------------------------------------------------------------

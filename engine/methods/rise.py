@@ -23,22 +23,22 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.artifacts import AttributionMap, Result
 from engine.errors import InvalidParams
-from engine.methods.base import Attribution, MethodSpec, Progress
+from engine.methods.base import MethodSpec, Progress
 from engine.methods.perturbation import (
     HideColour,
     PerturbationMethod,
     References,
     hide_image,
     plan_type,
-    register_plan,
     run_plan,
     sample_rng,
 )
 from engine.methods.registry import register
-from engine.methods.scoring import ScoreKind
 from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
+from engine.objectives import Objective, ScoreKind
 
 
 class RiseParams(BaseModel):
@@ -133,7 +133,7 @@ class RiseBuilder(PerturbationMethod[RiseParams, RisePlan]):
     needs_baseline_score = False
 
     def build_plan(
-        self, model: LoadedModel, image: ImageInput, target: int, params: RiseParams
+        self, model: LoadedModel, image: ImageInput, objective: Objective, params: RiseParams
     ) -> RisePlan:
         _check(params, model)
         h, w, s = image.height, image.width, params.grid_size
@@ -164,13 +164,13 @@ class RiseBuilder(PerturbationMethod[RiseParams, RisePlan]):
         self,
         model: LoadedModel,
         image: ImageInput,
-        target: int,
+        objective: Objective,
         params: RiseParams,
         plan: RisePlan,
         scores: NDArray[np.float64],
         refs: References,
         forward_passes: int | None = None,
-    ) -> Attribution:
+    ) -> Result:
         if scores.shape != (plan.n_samples,):
             raise ValueError(f"{scores.shape[0]} scores for a plan of {plan.n_samples} samples")
         s, h, w = plan.grid_size, plan.height, plan.width
@@ -191,8 +191,8 @@ class RiseBuilder(PerturbationMethod[RiseParams, RisePlan]):
             sal += ay[k] @ u[k]
         sal /= plan.n_samples * plan.p
         calls = forward_passes if forward_passes is not None else refs.forward_passes + len(scores)
-        return Attribution(
-            values=sal.astype(np.float32),
+        return Result(
+            [AttributionMap("attribution", sal.astype(np.float32))],
             model_calls=calls,
             extras={
                 "num_masks": plan.n_samples,
@@ -205,17 +205,16 @@ class RiseBuilder(PerturbationMethod[RiseParams, RisePlan]):
 
 
 RISE = RiseBuilder()
-register_plan(RISE)
 
 
 def rise(
     model: LoadedModel,
     image: ImageInput,
-    target: int,
+    objective: Objective,
     params: RiseParams,
     progress: Progress,
-) -> Attribution:
-    return run_plan(RISE, model, image, target, params, progress)
+) -> Result:
+    return run_plan(RISE, model, image, objective, params, progress)
 
 
 def cost(params: RiseParams, model: LoadedModel) -> int:
@@ -230,6 +229,7 @@ SPEC = register(
         description="RISE: saliency as the score-weighted mean of random smooth masks.",
         kind="perturbation",
         execution="job",
+        plan=RISE,
         check=_check,
         cost=cost,
     )

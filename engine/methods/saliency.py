@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.artifacts import AttributionMap, Result
 from engine.methods.backprop import Reduce, gradients, reduce_channels
-from engine.methods.base import Attribution, MethodSpec, Progress
+from engine.methods.base import MethodSpec, Progress
 from engine.methods.registry import register
-from engine.methods.scoring import ScoreKind
 from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
+from engine.objectives import ALL_OBJECTIVES, Objective, ScoreKind
 
 
 class SaliencyParams(BaseModel):
@@ -27,15 +28,20 @@ def check(params: SaliencyParams, model: LoadedModel) -> None:
 
 
 def saliency(
-    model: LoadedModel, image: ImageInput, target: int, params: SaliencyParams, progress: Progress
-) -> Attribution:
+    model: LoadedModel,
+    image: ImageInput,
+    objective: Objective,
+    params: SaliencyParams,
+    progress: Progress,
+) -> Result:
     x = model.to_model_input(image.pixels[None])
-    _, g, _, passes = gradients(model, x, target, params.score)
+    out, g, _, passes = gradients(model, x, objective)
     progress(1.0)
-    return Attribution(
-        values=reduce_channels(g, model, params.reduce),
+    return Result(
+        [AttributionMap("attribution", reduce_channels(g, model, params.reduce))],
         model_calls=passes,
         extras={"backward_passes": 1},
+        output=out if objective.layer is None else None,
     )
 
 
@@ -47,6 +53,7 @@ SPEC = register(
         description="Vanilla gradient saliency: |d score / d input|, reduced over channels.",
         kind="gradient",
         execution="sync",
+        objectives=ALL_OBJECTIVES,
         check=check,
     )
 )

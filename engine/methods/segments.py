@@ -126,12 +126,3 @@ def segment_mean_pixels(
         sums = np.bincount(flat, weights=pixels[..., c].ravel().astype(np.float64), minlength=m)
         out[..., c] = (sums / np.maximum(counts, 1.0))[segments].astype(np.float32)
     return out
-
-
-def top_segments(weights: NDArray[np.floating], k: int) -> tuple[list[int], list[int]]:
-    """The ids of the (at most) ``k`` largest positive and ``k`` most negative weights."""
-    w = np.asarray(weights, dtype=np.float64)
-    order = np.argsort(-w, kind="stable")
-    pos = [int(i) for i in order if w[i] > 0][:k]
-    neg = [int(i) for i in order[::-1] if w[i] < 0][:k]
-    return pos, neg

@@ -7,13 +7,14 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.artifacts import AttributionMap, Result
 from engine.errors import InvalidParams
 from engine.methods.backprop import Reduce, gradients, reduce_channels
-from engine.methods.base import Attribution, MethodSpec, Progress
+from engine.methods.base import MethodSpec, Progress
 from engine.methods.registry import register
-from engine.methods.scoring import ScoreKind
 from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
+from engine.objectives import ALL_OBJECTIVES, Objective, ScoreKind
 
 
 class SmoothGradParams(BaseModel):
@@ -55,10 +56,10 @@ def check(params: SmoothGradParams, model: LoadedModel) -> None:
 def smoothgrad(
     model: LoadedModel,
     image: ImageInput,
-    target: int,
+    objective: Objective,
     params: SmoothGradParams,
     progress: Progress,
-) -> Attribution:
+) -> Result:
     _check_params(params)
     x = model.to_model_input(image.pixels[None])
     sigma = params.noise * float(x.max() - x.min())
@@ -70,7 +71,7 @@ def smoothgrad(
         n = min(step, params.samples - start)
         noise = rng.standard_normal((n, *x.shape[1:]), dtype=np.float32)
         noisy = x + np.float32(sigma) * noise
-        _, g, _, used = gradients(model, noisy, target, params.score)
+        _, g, _, used = gradients(model, noisy, objective)
         passes += used
         g64 = g.astype(np.float64)
         if params.squared:
@@ -81,8 +82,8 @@ def smoothgrad(
         progress(min(1.0, (start + n) / params.samples))
     mean = (total / params.samples).astype(np.float32)
     reduce = "abs_sum" if params.squared and params.reduce == "signed" else params.reduce
-    return Attribution(
-        values=reduce_channels(mean, model, reduce),
+    return Result(
+        [AttributionMap("attribution", reduce_channels(mean, model, reduce))],
         model_calls=passes,
         extras={"backward_passes": params.samples, "sigma": sigma, "average": params.average},
     )
@@ -100,6 +101,7 @@ SPEC = register(
         description="SmoothGrad: the mean gradient over Gaussian-noised copies of the input.",
         kind="gradient",
         execution="job",
+        objectives=ALL_OBJECTIVES,
         check=check,
         cost=cost,
     )

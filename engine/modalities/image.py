@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -16,6 +17,7 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 from api_schemas.models import ModelManifest
 from engine.errors import ImageTooLarge, InvalidImage, UnsupportedImageMode
+from engine.modalities.baselines import Baseline, baseline_pixels
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
@@ -122,3 +124,62 @@ def prepare_image(img: Image.Image, manifest: ModelManifest) -> ImageInput:
     resized = img.resize((w, h), _RESAMPLE[manifest.resize])
     pixels: NDArray[np.float32] = np.asarray(resized, dtype=np.float32)
     return ImageInput(pixels=pixels)
+
+
+class ImageCodec:
+    """The image codec (see :mod:`engine.modalities.base`): files -> pixels at the model's
+    input size -> the model's input tensor, by the manifest's scaling, normalisation,
+    channel order and layout."""
+
+    modality = "image"
+
+    def __init__(self, manifest: ModelManifest, max_pixels: int = 40_000_000) -> None:
+        self.manifest = manifest
+        self.max_pixels = max_pixels
+        scale = np.float32(manifest.scale)
+        mean = np.asarray(manifest.mean, dtype=np.float32)
+        std = np.asarray(manifest.std, dtype=np.float32)
+        # x = (p * scale - mean) / std  ==  p * a + b
+        self._a = (scale / std).astype(np.float32)
+        self._b = (-mean / std).astype(np.float32)
+        self.nchw = manifest.layout == "NCHW"
+
+    def validate(self, data: bytes) -> None:
+        decode_image(data, self.max_pixels)
+
+    def decode(self, data: bytes) -> ImageInput:
+        return prepare_image(decode_image(data, self.max_pixels), self.manifest)
+
+    def to_model_input(self, pixels: NDArray[np.float32]) -> NDArray[np.float32]:
+        """Pixels (N, H, W, 3) RGB 0..255 -> the model's input tensor."""
+        x = pixels
+        if self.manifest.channel_order == "BGR":
+            x = x[..., ::-1]
+        x = x * self._a + self._b
+        if self.nchw:
+            x = x.transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def baseline(
+        self, item: ImageInput, name: Baseline, blur_radius: float = 10.0
+    ) -> NDArray[np.float32]:
+        return baseline_pixels(item.pixels, name, blur_radius)
+
+    def masked_batch(
+        self,
+        x0: NDArray[np.float32],
+        xb: NDArray[np.float32],
+        masks: NDArray[Any],
+        out: NDArray[np.float32],
+    ) -> NDArray[np.float32]:
+        """``x0`` where the (n, H, W) masks keep, ``xb`` where they hide (float masks blend),
+        written into ``out`` (n, ...model input). Boolean masks take two masked copies —
+        exact, and 5× faster than x0·m + xb·(1 − m) in float32, and than np.where."""
+        m = masks[:, None, :, :] if self.nchw else masks[..., None]
+        if masks.dtype == np.bool_:
+            np.copyto(out, x0)
+            np.copyto(out, xb, where=~m)
+        else:
+            np.multiply(m.astype(np.float32, copy=False), x0 - xb, out=out)
+            out += xb
+        return out

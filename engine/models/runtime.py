@@ -25,12 +25,16 @@ from numpy.typing import NDArray
 
 from api_schemas.models import ModelManifest
 from engine.gradients import BUCKETS, GradientCache, VJPResult, check_differentiable, vjp
+from engine.modalities import codec_for
 from engine.models.batching import BATCH_CANDIDATES, choose_batch, time_per_image
 from engine.models.heads import CamHead, cam_head, probe_model
 from engine.models.incremental import IncrementalRunner, find_cut
 from engine.models.layers import discover_layers
+from engine.objectives import softmax
 
 log = logging.getLogger("lantern")
+
+__all__ = ["GraphIO", "LoadedModel", "RuntimeOptions", "SessionCache", "softmax"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,7 @@ class RuntimeOptions:
     gradient_dir: Path | None = None  # on-disk cache of gradient models; None = a temp dir
     forward_batch: int = 0  # images per forward call for perturbation methods; 0 = measure
     gradient_cache_max_mb: int = 2048  # quota of the on-disk gradient cache; 0 = unlimited
+    max_pixels: int = 40_000_000  # the image codec's decompression-bomb guard
 
 
 #: Incremental runners kept per loaded model (one per window size, oldest dropped first).
@@ -71,13 +76,6 @@ def bucket_sizes(n: int, buckets: tuple[int, ...] = BUCKETS) -> list[int]:
         size = max((b for b in buckets if b <= n), default=buckets[0])
         out.append(size)
         n -= size
-    return out
-
-
-def softmax(logits: NDArray[np.float32]) -> NDArray[np.float32]:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    out: NDArray[np.float32] = (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
     return out
 
 
@@ -111,17 +109,12 @@ class LoadedModel:
         self.input_name = self.io.input_name
         self.output_name = self.io.output_name
         self.fixed_batch: int | None = self.io.fixed_batch
-        m = manifest
-        scale = np.float32(m.scale)
-        mean = np.asarray(m.mean, dtype=np.float32)
-        std = np.asarray(m.std, dtype=np.float32)
-        # x = (p * scale - mean) / std  ==  p * a + b
-        self._a = (scale / std).astype(np.float32)
-        self._b = (-mean / std).astype(np.float32)
+        self.codec = codec_for(manifest, options.max_pixels)
         self._lock = threading.Lock()
         self.gradients = gradients
         self._proto: onnx.ModelProto | None = None
-        self._checked: dict[str, bool] = {}
+        self._checked: dict[tuple[str, str], bool] = {}
+        self._layer_shapes: dict[str, tuple[int | str | None, ...]] | None = None
         self._probes: dict[tuple[str, ...], ort.InferenceSession] = {}
         self._cam_heads: dict[str | None, CamHead] = {}
         self._spatial: list[str] | None = None
@@ -157,14 +150,8 @@ class LoadedModel:
         return self.manifest.labels
 
     def to_model_input(self, pixels: NDArray[np.float32]) -> NDArray[np.float32]:
-        """Pixels (N, H, W, 3) RGB 0..255 -> the model's input tensor."""
-        x = pixels
-        if self.manifest.channel_order == "BGR":
-            x = x[..., ::-1]
-        x = x * self._a + self._b
-        if self.manifest.layout == "NCHW":
-            x = x.transpose(0, 3, 1, 2)
-        return np.ascontiguousarray(x, dtype=np.float32)
+        """Items (pixels (N, H, W, 3) RGB 0..255) -> the model's input tensor (the codec's)."""
+        return self.codec.to_model_input(pixels)
 
     def run(self, x: NDArray[np.float32], batch: int | None = None) -> NDArray[np.float32]:
         """Run model-space inputs through ONNX Runtime in chunks of ``batch`` images
@@ -226,27 +213,34 @@ class LoadedModel:
                 self._proto = onnx.load(str(self.path))
             return self._proto
 
-    def check_gradients(self, wrt: str | None = None) -> None:
+    def check_gradients(self, wrt: str | None = None, output: str | None = None) -> None:
         """Refuse (UnsupportedModel, naming the op and node) a model onnx-ad cannot
-        differentiate from ``wrt`` (default: the input) to the output."""
-        key = wrt or self.input_name
+        differentiate from ``wrt`` (default: the input) to ``output`` (default: the model's
+        output; any layer for an inner objective)."""
+        key = (wrt or self.input_name, output or self.output_name)
         if self._checked.get(key):
             return
-        check_differentiable(self.proto(), wrt=key, output=self.output_name)
+        check_differentiable(self.proto(), wrt=key[0], output=key[1])
         self._checked[key] = True
 
     def vjp(
-        self, x: NDArray[np.float32], seed: NDArray[np.float32], wrt: str | None = None
+        self,
+        x: NDArray[np.float32],
+        seed: NDArray[np.float32],
+        wrt: str | None = None,
+        output: str | None = None,
     ) -> VJPResult:
-        """Logits, the gradient of sum(seed * logits) w.r.t. ``wrt`` (the input by default,
-        or a layer) and that layer's activation, for model-space inputs ``x``."""
+        """The value of ``output`` (default: the model's output), the gradient of
+        sum(seed * output) w.r.t. ``wrt`` (the input by default, or a layer) and that
+        layer's activation, for model-space inputs ``x``; ``seed`` has the output's shape."""
         if self.gradients is None:
             raise RuntimeError("this LoadedModel was created without a gradient cache")
         key = wrt or self.input_name
-        self.check_gradients(key)
+        out_name = output or self.output_name
+        self.check_gradients(key, out_name)
         if self.fixed_batch:
             session, gm = self.gradients.get_session(
-                self.path, self.version, key, self.output_name, self.fixed_batch
+                self.path, self.version, key, out_name, self.fixed_batch
             )
             return vjp(session, gm, x, seed)
         # bucket-sized pieces (25 = 16 + 8 + 1), so no image is padded and computed for nothing
@@ -254,7 +248,7 @@ class LoadedModel:
         start = 0
         for size in bucket_sizes(int(x.shape[0])):
             session, gm = self.gradients.get_session(
-                self.path, self.version, key, self.output_name, size
+                self.path, self.version, key, out_name, size
             )
             parts.append(vjp(session, gm, x[start : start + size], seed[start : start + size]))
             start += size
@@ -266,6 +260,12 @@ class LoadedModel:
             grad=np.concatenate([p.grad for p in parts]),
             activation=None if any(a is None for a in acts) else np.concatenate(acts),  # type: ignore[arg-type]
         )
+
+    def tensor_values(self, x: NDArray[np.float32], tensor: str) -> NDArray[np.float32]:
+        """The value of ``tensor`` (the output, or any layer) for model-space inputs ``x``."""
+        if tensor == self.output_name:
+            return self.run(x)
+        return self.probe(x, [tensor])[0]
 
     def probe(self, x: NDArray[np.float32], layers: list[str]) -> list[NDArray[np.float32]]:
         """Forward pass returning the values of inner ``layers`` (then the logits)."""
@@ -323,6 +323,14 @@ class LoadedModel:
         if self._spatial is None:
             self._spatial = [ly.name for ly in discover_layers(self.proto()) if ly.spatial]
         return self._spatial
+
+    def layer_shapes(self) -> dict[str, tuple[int | str | None, ...]]:
+        """Every listed layer's shape (shape inference), and the output's (cached)."""
+        if self._layer_shapes is None:
+            shapes = {ly.name: tuple(ly.shape) for ly in discover_layers(self.proto())}
+            shapes.setdefault(self.output_name, ("N", len(self.labels)))
+            self._layer_shapes = shapes
+        return self._layer_shapes
 
     def cam_head(self, layer: str | None = None) -> CamHead:
         if layer not in self._cam_heads:

@@ -5,7 +5,7 @@ Pixels are ranked by decreasing attribution (the (H, W) map; ties keep raster or
 - **deletion** starts from the image and, step by step, replaces the next
   ``pixels_per_step`` most important pixels with a *substrate* (``zero``: black, or the
   image's ``mean`` colour, both in pixel space 0..255 via
-  :func:`engine.methods.baselines.baseline_pixels`). A faithful map makes the target's
+  :func:`engine.modalities.baselines.baseline_pixels`). A faithful map makes the target's
   probability fall fast: lower AUC is better.
 - **insertion** starts from a blurred copy of the image and pastes the original pixels back
   in the same order. A faithful map makes the probability rise fast: higher AUC is better.
@@ -35,7 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from engine.methods.base import Progress, no_progress
-from engine.methods.baselines import baseline_pixels
+from engine.modalities.baselines import baseline_pixels
 from engine.models.runtime import LoadedModel, softmax
 
 Substrate = Literal["zero", "mean"]

@@ -5,7 +5,7 @@ by default, resolved on the image's own prediction), scores each map with
 :func:`~engine.quality.deletion_insertion.deletion` and
 :func:`~engine.quality.deletion_insertion.insertion`, and returns one :class:`EvalRow` per
 method with the means; :func:`format_table` prints them (markdown or plain text).
-Runtime and forward passes are the method's own (``Attribution.model_calls``), not the
+Runtime and forward passes are the method's own (``Result.model_calls``), not the
 metrics'.
 """
 
@@ -29,6 +29,7 @@ from engine.models.runtime import LoadedModel
 from engine.quality.deletion_insertion import deletion, insertion
 from engine.quality.metrics import DeletionParams, InsertionParams
 from engine.quality.pointing import Box, PointingResult, Ties, hit_rate, pointing_game
+from engine.objectives import class_score
 from engine.targets import resolve_target
 
 TableStyle = Literal["markdown", "plain"]
@@ -42,7 +43,7 @@ class EvalRow:
     deletion_auc: float  # mean; lower is better
     insertion_auc: float  # mean; higher is better
     runtime_s: float  # mean seconds of the method itself
-    forward_passes: float  # mean Attribution.model_calls
+    forward_passes: float  # mean Result.model_calls
     backward_passes: float  # mean extras["backward_passes"] (0 for perturbation methods)
     metric_forward_passes: float  # mean forward passes of the two curves
 
@@ -103,7 +104,7 @@ def evaluate_folder(
         params = spec.parse_params(dict(raw_params.get(name, {})))
         spec.check(params, model)
         if warmup and spec.kind in ("gradient", "cam", "activation"):
-            spec.fn(model, images[0], targets[0], params, no_progress)
+            spec.fn(model, images[0], class_score(model, targets[0], params), params, no_progress)
         dels: list[float] = []
         ins: list[float] = []
         times: list[float] = []
@@ -112,7 +113,7 @@ def evaluate_folder(
         metric_fwd: list[int] = []
         for i, (inp, t) in enumerate(zip(images, targets, strict=True)):
             t0 = time.perf_counter()
-            att = spec.fn(model, inp, t, params, no_progress)
+            att = spec.fn(model, inp, class_score(model, t, params), params, no_progress)
             times.append(time.perf_counter() - t0)
             fwd.append(att.model_calls)
             bwd.append(int(att.extras.get("backward_passes", 0)))
@@ -164,7 +165,7 @@ class PointingRow:
     hits: int
     hit_rate: float
     runtime_s: float  # mean seconds of the method itself
-    forward_passes: float  # mean Attribution.model_calls
+    forward_passes: float  # mean Result.model_calls
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -200,7 +201,7 @@ def evaluate_pointing(
         calls: list[int] = []
         for inp, t, (_, box) in zip(inputs, targets, samples, strict=True):
             t0 = time.perf_counter()
-            att = spec.fn(model, inp, t, params, no_progress)
+            att = spec.fn(model, inp, class_score(model, t, params), params, no_progress)
             times.append(time.perf_counter() - t0)
             calls.append(att.model_calls)
             results.append(pointing_game(att.values, box, tolerance, ties))

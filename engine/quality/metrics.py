@@ -1,6 +1,6 @@
 """Quality metrics of one explanation, by name: the entry point for a job.
 
-``compute_metrics(request, model, image, target, attribution_values, spec, params,
+``compute_metrics(request, model, image, objective, attribution_values, spec, params,
 progress)`` runs the metrics a :class:`MetricsRequest` names — ``deletion``,
 ``insertion``, ``sanity`` — on an explanation already computed, and returns one JSON-able
 dict per metric, each with ``forward_passes`` (and ``backward_passes`` where a metric
@@ -19,9 +19,11 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from engine.artifacts import Curve
 from engine.methods.base import MethodSpec, Progress, no_progress
 from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
+from engine.objectives import Objective, class_index
 from engine.quality.deletion_insertion import deletion, insertion
 from engine.quality.sanity import model_randomisation
 
@@ -128,14 +130,14 @@ def compute_metrics(
     request: MetricsRequest | Sequence[str],
     model: LoadedModel,
     image: ImageInput,
-    target: int,
+    objective: Objective,
     attribution_values: NDArray[Any],
     spec: MethodSpec[Any],
     params: Any,
     progress: Progress = no_progress,
 ) -> dict[str, dict[str, Any]]:
     """The metrics named by ``request`` for an explanation ``attribution_values`` (H, W) of
-    ``spec`` with ``params`` for ``target`` on ``image``; JSON-able dicts by metric name."""
+    ``spec`` with ``params`` for ``objective`` on ``image``; JSON-able dicts by metric name."""
     req = (
         request
         if isinstance(request, MetricsRequest)
@@ -155,7 +157,7 @@ def compute_metrics(
             res = deletion(
                 model,
                 image.pixels,
-                target,
+                class_index(objective),
                 values,
                 pixels_per_step=p.pixels_per_step,
                 substrate=p.substrate,
@@ -168,7 +170,7 @@ def compute_metrics(
             res = insertion(
                 model,
                 image.pixels,
-                target,
+                class_index(objective),
                 values,
                 pixels_per_step=q.pixels_per_step,
                 start=q.substrate,
@@ -177,7 +179,7 @@ def compute_metrics(
             )
             out[name] = {**res.to_dict(), "substrate": q.substrate, "lower_is_better": False}
         else:
-            out[name] = _sanity(req.sanity, model, image, target, values, spec, params, sub)
+            out[name] = _sanity(req.sanity, model, image, objective, values, spec, params, sub)
         done += w
         progress(min(1.0, done / total))
     return out
@@ -187,7 +189,7 @@ def _sanity(
     p: SanityParams,
     model: LoadedModel,
     image: ImageInput,
-    target: int,
+    objective: Objective,
     values: NDArray[Any],
     spec: MethodSpec[Any],
     params: Any,
@@ -200,7 +202,7 @@ def _sanity(
         r = model_randomisation(
             model,
             image,
-            target,
+            objective,
             spec,
             params,
             top_k=k,
@@ -225,3 +227,19 @@ def metrics_cost(results: dict[str, dict[str, Any]]) -> dict[str, int]:
         "forward_passes": sum(int(r.get("forward_passes", 0)) for r in results.values()),
         "backward_passes": sum(int(r.get("backward_passes", 0)) for r in results.values()),
     }
+
+
+def metric_artifacts(metrics: dict[str, dict[str, Any]]) -> list[Curve]:
+    """The deletion and insertion curves of computed metrics, as curve artifacts."""
+    out: list[Curve] = []
+    for name in ("deletion", "insertion"):
+        m = metrics.get(name)
+        if not m or "curve" not in m:
+            continue
+        y = np.asarray(m["curve"], np.float64)
+        x = np.linspace(0.0, 1.0, len(y))
+        verb = "removed" if name == "deletion" else "inserted"
+        out.append(
+            Curve(name, x, y, f"fraction of pixels {verb}", "probability", float(m["auc"]))
+        )
+    return out

@@ -34,6 +34,7 @@ from engine.gradients import GradientCache
 from engine.methods.base import MethodSpec, Progress, no_progress
 from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
+from engine.objectives import Objective
 
 RandomiseMode = Literal["normal", "shuffle"]
 PARAMETERISED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -212,7 +213,7 @@ def load_variant(
 def model_randomisation(
     model: LoadedModel,
     image: ImageInput,
-    target: int,
+    objective: Objective,
     spec: MethodSpec[Any],
     params: Any,
     *,
@@ -226,7 +227,7 @@ def model_randomisation(
     ``original`` (computed here first when not given; its passes are then counted too)."""
     forward = backward = 0
     if original is None:
-        first = spec.fn(model, image, target, params, lambda f: progress(0.5 * f))
+        first = spec.fn(model, image, objective, params, lambda f: progress(0.5 * f))
         original = first.values
         forward += first.model_calls
         backward += int(first.extras.get("backward_passes", 0))
@@ -237,7 +238,7 @@ def model_randomisation(
     with tempfile.TemporaryDirectory(prefix="lantern-sanity-") as tmp:
         variant = load_variant(model, proto, Path(tmp), f"random-k{top_k}-{mode}-s{seed}")
         spec.check(params, variant)
-        att = spec.fn(variant, image, target, params, lambda f: progress(start + (1 - start) * f))
+        att = spec.fn(variant, image, objective, params, lambda f: progress(start + (1 - start) * f))
     forward += att.model_calls
     backward += int(att.extras.get("backward_passes", 0))
     values = np.asarray(att.values, dtype=np.float32)

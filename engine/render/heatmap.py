@@ -9,7 +9,10 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from engine.artifacts import AttributionMap
+from engine.errors import InvalidFormat
 from engine.render.colormap import DIVERGING, apply_colormap
+from engine.render.registry import RenderContext, renderer
 
 Normalisation = Literal["positive", "absolute", "signed"]
 
@@ -73,3 +76,24 @@ def encode_png(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=False, compress_level=6)
     return buf.getvalue()
+
+
+def _map_of(artifact: AttributionMap) -> NDArray[np.float32]:
+    values = np.asarray(artifact.values, np.float32)
+    if values.ndim != 2:
+        raise InvalidFormat(
+            f"Attribution {artifact.name!r} has axes {artifact.axes}; a heatmap needs two "
+            "(y, x). Ask for json or npy.",
+            details={"artifact": artifact.name, "axes": artifact.axes},
+        )
+    return values
+
+
+@renderer("attribution", "png")
+def attribution_png(artifact: AttributionMap, ctx: RenderContext) -> bytes:
+    return encode_png(heatmap_image(_map_of(artifact), ctx.colormap))
+
+
+@renderer("attribution", "overlay")
+def attribution_overlay(artifact: AttributionMap, ctx: RenderContext) -> bytes:
+    return encode_png(overlay_image(_map_of(artifact), ctx.image(), ctx.colormap, ctx.alpha))

@@ -14,11 +14,21 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from engine.methods.segments import top_segments
+from engine.artifacts import Segments
 from engine.render.heatmap import encode_png
+from engine.render.registry import RenderContext, renderer
 
 GREEN = (0, 200, 0)
 RED = (230, 0, 0)
+
+
+def top_segments(weights: NDArray[np.floating], k: int) -> tuple[list[int], list[int]]:
+    """The ids of the (at most) ``k`` largest positive and ``k`` most negative weights."""
+    w = np.asarray(weights, dtype=np.float64)
+    order = np.argsort(-w, kind="stable")
+    pos = [int(i) for i in order if w[i] > 0][:k]
+    neg = [int(i) for i in order[::-1] if w[i] < 0][:k]
+    return pos, neg
 
 
 def upscale_labels(segment_map: NDArray[np.integer], size: tuple[int, int]) -> NDArray[np.int32]:
@@ -81,16 +91,15 @@ def segment_overlay(
     return Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8), mode="RGB")
 
 
-def segment_overlay_png(
-    base: Image.Image,
-    segment_map: NDArray[np.integer],
-    weights: Sequence[float] | NDArray[np.floating],
-    top_k: int = 5,
-    **kwargs: float,
-) -> bytes:
-    """:func:`segment_overlay` encoded as PNG."""
-    thickness = int(kwargs.get("thickness", 2))
-    dim = float(kwargs.get("dim", 0.0))
+@renderer("segments", "png")
+def segments_png(artifact: Segments, ctx: RenderContext) -> bytes:
+    """The input with the top positive segments outlined green and the negative red."""
     return encode_png(
-        segment_overlay(base, segment_map, weights, top_k, thickness=thickness, dim=dim)
+        segment_overlay(
+            ctx.image(),
+            artifact.labels,
+            artifact.weights,
+            positive=artifact.positive,
+            negative=artifact.negative,
+        )
     )

@@ -17,6 +17,7 @@ from engine.methods.occlusion import OcclusionParams, occlusion
 from engine.methods.saliency import SaliencyParams, saliency
 from engine.modalities.image import ImageInput, prepare_image
 from engine.models.runtime import LoadedModel
+from engine.objectives import ClassScore
 from lantern.settings import Settings
 from workers.runtime import Runtime
 
@@ -37,7 +38,7 @@ def chelsea(model: LoadedModel) -> ImageInput:
 
 
 def test_grad_cam_peaks_inside_the_cat(model: LoadedModel, chelsea: ImageInput) -> None:
-    out = grad_cam(model, chelsea, EGYPTIAN_CAT, GradCamParams(), no_progress)
+    out = grad_cam(model, chelsea, ClassScore(EGYPTIAN_CAT), GradCamParams(), no_progress)
     v = out.values
     _, col = np.unravel_index(int(np.argmax(v)), v.shape)
     assert col < CAT_COLUMNS
@@ -45,8 +46,8 @@ def test_grad_cam_peaks_inside_the_cat(model: LoadedModel, chelsea: ImageInput) 
 
 
 def test_grad_cam_equals_cam_on_the_builtin_head(model: LoadedModel, chelsea: ImageInput) -> None:
-    c = cam(model, chelsea, EGYPTIAN_CAT, CamParams(), no_progress).arrays["cam"]
-    g = grad_cam(model, chelsea, EGYPTIAN_CAT, GradCamParams(), no_progress).arrays["cam"]
+    c = cam(model, chelsea, ClassScore(EGYPTIAN_CAT), CamParams(), no_progress).artifact("cam").values
+    g = grad_cam(model, chelsea, ClassScore(EGYPTIAN_CAT), GradCamParams(), no_progress).artifact("cam").values
     np.testing.assert_allclose(g / g.max(), c / c.max(), atol=1e-5)
 
 
@@ -59,7 +60,7 @@ def test_integrated_gradients_completeness(model: LoadedModel, chelsea: ImageInp
     errors = {}
     for steps in (16, 256):
         params = IntegratedGradientsParams(steps=steps, baseline="zero", method="gausslegendre")
-        out = integrated_gradients(model, chelsea, EGYPTIAN_CAT, params, no_progress)
+        out = integrated_gradients(model, chelsea, ClassScore(EGYPTIAN_CAT), params, no_progress)
         errors[steps] = out.extras["completeness_error"]
         assert out.extras["f_x"] == pytest.approx(10.777, abs=0.01)
     assert errors[256] < 0.01
@@ -73,7 +74,7 @@ def test_integrated_gradients_refines_to_a_completeness_tolerance(
     253, … points, each round reusing the last) until Σ attributions is within 1 % of
     f(x) − f(baseline), measured, not imposed."""
     params = IntegratedGradientsParams(steps=64, baseline="zero", tolerance=0.01)
-    out = integrated_gradients(model, chelsea, EGYPTIAN_CAT, params, no_progress)
+    out = integrated_gradients(model, chelsea, ClassScore(EGYPTIAN_CAT), params, no_progress)
     rounds = out.extras["rounds"]
     assert rounds[0]["steps"] == 64 and rounds[0]["completeness_error"] > 0.01
     assert out.extras["tolerance_met"] is True
@@ -83,7 +84,7 @@ def test_integrated_gradients_refines_to_a_completeness_tolerance(
 
 
 def test_saliency_is_finite_and_cost_is_one_pass(model: LoadedModel, chelsea: ImageInput) -> None:
-    out = saliency(model, chelsea, EGYPTIAN_CAT, SaliencyParams(), no_progress)
+    out = saliency(model, chelsea, ClassScore(EGYPTIAN_CAT), SaliencyParams(), no_progress)
     assert out.values.shape == (224, 224) and np.isfinite(out.values).all()
     assert out.values.max() > 0 and out.model_calls == 1
 
@@ -91,9 +92,9 @@ def test_saliency_is_finite_and_cost_is_one_pass(model: LoadedModel, chelsea: Im
 def test_incremental_occlusion_equals_full_passes(model: LoadedModel, chelsea: ImageInput) -> None:
     # window 16, stride 48: 5 × 5 windows, the last ones touching the borders (192 + 16 = 224)
     params = {"window": 16, "stride": 48, "batch_size": 16}
-    on = occlusion(model, chelsea, EGYPTIAN_CAT, OcclusionParams(**params), no_progress)
+    on = occlusion(model, chelsea, ClassScore(EGYPTIAN_CAT), OcclusionParams(**params), no_progress)
     off = occlusion(
-        model, chelsea, EGYPTIAN_CAT, OcclusionParams(**params, incremental=False), no_progress
+        model, chelsea, ClassScore(EGYPTIAN_CAT), OcclusionParams(**params, incremental=False), no_progress
     )
     assert on.model_calls == off.model_calls == 1 + 25
     assert np.abs(off.values).max() > 0.1

@@ -18,6 +18,7 @@ from engine.methods.grad_cam import GradCamParams, grad_cam
 from engine.methods.grad_cam_plus_plus import grad_cam_plus_plus
 from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
+from engine.objectives import ClassScore
 from lantern_testing.loaded import loaded
 from lantern_testing.models import conv_classifier, linear_classifier
 
@@ -52,9 +53,9 @@ def normalise(v: np.ndarray) -> np.ndarray:
 def test_cam_by_hand(model: LoadedModel, image: ImageInput) -> None:
     a = activation(model, image)
     expected = np.maximum(np.tensordot(head_weights(model)[1], a, axes=(0, 0)), 0)
-    out = cam(model, image, 1, CamParams(), no_progress)
+    out = cam(model, image, ClassScore(1), CamParams(), no_progress)
     assert out.extras["layer"] == "act"
-    np.testing.assert_allclose(out.arrays["cam"], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out.artifact("cam").values, expected, rtol=1e-5, atol=1e-6)
     assert out.values.shape == (SIZE, SIZE)  # same size as the layer: no resampling
     np.testing.assert_allclose(out.values, expected, rtol=1e-5, atol=1e-6)
 
@@ -63,8 +64,8 @@ def test_cam_by_hand(model: LoadedModel, image: ImageInput) -> None:
 def test_grad_cam_equals_cam_after_normalisation(
     model: LoadedModel, image: ImageInput, target: int
 ) -> None:
-    c = cam(model, image, target, CamParams(), no_progress).values
-    g = grad_cam(model, image, target, GradCamParams(), no_progress).values
+    c = cam(model, image, ClassScore(target), CamParams(), no_progress).values
+    g = grad_cam(model, image, ClassScore(target), GradCamParams(), no_progress).values
     if c.max() <= 0:
         pytest.skip("no positive evidence for this class")
     np.testing.assert_allclose(normalise(g), normalise(c), atol=1e-5)
@@ -80,17 +81,17 @@ def test_grad_cam_plus_plus_by_hand(model: LoadedModel, image: ImageInput) -> No
     alpha = np.where(g != 0, alpha, 0)
     w = (np.maximum(g, 0) * alpha).sum(axis=(1, 2))
     expected = np.maximum(np.tensordot(w, a, axes=(0, 0)), 0)
-    out = grad_cam_plus_plus(model, image, 2, GradCamParams(), no_progress)
-    np.testing.assert_allclose(out.arrays["cam"], expected, rtol=1e-4, atol=1e-6)
+    out = grad_cam_plus_plus(model, image, ClassScore(2), GradCamParams(), no_progress)
+    np.testing.assert_allclose(out.artifact("cam").values, expected, rtol=1e-4, atol=1e-6)
 
 
 def test_named_layer_and_bad_layer(model: LoadedModel, image: ImageInput) -> None:
-    out = grad_cam(model, image, 0, GradCamParams(layer="conv", relu=False), no_progress)
+    out = grad_cam(model, image, ClassScore(0), GradCamParams(layer="conv", relu=False), no_progress)
     assert out.extras["layer"] == "conv"
     with pytest.raises(InvalidParams, match="not a spatial layer"):
-        grad_cam(model, image, 0, GradCamParams(layer="flat"), no_progress)
+        grad_cam(model, image, ClassScore(0), GradCamParams(layer="flat"), no_progress)
     with pytest.raises(InvalidParams):
-        grad_cam(model, image, 0, GradCamParams(layer="nope"), no_progress)
+        grad_cam(model, image, ClassScore(0), GradCamParams(layer="nope"), no_progress)
 
 
 def test_maps_are_upsampled_bilinearly(tmp_path: Path) -> None:
@@ -101,10 +102,10 @@ def test_maps_are_upsampled_bilinearly(tmp_path: Path) -> None:
     onnx.checker.check_model(model)
     m = loaded(tmp_path, model, SIZE, ["a", "b", "c"])
     img = ImageInput(np.random.default_rng(0).uniform(0, 255, (SIZE, SIZE, 3)).astype(np.float32))
-    out = grad_cam(m, img, 0, GradCamParams(relu=False), no_progress)
-    assert out.arrays["cam"].shape == (SIZE // 2, SIZE // 2)
+    out = grad_cam(m, img, ClassScore(0), GradCamParams(relu=False), no_progress)
+    assert out.artifact("cam").values.shape == (SIZE // 2, SIZE // 2)
     assert out.values.shape == (SIZE, SIZE)
-    np.testing.assert_allclose(out.values.mean(), out.arrays["cam"].mean(), rtol=0.05)
+    np.testing.assert_allclose(out.values.mean(), out.artifact("cam").values.mean(), rtol=0.05)
 
 
 def test_cam_needs_a_linear_head(tmp_path: Path) -> None:
@@ -148,16 +149,16 @@ def test_cam_head_from_matmul_plus_add(tmp_path: Path) -> None:
 
 def test_activation_maps(model: LoadedModel, image: ImageInput) -> None:
     a = activation(model, image)
-    out = activation_maps(model, image, 0, ActivationMapsParams(top_k=2), no_progress)
+    out = activation_maps(model, image, ClassScore(0), ActivationMapsParams(top_k=2), no_progress)
     means = a.mean(axis=(1, 2))
     assert out.extras["channels"] == list(np.argsort(-means, kind="stable")[:2])
     np.testing.assert_allclose(out.extras["channel_stats"]["mean"], means, rtol=1e-5)
     np.testing.assert_allclose(out.extras["channel_stats"]["active_fraction"],
                                (a > 0).mean(axis=(1, 2)))
-    grid = out.arrays["grid"]
+    grid = out.artifact("grid").pixels
     assert grid.dtype == np.uint8 and grid.ndim == 3 and grid.shape[2] == 3
-    chosen = activation_maps(model, image, 0, ActivationMapsParams(channels=[3, 1]), no_progress)
+    chosen = activation_maps(model, image, ClassScore(0), ActivationMapsParams(channels=[3, 1]), no_progress)
     assert chosen.extras["channels"] == [3, 1]
     np.testing.assert_allclose(chosen.values, a[[3, 1]].mean(axis=0), rtol=1e-5, atol=1e-5)
     with pytest.raises(InvalidParams, match="do not exist"):
-        activation_maps(model, image, 0, ActivationMapsParams(channels=[4]), no_progress)
+        activation_maps(model, image, ClassScore(0), ActivationMapsParams(channels=[4]), no_progress)

@@ -11,6 +11,7 @@ import pytest
 from engine.methods.base import no_progress
 from engine.methods.registry import all_methods, get_method
 from engine.modalities.image import ImageInput
+from engine.objectives import ClassScore
 from lantern_testing.loaded import loaded
 from lantern_testing.models import conv_classifier
 
@@ -40,7 +41,7 @@ def test_cost_estimate(tmp_path: Path, name: str, params: dict[str, object], exa
     spec = get_method(name)
     p = spec.parse_params(params)
     image = ImageInput(np.random.default_rng(0).uniform(0, 255, (16, 16, 3)).astype(np.float32))
-    used = spec.fn(model, image, 1, p, no_progress).model_calls
+    used = spec.fn(model, image, ClassScore(1), p, no_progress).model_calls
     estimate = spec.cost(p, model)
     if exact:
         assert estimate == used

@@ -25,6 +25,7 @@ from engine.methods.saliency import SaliencyParams, saliency
 from engine.methods.smoothgrad import SmoothGradParams, smoothgrad
 from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
+from engine.objectives import ClassScore
 from lantern_testing.loaded import loaded
 from lantern_testing.models import conv_classifier, linear_classifier
 
@@ -49,7 +50,7 @@ def test_saliency_is_the_weight(linear: LoadedModel) -> None:
         ("abs_sum", np.abs(W[1]).sum(axis=0)),
         ("signed", W[1].sum(axis=0)),
     ):
-        a = saliency(linear, img, 1, SaliencyParams(reduce=reduce), no_progress)
+        a = saliency(linear, img, ClassScore(1), SaliencyParams(reduce=reduce), no_progress)
         np.testing.assert_allclose(a.values, expected, rtol=1e-5, atol=1e-6)
         assert a.model_calls == 1
 
@@ -59,7 +60,7 @@ def test_saliency_of_a_probability(linear: LoadedModel) -> None:
     small = ImageInput(PIXELS / 1000.0)
     z = (W * chw(small.pixels)).reshape(2, -1).sum(axis=1)
     p0 = 1 / (1 + np.exp(z[1] - z[0]))
-    a = saliency(linear, small, 0, SaliencyParams(reduce="signed", score="probability"),
+    a = saliency(linear, small, ClassScore(0, "probability"), SaliencyParams(reduce="signed", score="probability"),
                  no_progress)
     np.testing.assert_allclose(a.values, (p0 * (1 - p0) * (W[0] - W[1])).sum(axis=0),
                                rtol=1e-4, atol=1e-7)
@@ -67,7 +68,7 @@ def test_saliency_of_a_probability(linear: LoadedModel) -> None:
 
 
 def test_gradient_x_input(linear: LoadedModel) -> None:
-    a = gradient_x_input(linear, ImageInput(PIXELS), 0, GradientXInputParams(), no_progress)
+    a = gradient_x_input(linear, ImageInput(PIXELS), ClassScore(0), GradientXInputParams(), no_progress)
     np.testing.assert_allclose(a.values, (W[0] * chw(PIXELS)).sum(axis=0), rtol=1e-4)
 
 
@@ -75,7 +76,7 @@ def test_preprocessing_is_part_of_the_gradient(tmp_path: Path) -> None:
     # x = (p * s - mean) / std: d logit / d x = W, whatever the preprocessing
     model = loaded(tmp_path, linear_classifier(W), 8, ["a", "b"], scale=0.5,
                    mean=[1.0, 2.0, 3.0], std=[2.0, 4.0, 8.0])
-    a = saliency(model, ImageInput(PIXELS), 0, SaliencyParams(reduce="signed"), no_progress)
+    a = saliency(model, ImageInput(PIXELS), ClassScore(0), SaliencyParams(reduce="signed"), no_progress)
     np.testing.assert_allclose(a.values, W[0].sum(axis=0), rtol=1e-5)
 
 
@@ -83,7 +84,7 @@ def test_preprocessing_is_part_of_the_gradient(tmp_path: Path) -> None:
 def test_integrated_gradients_on_a_linear_model_is_exact(linear: LoadedModel, rule: str) -> None:
     # IG of a linear f with a black baseline: (x - 0) * W, summed over channels
     params = IntegratedGradientsParams(steps=8, method=rule, baseline="zero")  # type: ignore[arg-type]
-    a = integrated_gradients(linear, ImageInput(PIXELS), 0, params, no_progress)
+    a = integrated_gradients(linear, ImageInput(PIXELS), ClassScore(0), params, no_progress)
     np.testing.assert_allclose(a.values, (W[0] * chw(PIXELS)).sum(axis=0), rtol=1e-4, atol=1e-3)
     assert abs(a.extras["completeness_delta"]) < 1e-2
     assert a.model_calls == 2 + 8
@@ -110,7 +111,7 @@ def test_integrated_gradients_completeness_on_a_nonlinear_model(tmp_path: Path) 
     for steps in (8, 64, 512):
         params = IntegratedGradientsParams(steps=steps, method="riemann_trapezoid",
                                            internal_batch_size=32)
-        a = integrated_gradients(model, img, 2, params, no_progress)
+        a = integrated_gradients(model, img, ClassScore(2), params, no_progress)
         errors.append(a.extras["completeness_error"])
     assert errors[-1] < 1e-3
     assert errors[1] < 0.01
@@ -125,7 +126,7 @@ def test_integrated_gradients_tolerance_rounds_are_nested_trapezoids(tmp_path: P
                                        internal_batch_size=3)
     assert schedule(params) == [5, 9, 17, 33]
     seen: list[float] = []
-    out = integrated_gradients(model, img, 2, params, seen.append)
+    out = integrated_gradients(model, img, ClassScore(2), params, seen.append)
     rounds = out.extras["rounds"]
     assert [r["steps"] for r in rounds] == [5, 9, 17, 33]
     assert out.extras["tolerance_met"] is False and out.extras["steps"] == 33
@@ -133,7 +134,7 @@ def test_integrated_gradients_tolerance_rounds_are_nested_trapezoids(tmp_path: P
     assert seen == sorted(seen) and seen[-1] == 1.0
     for r in rounds:
         direct = integrated_gradients(
-            model, img, 2,
+            model, img, ClassScore(2),
             IntegratedGradientsParams(steps=r["steps"], method="riemann_trapezoid"),
             no_progress)
         assert direct.extras["completeness_error"] > 1e-6  # the path crosses ReLU kinks
@@ -148,7 +149,7 @@ def test_integrated_gradients_stops_at_the_first_round_within_tolerance(tmp_path
     model = loaded(tmp_path, conv_classifier(16, 16, 3), 16, ["a", "b", "c"])
     img = ImageInput(np.random.default_rng(1).uniform(0, 255, (16, 16, 3)).astype(np.float32))
     every = integrated_gradients(
-        model, img, 2, IntegratedGradientsParams(steps=3, tolerance=1e-12, max_steps=65),
+        model, img, ClassScore(2), IntegratedGradientsParams(steps=3, tolerance=1e-12, max_steps=65),
         no_progress).extras["rounds"]
     errors = [r["completeness_error"] for r in every]
     tolerance = min(errors[1:])
@@ -156,7 +157,7 @@ def test_integrated_gradients_stops_at_the_first_round_within_tolerance(tmp_path
     assert first > 0  # the first round alone is not enough
     seen: list[float] = []
     out = integrated_gradients(
-        model, img, 2, IntegratedGradientsParams(steps=3, tolerance=tolerance, max_steps=65),
+        model, img, ClassScore(2), IntegratedGradientsParams(steps=3, tolerance=tolerance, max_steps=65),
         seen.append)
     assert out.extras["tolerance_met"] is True
     assert [r["steps"] for r in out.extras["rounds"]] == [r["steps"] for r in every[: first + 1]]
@@ -170,7 +171,7 @@ def test_integrated_gradients_tolerance_on_a_linear_model_takes_one_round(
 ) -> None:
     # the trapezoid rule is exact on a linear path: the first round meets any tolerance
     params = IntegratedGradientsParams(steps=4, tolerance=1e-4, baseline="zero")
-    a = integrated_gradients(linear, ImageInput(PIXELS), 0, params, no_progress)
+    a = integrated_gradients(linear, ImageInput(PIXELS), ClassScore(0), params, no_progress)
     assert a.extras["method"] == "riemann_trapezoid" and a.extras["steps"] == 4
     assert len(a.extras["rounds"]) == 1 and a.extras["tolerance_met"] is True
     np.testing.assert_allclose(a.values, (W[0] * chw(PIXELS)).sum(axis=0), rtol=1e-4, atol=1e-3)
@@ -190,16 +191,16 @@ def test_integrated_gradients_tolerance_refusals(linear: LoadedModel) -> None:
 def test_integrated_gradients_reports_progress(linear: LoadedModel) -> None:
     seen: list[float] = []
     params = IntegratedGradientsParams(steps=10, internal_batch_size=4)
-    integrated_gradients(linear, ImageInput(PIXELS), 0, params, seen.append)
+    integrated_gradients(linear, ImageInput(PIXELS), ClassScore(0), params, seen.append)
     assert seen == pytest.approx([0.4, 0.8, 1.0])
 
 
 def test_smoothgrad_of_a_linear_model_is_the_weight(linear: LoadedModel) -> None:
     # the gradient is W at every noisy copy, so the mean is W whatever the noise
-    a = smoothgrad(linear, ImageInput(PIXELS), 1, SmoothGradParams(samples=5, reduce="abs_sum"),
+    a = smoothgrad(linear, ImageInput(PIXELS), ClassScore(1), SmoothGradParams(samples=5, reduce="abs_sum"),
                    no_progress)
     np.testing.assert_allclose(a.values, np.abs(W[1]).sum(axis=0), rtol=1e-5)
-    sq = smoothgrad(linear, ImageInput(PIXELS), 1,
+    sq = smoothgrad(linear, ImageInput(PIXELS), ClassScore(1),
                     SmoothGradParams(samples=5, squared=True, reduce="abs_sum"), no_progress)
     np.testing.assert_allclose(sq.values, (W[1] ** 2).sum(axis=0), rtol=1e-5)
     assert a.model_calls == 5
@@ -208,9 +209,9 @@ def test_smoothgrad_of_a_linear_model_is_the_weight(linear: LoadedModel) -> None
 def test_smoothgrad_is_seeded(tmp_path: Path) -> None:
     model = loaded(tmp_path, conv_classifier(16, 16, 3), 16, ["a", "b", "c"])
     img = ImageInput(np.random.default_rng(2).uniform(0, 255, (16, 16, 3)).astype(np.float32))
-    a = smoothgrad(model, img, 0, SmoothGradParams(samples=6, seed=3), no_progress)
-    b = smoothgrad(model, img, 0, SmoothGradParams(samples=6, seed=3), no_progress)
-    c = smoothgrad(model, img, 0, SmoothGradParams(samples=6, seed=4), no_progress)
+    a = smoothgrad(model, img, ClassScore(0), SmoothGradParams(samples=6, seed=3), no_progress)
+    b = smoothgrad(model, img, ClassScore(0), SmoothGradParams(samples=6, seed=3), no_progress)
+    c = smoothgrad(model, img, ClassScore(0), SmoothGradParams(samples=6, seed=4), no_progress)
     np.testing.assert_array_equal(a.values, b.values)
     assert not np.array_equal(a.values, c.values)
 
@@ -287,7 +288,7 @@ def test_smoothgrad_average_abs_is_the_mean_absolute_gradient(sign_flip: LoadedM
     img = ImageInput(PIXELS)
     for reduce in ("signed", "abs_max"):
         params = SmoothGradParams(average="abs", reduce=reduce, **common)  # type: ignore[arg-type]
-        a = smoothgrad(sign_flip, img, 1, params, no_progress)
+        a = smoothgrad(sign_flip, img, ClassScore(1), params, no_progress)
         ref = smoothgrad_reference(PIXELS, W[1], params)
         expected = ref.sum(axis=0) if reduce == "signed" else ref.max(axis=0)
         np.testing.assert_allclose(a.values, expected, rtol=1e-6, atol=1e-6)
@@ -303,8 +304,8 @@ def test_smoothgrad_averages_differ_when_the_gradient_changes_sign(
     common = {"samples": 7, "internal_batch_size": 3, "noise": 0.2, "seed": 5,
               "reduce": "abs_max"}
     img = ImageInput(PIXELS)
-    grad = smoothgrad(sign_flip, img, 1, SmoothGradParams(**common), no_progress)  # type: ignore[arg-type]
-    absolute = smoothgrad(sign_flip, img, 1, SmoothGradParams(average="abs", **common),  # type: ignore[arg-type]
+    grad = smoothgrad(sign_flip, img, ClassScore(1), SmoothGradParams(**common), no_progress)  # type: ignore[arg-type]
+    absolute = smoothgrad(sign_flip, img, ClassScore(1), SmoothGradParams(average="abs", **common),  # type: ignore[arg-type]
                           no_progress)
     assert grad.extras["average"] == "gradient"
     # the default still averages the gradient itself (then |·|, max over channels)
@@ -322,7 +323,7 @@ def test_smoothgrad_refuses_squared_with_average_abs(sign_flip: LoadedModel) -> 
         spec.check(params, sign_flip)
     assert "squared" in refused.value.message and '"gradient"' in refused.value.message
     with pytest.raises(InvalidParams):
-        smoothgrad(sign_flip, ImageInput(PIXELS), 0, params, no_progress)
+        smoothgrad(sign_flip, ImageInput(PIXELS), ClassScore(0), params, no_progress)
     # each on its own is fine
     spec.check(spec.parse_params({"squared": True}), sign_flip)
     spec.check(spec.parse_params({"average": "abs"}), sign_flip)

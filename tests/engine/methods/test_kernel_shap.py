@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from engine.methods.base import no_progress
-from engine.methods.baselines import baseline_pixels
 from engine.methods.kernel_shap import (
     KERNEL_SHAP,
     KernelShapParams,
@@ -19,8 +18,9 @@ from engine.methods.kernel_shap import (
     sample_coalitions,
     solve_shapley,
 )
-from engine.methods.scoring import target_scores
+from engine.modalities.baselines import baseline_pixels
 from engine.modalities.image import ImageInput
+from engine.objectives import ClassScore
 from lantern_testing.models import conv_classifier, linear_classifier, load_tiny
 
 SIZE = 16
@@ -41,7 +41,7 @@ def grid(cell: int, num_samples: int = 1000, **kw: object) -> KernelShapParams:
 def test_values_sum_to_fx_minus_background(tmp_path: Path, cell: int, num_samples: int) -> None:
     # a non-linear model; 4, 16 and 64 players (enumerated, sampled, sampled)
     model = load_tiny(tmp_path, conv_classifier(SIZE, SIZE, 3), SIZE, ["a", "b", "c"])
-    attr = kernel_shap(model, image(), 2, grid(cell, num_samples), no_progress)
+    attr = kernel_shap(model, image(), ClassScore(2), grid(cell, num_samples), no_progress)
     e = attr.extras
     phi = np.asarray(e["segments"])
     assert len(phi) == (SIZE // cell) ** 2
@@ -65,8 +65,8 @@ def test_additive_model_gets_its_exact_segment_contributions(
     params = KernelShapParams.model_validate(
         {"segmentation": seg, "num_samples": num_samples, "hide": "mean"}
     )
-    attr = kernel_shap(model, img, 0, params, no_progress)
-    labels = attr.arrays["segment_map"]
+    attr = kernel_shap(model, img, ClassScore(0), params, no_progress)
+    labels = attr.artifact("segments").labels
     base = baseline_pixels(img.pixels, "mean")
     contrib = (w[0].transpose(1, 2, 0) * (img.pixels - base)).sum(axis=-1)
     expected = np.bincount(labels.ravel(), weights=contrib.ravel().astype(np.float64))
@@ -78,15 +78,15 @@ def test_enumerated_coalitions_give_brute_force_shapley_values(tmp_path: Path) -
     model = load_tiny(tmp_path, conv_classifier(SIZE, SIZE, 3), SIZE, ["a", "b", "c"])
     img = image(2)
     params = grid(8, hide="zero")
-    attr = kernel_shap(model, img, 1, params, no_progress)
+    attr = kernel_shap(model, img, ClassScore(1), params, no_progress)
     assert attr.extras["exact"] is True
-    labels = attr.arrays["segment_map"]
+    labels = attr.artifact("segments").labels
     m = 4
 
     def value(coalition: tuple[int, ...]) -> float:
         keep = np.isin(labels, coalition)[..., None]
         px = np.where(keep, img.pixels, 0.0).astype(np.float32)
-        return float(target_scores(model.scores(px[None]), 1, "logit")[0])
+        return float(ClassScore(1).value(model.scores(px[None]))[0])
 
     v = {s: value(s) for r in range(m + 1) for s in itertools.combinations(range(m), r)}
     phi = np.zeros(m)
@@ -122,8 +122,8 @@ def test_solver_handles_degenerate_cases() -> None:
 
 def test_one_segment_plan(tmp_path: Path) -> None:
     model = load_tiny(tmp_path, conv_classifier(SIZE, SIZE, 3), SIZE, ["a", "b", "c"])
-    attr = kernel_shap(model, image(), 0, grid(SIZE), no_progress)
+    attr = kernel_shap(model, image(), ClassScore(0), grid(SIZE), no_progress)
     assert attr.model_calls == 2
     assert abs(attr.extras["sum_check"]) < 1e-9
-    plan = KERNEL_SHAP.build_plan(model, image(), 0, grid(SIZE))
+    plan = KERNEL_SHAP.build_plan(model, image(), ClassScore(0), grid(SIZE))
     assert plan.n_samples == 0

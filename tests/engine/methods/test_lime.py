@@ -17,10 +17,11 @@ from engine.methods.segments import (
     SlicParams,
     segment,
     segment_mean_pixels,
-    top_segments,
 )
 from engine.modalities.image import ImageInput
-from engine.render.segments import segment_overlay, segment_overlay_png
+from engine.objectives import ClassScore
+from engine.render.heatmap import encode_png
+from engine.render.segments import segment_overlay, top_segments
 from lantern_testing.models import load_tiny, region_classifier
 
 SIZE = 32
@@ -56,8 +57,8 @@ def test_lime_finds_the_only_region_the_model_looks_at(tmp_path: Path) -> None:
     params = LimeParams.model_validate(
         {"segmentation": {"algorithm": "slic", "n_segments": 9}, "num_samples": 300}
     )
-    attr = lime(model, patches(), 0, params, no_progress)
-    seg = attr.arrays["segment_map"]
+    attr = lime(model, patches(), ClassScore(0), params, no_progress)
+    seg = attr.artifact("segments").labels
     assert seg.shape == (48, 48) and seg.dtype == np.int32
     weights = np.asarray(attr.extras["segments"])
     assert len(weights) == attr.extras["n_segments"] == int(seg.max()) + 1
@@ -92,7 +93,7 @@ def test_weights_recover_a_linear_model_on_grid_segments(tmp_path: Path) -> None
             "top_k": 2,
         }
     )
-    attr = lime(model, img, 0, params, no_progress)
+    attr = lime(model, img, ClassScore(0), params, no_progress)
     np.testing.assert_allclose(attr.extras["segments"], [51200.0, 0, 0, 0], atol=1e-3)
     assert attr.extras["top_positive"] == [0]
     assert all(attr.extras["segments"][k] > -1e-3 for k in attr.extras["top_negative"])
@@ -167,5 +168,5 @@ def test_segment_overlay_outlines_positive_green_and_negative_red() -> None:
     ys, xs = np.nonzero(red)
     assert xs.min() >= 32 and ys.max() < 24
     assert not green[10, 10]  # outlines only, the inside is untouched
-    png = segment_overlay_png(base, seg, [2.0, -1.0, 0.0, 0.0], top_k=1)
+    png = encode_png(segment_overlay(base, seg, [2.0, -1.0, 0.0, 0.0], top_k=1))
     assert png.startswith(b"\x89PNG")

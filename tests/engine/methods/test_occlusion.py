@@ -15,6 +15,7 @@ from engine.methods.base import no_progress
 from engine.methods.occlusion import OcclusionParams, occlusion, window_positions
 from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel, RuntimeOptions
+from engine.objectives import ClassScore
 from lantern_testing.models import CountingModel, linear_classifier, manifest
 
 
@@ -56,7 +57,7 @@ def test_overlapping_windows_average_the_drops(tmp_path: Path, layout: str) -> N
     pixels = np.full((8, 8, 3), 50.0, np.float32)
     pixels[0, 0, 0] = v
     params = OcclusionParams(window=4, stride=2, baseline="zero", batch_size=4)
-    attr = occlusion(model, ImageInput(pixels), 0, params, no_progress)
+    attr = occlusion(model, ImageInput(pixels), ClassScore(0), params, no_progress)
     assert attr.model_calls == 1 + 9
     assert attr.values.shape == (8, 8)
     assert attr.values[1, 1] == pytest.approx(v)
@@ -82,7 +83,7 @@ def test_colour_and_mean_baselines(tmp_path: Path) -> None:
     pixels[4:, 4:, 0] = 20.0  # the mean red is (3*16*100 + 16*20)/64 = 80
     for baseline, b in (((30, 0, 0), 30.0), ("mean", 80.0), ("zero", 0.0)):
         params = OcclusionParams(window=4, stride=4, baseline=baseline)
-        attr = occlusion(model, ImageInput(pixels), 0, params, no_progress)
+        attr = occlusion(model, ImageInput(pixels), ClassScore(0), params, no_progress)
         expected = np.zeros((8, 8))
         expected[:4, :4] = 16 * (100.0 - b)
         np.testing.assert_allclose(attr.values, expected, rtol=1e-5, atol=1e-3)
@@ -96,7 +97,7 @@ def test_probability_score_uses_softmax(tmp_path: Path) -> None:
     pixels = np.zeros((8, 8, 3), np.float32)
     pixels[0, 0, 0] = v
     params = OcclusionParams(window=8, stride=8, score="probability")
-    attr = occlusion(model, ImageInput(pixels), 0, params, no_progress)
+    attr = occlusion(model, ImageInput(pixels), ClassScore(0, "probability"), params, no_progress)
     expected = 1 / (1 + np.exp(-v)) - 0.5
     np.testing.assert_allclose(attr.values, np.full((8, 8), expected), rtol=1e-5)
 
@@ -106,7 +107,7 @@ def test_uncovered_pixels_are_zero(tmp_path: Path) -> None:
     w = np.ones((2, 3, 8, 8), np.float32)
     model = load(tmp_path, linear_classifier(w), 8)
     pixels = np.ones((8, 8, 3), np.float32)
-    attr = occlusion(model, ImageInput(pixels), 0, OcclusionParams(window=3, stride=3), no_progress)
+    attr = occlusion(model, ImageInput(pixels), ClassScore(0), OcclusionParams(window=3, stride=3), no_progress)
     assert np.all(attr.values[6:, :] == 0) and np.all(attr.values[:, 6:] == 0)
     # each window hides 9 pixels x 3 channels of value 1 -> drop 27
     np.testing.assert_allclose(attr.values[:6, :6], 27.0, rtol=1e-6)
@@ -118,7 +119,7 @@ def test_window_larger_than_input_is_refused(tmp_path: Path) -> None:
         occlusion(
             model,
             ImageInput(np.zeros((8, 8, 3), np.float32)),
-            0,
+            ClassScore(0),
             OcclusionParams(window=9),
             no_progress,
         )
@@ -130,7 +131,7 @@ def test_progress_is_reported_per_chunk(tmp_path: Path) -> None:
     occlusion(
         model,
         ImageInput(np.zeros((8, 8, 3), np.float32)),
-        0,
+        ClassScore(0),
         OcclusionParams(window=2, stride=2, batch_size=4),
         seen.append,
     )
@@ -189,12 +190,12 @@ def test_incremental_inference_gives_the_same_map(tmp_path: Path, baseline: str)
     counter = CountingModel(model)
     pixels = np.random.default_rng(1).uniform(0, 255, (32, 32, 3)).astype(np.float32)
     params = {"window": 4, "stride": 2, "baseline": baseline, "batch_size": 8}
-    on = occlusion(model, ImageInput(pixels), 0, OcclusionParams(**params), no_progress)
+    on = occlusion(model, ImageInput(pixels), ClassScore(0), OcclusionParams(**params), no_progress)
     assert counter.images == 1  # the reference only: every window went through the runner
     off = occlusion(
         model,
         ImageInput(pixels),
-        0,
+        ClassScore(0),
         OcclusionParams(**params, incremental=False),
         no_progress,
     )
@@ -225,11 +226,11 @@ def test_a_failing_incremental_runner_falls_back_to_full_passes(
     counter = CountingModel(model)
     pixels = np.random.default_rng(2).uniform(0, 255, (32, 32, 3)).astype(np.float32)
     params = {"window": 4, "stride": 2, "batch_size": batch_size}
-    got = occlusion(model, ImageInput(pixels), 0, OcclusionParams(**params), no_progress)
+    got = occlusion(model, ImageInput(pixels), ClassScore(0), OcclusionParams(**params), no_progress)
     assert calls == [1]  # tried once, then full passes for the rest of the evaluation
     assert counter.images == 1 + 15 * 15
     assert got.model_calls == 1 + 15 * 15  # no batch counted twice
     full = occlusion(
-        model, ImageInput(pixels), 0, OcclusionParams(**params, incremental=False), no_progress
+        model, ImageInput(pixels), ClassScore(0), OcclusionParams(**params, incremental=False), no_progress
     )
     assert np.array_equal(got.values, full.values)

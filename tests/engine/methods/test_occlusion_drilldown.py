@@ -22,6 +22,7 @@ from engine.methods.occlusion import (
 )
 from engine.methods.perturbation import References, dump_plan, load_plan
 from engine.modalities.image import ImageInput
+from engine.objectives import ClassScore
 from lantern_testing.models import (
     CountingModel,
     conv_classifier,
@@ -46,8 +47,8 @@ def drill(**kw: object) -> OcclusionParams:
 def test_fraction_one_is_exact_occlusion_at_the_fine_stride(tmp_path: Path, coarse: int) -> None:
     model = load_tiny(tmp_path, conv_classifier(SIZE, SIZE, 3), SIZE, ["a", "b", "c"])
     img = ImageInput(np.random.default_rng(0).uniform(0, 255, (SIZE, SIZE, 3)).astype(np.float32))
-    exact = occlusion(model, img, 0, OcclusionParams(window=4, stride=2), no_progress)
-    dd = occlusion(model, img, 0, drill(fraction=1.0, coarse_stride=coarse), no_progress)
+    exact = occlusion(model, img, ClassScore(0), OcclusionParams(window=4, stride=2), no_progress)
+    dd = occlusion(model, img, ClassScore(0), drill(fraction=1.0, coarse_stride=coarse), no_progress)
     np.testing.assert_allclose(dd.values, exact.values, rtol=1e-6, atol=1e-6)
     assert dd.model_calls == exact.model_calls == 1 + 15 * 15
     n_coarse = len(range(0, 15, coarse // 2)) ** 2
@@ -60,9 +61,9 @@ def test_drilldown_agrees_with_exact_and_saves_passes(tmp_path: Path) -> None:
     # only rows 12..16, cols 20..24 matter
     model = load_tiny(tmp_path, region_classifier(SIZE, 12, 16, 20, 24), SIZE)
     counter = CountingModel(model)
-    exact = occlusion(model, flat(), 0, OcclusionParams(window=4, stride=2), no_progress)
+    exact = occlusion(model, flat(), ClassScore(0), OcclusionParams(window=4, stride=2), no_progress)
     counter.batches.clear()
-    dd = occlusion(model, flat(), 0, drill(fraction=0.1), no_progress)
+    dd = occlusion(model, flat(), ClassScore(0), drill(fraction=0.1), no_progress)
     e = dd.extras
     assert e["windows_coarse"] == 8 * 8
     assert 0 < e["windows_fine"] < 15 * 15 - 64
@@ -84,10 +85,10 @@ def test_incremental_inference_gives_the_same_drilldown(tmp_path: Path) -> None:
     model = load_tiny(tmp_path, conv_classifier(SIZE, SIZE, 3), SIZE, ["a", "b", "c"])
     counter = CountingModel(model)
     img = ImageInput(np.random.default_rng(0).uniform(0, 255, (SIZE, SIZE, 3)).astype(np.float32))
-    on = occlusion(model, img, 0, drill(fraction=0.3, baseline="blur"), no_progress)
+    on = occlusion(model, img, ClassScore(0), drill(fraction=0.3, baseline="blur"), no_progress)
     assert counter.images == 1  # the reference only: the windows of both rounds incremental
     off = occlusion(
-        model, img, 0, drill(fraction=0.3, baseline="blur", incremental=False), no_progress
+        model, img, ClassScore(0), drill(fraction=0.3, baseline="blur", incremental=False), no_progress
     )
     assert counter.images == 1 + off.model_calls
     assert (
@@ -114,8 +115,8 @@ def test_affine_drops_are_filled_exactly(tmp_path: Path, window: int, coarse: in
     w[0, 0] = rows + 2 * cols
     model = load_tiny(tmp_path, linear_classifier(w), SIZE)
     ones = ImageInput(np.ones((SIZE, SIZE, 3), np.float32))
-    exact = occlusion(model, ones, 0, OcclusionParams(window=window, stride=2), no_progress)
-    dd = occlusion(model, ones, 0, drill(window=window, coarse_stride=coarse), no_progress)
+    exact = occlusion(model, ones, ClassScore(0), OcclusionParams(window=window, stride=2), no_progress)
+    dd = occlusion(model, ones, ClassScore(0), drill(window=window, coarse_stride=coarse), no_progress)
     assert dd.extras["windows_fine"] < dd.extras["windows_exact"] - dd.extras["windows_coarse"]
     np.testing.assert_allclose(dd.values, exact.values, rtol=1e-6, atol=1e-6)
 
@@ -189,7 +190,7 @@ def test_budget() -> None:
 def test_progress_runs_over_both_rounds(tmp_path: Path) -> None:
     model = load_tiny(tmp_path, region_classifier(SIZE, 12, 16, 20, 24), SIZE)
     seen: list[float] = []
-    occlusion(model, flat(), 0, drill(fraction=0.2, batch_size=8), seen.append)
+    occlusion(model, flat(), ClassScore(0), drill(fraction=0.2, batch_size=8), seen.append)
     assert seen == sorted(seen) and seen[-1] == 1.0 and len(seen) >= 8
 
 
@@ -198,13 +199,13 @@ def test_plan_rounds() -> None:
         input_hw = (SIZE, SIZE)
 
     img = flat()
-    plan = OCCLUSION.build_plan(M(), img, 0, drill(fraction=0.02))  # type: ignore[arg-type]
+    plan = OCCLUSION.build_plan(M(), img, ClassScore(0), drill(fraction=0.02))  # type: ignore[arg-type]
     assert plan.n_samples == plan.n_coarse == 64 and not plan.refined
     assert OCCLUSION.expected_samples(plan) == 64 + 2 * 3  # ceil(0.02 × 64) regions
     scores = np.zeros(64)
     scores[10] = -5.0  # coarse node (1, 2): the window at (4, 8) drops by 5
     refs = References(0.0, None, 1)
-    nxt = OCCLUSION.refine(M(), img, 0, drill(fraction=0.02), plan, scores, refs)  # type: ignore[arg-type]
+    nxt = OCCLUSION.refine(M(), img, ClassScore(0), drill(fraction=0.02), plan, scores, refs)  # type: ignore[arg-type]
     assert nxt is not None and nxt.refined
     assert np.array_equal(nxt.positions[:64], plan.positions)  # samples are only appended
     # its 8 fine neighbours have spread 5, the rest 0: the first 6 of them, in grid order
@@ -213,13 +214,13 @@ def test_plan_rounds() -> None:
     back = load_plan(dump_plan(nxt))  # split jobs ship the plan between processes
     assert np.array_equal(back.positions, nxt.positions) and back.refined
     assert (back.ys, back.xs, back.fraction, back.rank) == (nxt.ys, nxt.xs, 0.02, "spread")
-    assert OCCLUSION.refine(M(), img, 0, drill(), nxt, np.zeros(nxt.n_samples), refs) is None  # type: ignore[arg-type]
+    assert OCCLUSION.refine(M(), img, ClassScore(0), drill(), nxt, np.zeros(nxt.n_samples), refs) is None  # type: ignore[arg-type]
 
 
 def test_params(tmp_path: Path) -> None:
     model = load_tiny(tmp_path, region_classifier(SIZE, 0, 4, 0, 4), SIZE)
     with pytest.raises(InvalidParams, match="multiple"):
-        occlusion(model, flat(), 0, drill(coarse_stride=6, fine_stride=4), no_progress)
+        occlusion(model, flat(), ClassScore(0), drill(coarse_stride=6, fine_stride=4), no_progress)
     for bad in ({"mode": "fast"}, {"fraction": 0}, {"fraction": 1.5}, {"coarse_stride": 0}):
         with pytest.raises(ValueError):
             OcclusionParams.model_validate(bad)

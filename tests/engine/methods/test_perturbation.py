@@ -15,16 +15,15 @@ from engine.methods.kernel_shap import KernelShapParams
 from engine.methods.lime import LimeParams
 from engine.methods.occlusion import OcclusionParams
 from engine.methods.perturbation import (
-    PERTURBATION_PLANS,
     EvalStats,
     dump_plan,
     load_plan,
-    plan_builder,
     run_plan,
 )
 from engine.methods.registry import get_method
 from engine.methods.rise import RiseParams
 from engine.modalities.image import ImageInput
+from engine.objectives import ClassScore
 from lantern_testing.models import CountingModel, conv_classifier, load_tiny, region_classifier
 
 SIZE = 16
@@ -56,11 +55,10 @@ def method_of(case: str) -> str:
 
 def test_every_perturbation_method_has_a_plan_builder() -> None:
     for name in ("lime", "rise", "kernel_shap", "occlusion"):
-        assert get_method(name).kind == "perturbation"
-        builder = plan_builder(name)
-        assert builder is not None and builder is PERTURBATION_PLANS[name]
-        assert builder.name == name
-    assert plan_builder("no-such-method") is None
+        spec = get_method(name)
+        assert spec.kind == "perturbation"
+        assert spec.plan is not None and spec.plan.name == name
+    assert get_method("grad_cam").plan is None
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -71,32 +69,32 @@ def test_split_into_chunks_is_bit_identical_to_one_chunk(tmp_path: Path, case: s
     params = CASES[case]
     model = load_tiny(tmp_path, conv_classifier(SIZE, SIZE, 3), SIZE, ["a", "b", "c"])
     img = image()
-    whole = get_method(name).fn(model, img, 1, params, no_progress)
+    whole = get_method(name).fn(model, img, ClassScore(1), params, no_progress)
 
-    builder = PERTURBATION_PLANS[name]
+    builder = get_method(name).plan
     other = params.model_copy(update={"batch_size": 3})
-    plan = builder.build_plan(model, img, 1, params)
-    refs = builder.references(model, img, 1, params, plan)
+    plan = builder.build_plan(model, img, ClassScore(1), params)
+    refs = builder.references(model, img, ClassScore(1), params, plan)
     parts: list[np.ndarray[Any, Any]] = []
     done = 0
     while True:
         bounds = [done, done + 1, done + 7, done + 20, plan.n_samples]
         bounds = sorted({min(b, plan.n_samples) for b in bounds})
         for a, b in itertools.pairwise(bounds):
-            parts.append(builder.evaluate(model, img, 1, other, plan, a, b, no_progress))
+            parts.append(builder.evaluate(model, img, ClassScore(1), other, plan, a, b, no_progress))
         done = plan.n_samples
         scores = np.concatenate(parts)
-        nxt = builder.refine(model, img, 1, params, plan, scores, refs)
+        nxt = builder.refine(model, img, ClassScore(1), params, plan, scores, refs)
         if nxt is None:
             break
         plan = nxt
-    split = builder.assemble(model, img, 1, params, plan, scores, refs, whole.model_calls)
+    split = builder.assemble(model, img, ClassScore(1), params, plan, scores, refs, whole.model_calls)
     assert split.values.dtype == whole.values.dtype == np.float32
     assert np.array_equal(split.values, whole.values)
     assert split.extras == whole.extras
     assert split.model_calls == whole.model_calls
 
-    chunked = run_plan(builder, model, img, 1, params, no_progress, chunk=11)
+    chunked = run_plan(builder, model, img, ClassScore(1), params, no_progress, chunk=11)
     assert np.array_equal(chunked.values, whole.values)
 
 
@@ -108,26 +106,26 @@ def test_same_seed_same_map_and_batches_never_exceed_batch_size(tmp_path: Path, 
         params = params.model_copy(update={"incremental": False})
     model = load_tiny(tmp_path, conv_classifier(SIZE, SIZE, 3), SIZE, ["a", "b", "c"])
     counter = CountingModel(model)
-    a = get_method(name).fn(model, image(), 0, params, no_progress)
+    a = get_method(name).fn(model, image(), ClassScore(0), params, no_progress)
     assert max(counter.batches) <= params.batch_size
     assert counter.images == a.model_calls
-    b = get_method(name).fn(model, image(), 0, params, no_progress)
+    b = get_method(name).fn(model, image(), ClassScore(0), params, no_progress)
     assert np.array_equal(a.values, b.values)
 
 
 def test_sample_codes_depend_only_on_seed_and_index(tmp_path: Path) -> None:
     model = load_tiny(tmp_path, region_classifier(SIZE, 0, 4, 0, 4), SIZE)
     for name in ("lime", "rise"):
-        builder: Any = PERTURBATION_PLANS[name]
-        plan = builder.build_plan(model, image(), 0, CASES[name])
+        builder: Any = get_method(name).plan
+        plan = builder.build_plan(model, image(), ClassScore(0), CASES[name])
         whole = builder.sample_codes(plan, 0, 40)
         pieces = np.concatenate([builder.sample_codes(plan, a, a + 5) for a in range(0, 40, 5)])
         assert np.array_equal(whole, pieces)
         assert np.array_equal(builder.sample_codes(plan, 17, 18)[0], whole[17])
     other = CASES["rise"].model_copy(update={"seed": 1})
-    rise: Any = PERTURBATION_PLANS["rise"]
-    p0 = rise.build_plan(model, image(), 0, CASES["rise"])
-    p1 = rise.build_plan(model, image(), 0, other)
+    rise: Any = get_method("rise").plan
+    p0 = rise.build_plan(model, image(), ClassScore(0), CASES["rise"])
+    p1 = rise.build_plan(model, image(), ClassScore(0), other)
     assert not np.array_equal(rise.sample_codes(p0, 0, 10), rise.sample_codes(p1, 0, 10))
 
 
@@ -143,12 +141,12 @@ def test_identical_masks_are_evaluated_once(tmp_path: Path) -> None:
             "hide": "zero",
         }
     )
-    builder = PERTURBATION_PLANS["lime"]
+    builder = get_method("lime").plan
     img = ImageInput(np.full((8, 8, 3), 100.0, np.float32))
-    plan = builder.build_plan(model, img, 0, params)
+    plan = builder.build_plan(model, img, ClassScore(0), params)
     stats = EvalStats()
-    scores = builder.evaluate(model, img, 0, params, plan, 0, 200, no_progress, stats)
-    codes = PERTURBATION_PLANS["lime"].sample_codes(plan, 0, 200)  # type: ignore[attr-defined]
+    scores = builder.evaluate(model, img, ClassScore(0), params, plan, 0, 200, no_progress, stats)
+    codes = get_method("lime").plan.sample_codes(plan, 0, 200)  # type: ignore[attr-defined]
     unique = len({c.tobytes() for c in codes})
     assert unique <= 16
     assert counter.images == stats.forward_passes == unique
@@ -157,7 +155,7 @@ def test_identical_masks_are_evaluated_once(tmp_path: Path) -> None:
     np.testing.assert_allclose(scores, 1600.0 * codes[:, 0], rtol=1e-6)
     # and the whole method reports the passes it made (+1 for f(x))
     counter.batches.clear()
-    attr = get_method("lime").fn(model, img, 0, params, no_progress)
+    attr = get_method("lime").fn(model, img, ClassScore(0), params, no_progress)
     assert attr.model_calls == counter.images == unique + 1
 
 
@@ -165,11 +163,11 @@ def test_progress_is_reported_per_forward_batch(tmp_path: Path) -> None:
     model = load_tiny(tmp_path, conv_classifier(SIZE, SIZE, 3), SIZE, ["a", "b", "c"])
     seen: list[float] = []
     params = RiseParams(num_masks=40, grid_size=4, batch_size=8)
-    get_method("rise").fn(model, image(), 0, params, seen.append)
+    get_method("rise").fn(model, image(), ClassScore(0), params, seen.append)
     assert seen == [0.2, 0.4, 0.6, 0.8, 1.0]
     # split into chunks, the driver still reports 0..1 over the whole job
     seen.clear()
-    run_plan(PERTURBATION_PLANS["rise"], model, image(), 0, params, seen.append, chunk=16)
+    run_plan(get_method("rise").plan, model, image(), ClassScore(0), params, seen.append, chunk=16)
     assert seen == sorted(seen) and seen[-1] == 1.0 and len(seen) == 5  # 2 + 2 + 1 batches
 
 
@@ -186,38 +184,38 @@ def test_cancel_from_progress_stops_the_method(tmp_path: Path, case: str) -> Non
 
     params = CASES[case]
     with pytest.raises(Cancelled):
-        get_method(method_of(case)).fn(model, image(), 0, params, progress)
+        get_method(method_of(case)).fn(model, image(), ClassScore(0), params, progress)
     assert len(calls) == 2
     assert counter.images <= 2 + 2 * params.batch_size  # references + two batches
 
 
 def test_evaluate_rejects_samples_outside_the_plan(tmp_path: Path) -> None:
     model = load_tiny(tmp_path, region_classifier(SIZE, 0, 4, 0, 4), SIZE)
-    builder = PERTURBATION_PLANS["rise"]
-    plan = builder.build_plan(model, image(), 0, CASES["rise"])
+    builder = get_method("rise").plan
+    plan = builder.build_plan(model, image(), ClassScore(0), CASES["rise"])
     with pytest.raises(ValueError, match="outside"):
-        builder.evaluate(model, image(), 0, CASES["rise"], plan, 60, 71, no_progress)
-    assert builder.evaluate(model, image(), 0, CASES["rise"], plan, 5, 5, no_progress).shape == (0,)
+        builder.evaluate(model, image(), ClassScore(0), CASES["rise"], plan, 60, 71, no_progress)
+    assert builder.evaluate(model, image(), ClassScore(0), CASES["rise"], plan, 5, 5, no_progress).shape == (0,)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_plans_travel_as_bytes(tmp_path: Path, case: str) -> None:
     # what a scale-out orchestrator sends to the workers: dump_plan bytes (no pickle)
     params = CASES[case]
-    builder = PERTURBATION_PLANS[method_of(case)]
+    builder = get_method(method_of(case)).plan
     model = load_tiny(tmp_path, conv_classifier(SIZE, SIZE, 3), SIZE, ["a", "b", "c"])
     img = image()
-    plan = builder.build_plan(model, img, 0, params)
-    refs = builder.references(model, img, 0, params, plan)
-    scores = builder.evaluate(model, img, 0, params, plan, 0, plan.n_samples, no_progress)
-    refined = builder.refine(model, img, 0, params, plan, scores, refs)
+    plan = builder.build_plan(model, img, ClassScore(0), params)
+    refs = builder.references(model, img, ClassScore(0), params, plan)
+    scores = builder.evaluate(model, img, ClassScore(0), params, plan, 0, plan.n_samples, no_progress)
+    refined = builder.refine(model, img, ClassScore(0), params, plan, scores, refs)
     for p in (plan, refined) if refined is not None else (plan,):
         data = dump_plan(p)
         assert isinstance(data, bytes) and len(data) < 200_000
         back = load_plan(data)
         assert type(back) is type(p) and back.n_samples == p.n_samples
-        a = builder.evaluate(model, img, 0, params, p, 0, p.n_samples, no_progress)
-        b = builder.evaluate(model, img, 0, params, back, 0, p.n_samples, no_progress)
+        a = builder.evaluate(model, img, ClassScore(0), params, p, 0, p.n_samples, no_progress)
+        b = builder.evaluate(model, img, ClassScore(0), params, back, 0, p.n_samples, no_progress)
         assert np.array_equal(a, b)
     with pytest.raises(TypeError):
         dump_plan(refs)  # type: ignore[arg-type]

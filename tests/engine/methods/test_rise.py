@@ -13,6 +13,7 @@ from engine.methods.occlusion import OcclusionParams, occlusion
 from engine.methods.perturbation import References
 from engine.methods.rise import RISE, RiseParams, RisePlan, rise, rise_codes
 from engine.modalities.image import ImageInput
+from engine.objectives import ClassScore
 from lantern_testing.models import load_tiny, region_classifier
 
 SIZE = 16
@@ -41,9 +42,9 @@ def test_saliency_is_the_score_weighted_mean_mask(tmp_path: Path) -> None:
     model = load_tiny(tmp_path, region_classifier(SIZE, 0, 8, 0, 8), SIZE)
     img = ImageInput(np.random.default_rng(0).uniform(0, 255, (SIZE, SIZE, 3)).astype(np.float32))
     params = RiseParams(num_masks=60, grid_size=3, p=0.3, seed=5)
-    plan = RISE.build_plan(model, img, 0, params)
+    plan = RISE.build_plan(model, img, ClassScore(0), params)
     scores = np.random.default_rng(1).normal(size=60)
-    attr = RISE.assemble(model, img, 0, params, plan, scores, References(1.0, None, 1))
+    attr = RISE.assemble(model, img, ClassScore(0), params, plan, scores, References(1.0, None, 1))
     masks = RISE.render_masks(plan, rise_codes(plan, 0, 60)).astype(np.float64)
     expected = np.tensordot(scores, masks, axes=1) / (60 * 0.3)
     np.testing.assert_allclose(attr.values, expected, rtol=1e-5, atol=1e-5)
@@ -54,8 +55,8 @@ def test_scores_are_those_of_the_masked_images(tmp_path: Path) -> None:
     model = load_tiny(tmp_path, region_classifier(SIZE, 0, 8, 0, 8), SIZE)
     img = ImageInput(np.full((SIZE, SIZE, 3), 100.0, np.float32))
     params = RiseParams(num_masks=20, grid_size=4, hide="zero")
-    plan = RISE.build_plan(model, img, 0, params)
-    scores = RISE.evaluate(model, img, 0, params, plan, 0, 20, no_progress)
+    plan = RISE.build_plan(model, img, ClassScore(0), params)
+    scores = RISE.evaluate(model, img, ClassScore(0), params, plan, 0, 20, no_progress)
     masks = RISE.render_masks(plan, rise_codes(plan, 0, 20))
     np.testing.assert_allclose(scores, 100.0 * masks[:, :8, :8].sum(axis=(1, 2)), rtol=1e-5)
 
@@ -64,8 +65,8 @@ def test_rise_agrees_with_exact_occlusion(tmp_path: Path) -> None:
     # Only the 4x4 block at rows 4..8, cols 8..12 matters: both maps peak there.
     model = load_tiny(tmp_path, region_classifier(SIZE, 4, 8, 8, 12), SIZE)
     img = ImageInput(np.full((SIZE, SIZE, 3), 150.0, np.float32))
-    r = rise(model, img, 0, RiseParams(num_masks=1500, grid_size=4, hide="zero"), no_progress)
-    o = occlusion(model, img, 0, OcclusionParams(window=4, stride=1), no_progress)
+    r = rise(model, img, ClassScore(0), RiseParams(num_masks=1500, grid_size=4, hide="zero"), no_progress)
+    o = occlusion(model, img, ClassScore(0), OcclusionParams(window=4, stride=1), no_progress)
     assert r.model_calls == 1501
     corr = np.corrcoef(r.values.ravel(), o.values.ravel())[0, 1]
     assert corr > 0.8
@@ -84,6 +85,6 @@ def test_params_and_check(tmp_path: Path) -> None:
     model = load_tiny(tmp_path, region_classifier(SIZE, 0, 8, 0, 8), SIZE)
     img = ImageInput(np.zeros((SIZE, SIZE, 3), np.float32))
     with pytest.raises(InvalidParams, match="grid_size"):
-        rise(model, img, 0, RiseParams(grid_size=17), no_progress)
+        rise(model, img, ClassScore(0), RiseParams(grid_size=17), no_progress)
     with pytest.raises(InvalidParams, match="segments"):
-        rise(model, img, 0, RiseParams(hide="segment_mean"), no_progress)
+        rise(model, img, ClassScore(0), RiseParams(hide="segment_mean"), no_progress)

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from engine.methods.registry import get_method
 from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
+from engine.objectives import ClassScore
 from engine.quality.evaluate import (
     evaluate_folder,
     evaluate_pointing,
@@ -59,12 +60,12 @@ def test_compute_metrics_is_json_and_counts_passes(conv: LoadedModel) -> None:
     spec = get_method("saliency")
     params = spec.parse_params({})
     image = ImageInput(np.random.default_rng(2).uniform(0, 255, (SIZE, SIZE, 3)).astype("f4"))
-    values = spec.fn(conv, image, 1, params, lambda f: None).values
+    values = spec.fn(conv, image, ClassScore(1), params, lambda f: None).values
     seen: list[float] = []
     request = MetricsRequest.model_validate(
         {"names": ["deletion", "insertion", "sanity"], "deletion": {"pixels_per_step": 64}}
     )
-    out = compute_metrics(request, conv, image, 1, values, spec, params, seen.append)
+    out = compute_metrics(request, conv, image, ClassScore(1), values, spec, params, seen.append)
     json.dumps(out)  # JSON-able
     assert list(out) == ["deletion", "insertion", "sanity"]
     assert out["deletion"]["steps"] == 4 and out["deletion"]["forward_passes"] == 5
@@ -79,12 +80,12 @@ def test_compute_metrics_is_json_and_counts_passes(conv: LoadedModel) -> None:
     assert metrics_cost(out) == {"forward_passes": 5 + SIZE + 1 + 1, "backward_passes": 1}
     assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0)
     # a plain list of names; the cascade reports every k
-    out = compute_metrics(["sanity"], conv, image, 1, values, spec, params)
+    out = compute_metrics(["sanity"], conv, image, ClassScore(1), values, spec, params)
     assert list(out) == ["sanity"]
     casc = MetricsRequest.model_validate(
         {"names": ["sanity"], "sanity": {"top_k": 2, "cascade": True}}
     )
-    out = compute_metrics(casc, conv, image, 1, values, spec, params)
+    out = compute_metrics(casc, conv, image, ClassScore(1), values, spec, params)
     assert [r["layers"] for r in out["sanity"]["cascade"]] == [["fc"], ["fc", "conv"]]
     assert out["sanity"]["backward_passes"] == 2
 

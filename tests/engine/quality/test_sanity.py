@@ -13,6 +13,7 @@ from onnx import numpy_helper
 from engine.methods.registry import get_method
 from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
+from engine.objectives import ClassScore
 from engine.quality.sanity import (
     average_ranks,
     model_randomisation,
@@ -92,8 +93,8 @@ def test_identity_check_and_drop_after_randomisation(
 ) -> None:
     spec = get_method(method)
     params = spec.parse_params({})
-    original = spec.fn(model, image, 0, params, lambda f: None).values
-    same = model_randomisation(model, image, 0, spec, params, top_k=0, original=original)
+    original = spec.fn(model, image, ClassScore(0), params, lambda f: None).values
+    same = model_randomisation(model, image, ClassScore(0), spec, params, top_k=0, original=original)
     assert same.layers == []
     assert same.spearman == pytest.approx(1.0, abs=1e-9)
     assert same.ssim == pytest.approx(1.0, abs=1e-6)
@@ -102,7 +103,7 @@ def test_identity_check_and_drop_after_randomisation(
     # all layers randomised, five seeds: little rank correlation is left
     rhos = []
     for seed in range(5):
-        r = model_randomisation(model, image, 0, spec, params, top_k=2, seed=seed)
+        r = model_randomisation(model, image, ClassScore(0), spec, params, top_k=2, seed=seed)
         assert r.layers == ["fc", "conv"]
         assert r.backward_passes == 2  # the original and the randomised map
         rhos.append(0.0 if r.spearman is None else r.spearman)

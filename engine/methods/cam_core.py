@@ -1,0 +1,37 @@
+"""What the CAM methods share: a layer's activation and gradient, and their weighted sum."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from engine.methods.backprop import gradients
+from engine.methods.layer_maps import resolve_layer, to_chw
+from engine.modalities.image import ImageInput
+from engine.models.runtime import LoadedModel
+from engine.objectives import Objective
+
+
+class LayerParams(Protocol):
+    @property
+    def layer(self) -> str | None: ...
+
+
+def layer_gradients(
+    model: LoadedModel, image: ImageInput, objective: Objective, params: LayerParams
+) -> tuple[str, NDArray[np.float32], NDArray[np.float32], NDArray[np.float32], int]:
+    """(layer, activation (C, h, w), gradient (C, h, w), the output, passes)."""
+    layer = resolve_layer(model, params.layer)
+    x = model.to_model_input(image.pixels[None])
+    out, g, a, passes = gradients(model, x, objective, wrt=layer)
+    assert a is not None
+    return layer, to_chw(a, model), to_chw(g, model), out, passes
+
+
+def combine(
+    weights: NDArray[np.float32], a: NDArray[np.float32], relu: bool
+) -> NDArray[np.float32]:
+    m = np.tensordot(weights, a, axes=(0, 0)).astype(np.float32)
+    return np.maximum(m, 0.0) if relu else m

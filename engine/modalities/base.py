@@ -1,0 +1,50 @@
+"""The modality codec contract (MLServer's codecs are the model): one codec per kind of
+input turns what a caller sends into what a model and a method need.
+
+A codec is built per model from its manifest. It
+
+* ``validate``\\ s a caller's raw input at submit (cheap; typed errors, never a 500),
+* ``decode``\\ s it into an *item* — for images an :class:`~engine.modalities.image.ImageInput`
+  at the model's input size — once per process and job,
+* turns a batch of items into the model's input tensor (``to_model_input``),
+* gives baselines (the reference a perturbation hides towards, a path's start), and
+* composes masked batches: each sample keeps the item where its mask is true and the
+  baseline elsewhere.
+
+Methods declare which modalities they take (``MethodSpec.modalities``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+ItemT = TypeVar("ItemT")
+ItemT_co = TypeVar("ItemT_co", covariant=True)
+
+
+class Codec(Protocol[ItemT]):
+    modality: str
+
+    def validate(self, data: bytes) -> None:
+        """Refuse (typed error) input this codec cannot decode."""
+
+    def decode(self, data: bytes) -> ItemT:
+        """The caller's bytes -> one item ready for the model's preprocessing."""
+
+    def to_model_input(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
+        """A batch of items' features -> the model's input tensor."""
+
+    def baseline(self, item: ItemT, name: Any, blur_radius: float = 10.0) -> NDArray[np.float32]:
+        """A reference of the item's shape (the hidden value of perturbation methods)."""
+
+    def masked_batch(
+        self,
+        x0: NDArray[np.float32],
+        xb: NDArray[np.float32],
+        masks: NDArray[Any],
+        out: NDArray[np.float32],
+    ) -> NDArray[np.float32]:
+        """Model-space samples: ``x0`` where ``masks`` keep, ``xb`` where they hide."""

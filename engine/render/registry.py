@@ -1,0 +1,109 @@
+"""Renderers by artifact type and format.
+
+``render(artifact, fmt, ctx)`` draws any artifact: ``json`` and ``npy`` come from the
+artifact itself; every other format from the renderer registered for ``(type, fmt)``.
+Adding an artifact type adds its renderers here with :func:`renderer`; the service asks
+:func:`formats_of` which links to offer and never looks at a method's names.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import orjson
+from PIL import Image
+
+from engine.artifacts import Artifact
+from engine.errors import InvalidFormat
+
+Format = Literal["json", "npy", "png", "overlay", "svg"]
+
+MEDIA_TYPES: dict[str, str] = {
+    "json": "application/json",
+    "npy": "application/octet-stream",
+    "png": "image/png",
+    "overlay": "image/png",
+    "svg": "image/svg+xml",
+}
+
+
+@dataclass
+class RenderContext:
+    """What a renderer may need beyond the artifact: the caller's input image (loaded only
+    when a renderer asks, e.g. for an overlay) and the display options."""
+
+    input_image: Callable[[], Image.Image] | None = None
+    colormap: str = "jet"
+    alpha: float = 0.5
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def image(self) -> Image.Image:
+        if self.input_image is None:
+            raise InvalidFormat("This rendering needs the input image, which this job has not.")
+        return self.input_image()
+
+
+def dumps(obj: Any) -> bytes:
+    """JSON with numpy arrays written natively (float32 at float32 precision; NaN as null)."""
+    return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
+
+
+RenderFn = Callable[[Any, RenderContext], bytes]
+
+_RENDERERS: dict[tuple[str, str], RenderFn] = {}
+
+
+def renderer(artifact_type: str, fmt: str) -> Callable[[RenderFn], RenderFn]:
+    """Decorator: register ``fn(artifact, ctx) -> bytes`` for ``(artifact_type, fmt)``."""
+
+    def deco(fn: RenderFn) -> RenderFn:
+        key = (artifact_type, fmt)
+        if key in _RENDERERS:
+            raise ValueError(f"renderer {key} registered twice")
+        _RENDERERS[key] = fn
+        return fn
+
+    return deco
+
+
+def _load() -> None:
+    # each module registers its renderers on import
+    import engine.render.curve
+    import engine.render.heatmap
+    import engine.render.image
+    import engine.render.segments  # noqa: F401
+
+
+def formats_of(artifact_type: str) -> list[str]:
+    """The formats an artifact of this type renders to: json, npy, then its renderers'."""
+    _load()
+    return ["json", "npy", *[f for (t, f) in _RENDERERS if t == artifact_type]]
+
+
+def needs_input(artifact_type: str, fmt: str) -> bool:
+    return fmt == "overlay" or (artifact_type == "segments" and fmt == "png")
+
+
+def render(artifact: Artifact, fmt: str, ctx: RenderContext | None = None) -> bytes:
+    """The artifact in format ``fmt``, or InvalidFormat naming the formats it has."""
+    _load()
+    ctx = ctx or RenderContext()
+    if fmt == "json":
+        return dumps(artifact.to_json())
+    if fmt == "npy":
+        buf = io.BytesIO()
+        np.save(buf, artifact.primary_array(), allow_pickle=False)
+        return buf.getvalue()
+    fn = _RENDERERS.get((artifact.type, fmt))
+    if fn is None:
+        raise InvalidFormat(
+            f"An artifact of type {artifact.type!r} has no {fmt!r} rendering. "
+            f"Ask for one of: {', '.join(formats_of(artifact.type))}.",
+            details={"artifact": artifact.name, "format": fmt,
+                     "formats": formats_of(artifact.type)},
+        )
+    return fn(artifact, ctx)

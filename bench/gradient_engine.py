@@ -15,12 +15,12 @@ pool does not slow the next; the table gives the median and the minimum, per bat
 per image, and the ratio of the median (and of the minimum) to the forward's. A final
 summary gives forward vs the optimised VJP per thread count and batch, with node counts.
 
-Variant "eqmask" is the optimised model with ``optimize.EXACT_CONV_MASKS`` off (Clip
-masks as ``Equal(x, Clip(x))`` in plain NCHW), "keepct" with ``optimize.ZERO_INSERTION``
-"none" (strided depthwise ConvTransposes kept), "before" with both (the optimiser's
-output before those two rewrites). Variant "fast" is the optimised model with
-``optimize.MASK_FROM_OUTPUT`` on (Clip masks from the Clip's output: not equal to raw at
-exact bounds).
+Variant "eqmask" is the optimised model with ``OptimizeOptions(conv_clip_masks=False)``
+(Clip masks as ``Equal(x, Clip(x))`` in plain NCHW), "keepct" with
+``zero_insertion=False`` (strided depthwise ConvTransposes kept), "before" with both (the
+optimiser's output before those two rewrites). Variant "fast" is the optimised model with
+``mask_from_output=True`` and ``conv_clip_masks=False`` (Clip masks from the Clip's
+output: not equal to raw at exact bounds).
 ``--profile`` adds ORT's per-op kernel time for the optimised models.
 """
 
@@ -42,8 +42,8 @@ import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.gradients import optimize as opt
-from engine.gradients.builder import build_vjp_model
+from engine.gradients.builder import OptimizeLevel, build_vjp_model
+from engine.gradients.optimize import OptimizeOptions
 from engine.models.zoo import ensure_builtin
 
 
@@ -81,29 +81,22 @@ def profile(model: onnx.ModelProto, feeds: dict[str, np.ndarray], threads: int,
             for op, us in total.most_common(12)]
 
 
-#: level name -> (builder level, optimiser settings while building)
-VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
-    "none": ("none", {}),
-    "prune": ("prune", {}),
-    "full": ("full", {}),
-    "eqmask": ("full", {"EXACT_CONV_MASKS": False}),
-    "keepct": ("full", {"ZERO_INSERTION": "none"}),
-    "before": ("full", {"EXACT_CONV_MASKS": False, "ZERO_INSERTION": "none"}),
-    "fast": ("full", {"MASK_FROM_OUTPUT": True, "EXACT_CONV_MASKS": False}),
+#: level name -> (builder level, optimiser options at level "full")
+VARIANTS: dict[str, tuple[OptimizeLevel, OptimizeOptions]] = {
+    "none": ("none", OptimizeOptions()),
+    "prune": ("prune", OptimizeOptions()),
+    "full": ("full", OptimizeOptions()),
+    "eqmask": ("full", OptimizeOptions(conv_clip_masks=False)),
+    "keepct": ("full", OptimizeOptions(zero_insertion=False)),
+    "before": ("full", OptimizeOptions(conv_clip_masks=False, zero_insertion=False)),
+    "fast": ("full", OptimizeOptions(mask_from_output=True, conv_clip_masks=False)),
 }
 
 
 def build(model: onnx.ModelProto, wrt: str, batch: int, variant: str) -> onnx.ModelProto:
-    level, flags = VARIANTS[variant]
-    saved = {name: getattr(opt, name) for name in flags}
-    try:
-        for name, value in flags.items():
-            setattr(opt, name, value)
-        return build_vjp_model(model, output="logits", wrt=wrt, batch=batch,
-                               level=level).model  # type: ignore[arg-type]
-    finally:
-        for name, value in saved.items():
-            setattr(opt, name, value)
+    level, options = VARIANTS[variant]
+    return build_vjp_model(model, output="logits", wrt=wrt, batch=batch, level=level,
+                           options=options).model
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ subgraph captures are honoured when deciding what is alive).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import onnx
@@ -68,18 +68,6 @@ def runtime_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
     """Graph inputs that are not initializers (IR < 4 lists initializers as inputs)."""
     inits = initializer_names(graph)
     return [v for v in graph.input if v.name not in inits]
-
-
-def producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
-    return {o: n for n in graph.node for o in n.output if o}
-
-
-def consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
-    found: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node_reads(node):
-            found.setdefault(name, []).append(node)
-    return found
 
 
 def all_names(graph: onnx.GraphProto) -> set[str]:
@@ -262,34 +250,6 @@ def prune(model: onnx.ModelProto, outputs: Sequence[str] | None = None) -> onnx.
     return result
 
 
-def topological(nodes: Sequence[onnx.NodeProto], available: Iterable[str]) -> list[onnx.NodeProto]:
-    """Nodes sorted so every input is produced before it is read (stable)."""
-    ready = set(available) | {""}
-    pending = list(nodes)
-    ordered: list[onnx.NodeProto] = []
-    while pending:
-        progressed = False
-        rest: list[onnx.NodeProto] = []
-        for node in pending:
-            if node_reads(node) <= ready:
-                ordered.append(node)
-                ready.update(o for o in node.output if o)
-                progressed = True
-            else:
-                rest.append(node)
-        if not progressed:
-            raise ValueError("graph has a cycle or reads an undefined tensor: "
-                             + ", ".join(sorted(node_reads(rest[0]) - ready)))
-        pending = rest
-    return ordered
-
-
-def iter_attribute_ints(node: onnx.NodeProto, name: str) -> Iterator[int]:
-    for attribute in node.attribute:
-        if attribute.name == name:
-            yield from (int(v) for v in attribute.ints)
-
-
 def get_attr(node: onnx.NodeProto, name: str, default: object = None) -> object:
     for attribute in node.attribute:
         if attribute.name == name:
@@ -309,10 +269,6 @@ def attr_ints(node: onnx.NodeProto, name: str, default: Sequence[int]) -> list[i
 def attr_int(node: onnx.NodeProto, name: str, default: int) -> int:
     value = get_attr(node, name)
     return default if value is None else int(value)  # type: ignore[call-overload]
-
-
-def tensor_dtype(array: np.ndarray) -> int:
-    return int(helper.np_dtype_to_tensor_dtype(array.dtype))
 
 
 def make_initializer(array: np.ndarray, name: str) -> TensorProto:

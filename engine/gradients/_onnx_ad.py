@@ -73,8 +73,3 @@ def has_reverse_rule(op_type: str, domain: str = "", opset: int = 18) -> bool:
     if op_type in REVERSE or op_type in LOWERINGS or op_type in RECURRENT:
         return True
     return _has_function_body(op_type, opset)
-
-
-def rule_table() -> frozenset[str]:
-    """The op types that carry a reverse rule of their own."""
-    return frozenset(str(k) for k in REVERSE)

@@ -1,14 +1,17 @@
-"""Build vector-Jacobian-product (VJP) models from a registered classifier.
+"""Build vector-Jacobian-product (VJP) models from a registered model.
 
 ONNX Runtime evaluates models, it does not differentiate them. `build_vjp_model` derives,
 with onnx-ad, a model that in one run returns
 
-* the original output (the logits, ``[batch, C]``),
-* ``grad``: the gradient of ``sum(seed * output)`` with respect to `wrt`, and
+* `output`: the logits (``[batch, C]``) or any other float tensor of the graph whose first
+  axis is the batch (an inner conv layer ``[batch, C, H, W]``, say),
+* ``grad``: the gradient of ``sum(seed * output)`` with respect to `wrt` (``seed`` has
+  the output's shape), and
 * ``activation``: the value of `wrt`, when `wrt` is an inner tensor (a layer).
 
-For an inner layer only the *head* (the nodes downstream of the layer) is reversed, and its
-adjoint is spliced onto the untouched forward graph, so the backward pass never runs
+The graph is first cut down to what `output` needs: nodes after it never run. For an
+inner layer only the *head* (the nodes between the layer and the output) is reversed, and
+its adjoint is spliced onto the untouched forward graph, so the backward pass never runs
 through the part of the network before the layer.
 
 onnx-ad needs declared shapes in reverse mode, so the batch dimension is fixed to a bucket
@@ -22,7 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import onnx
 from onnx import TensorProto, helper
@@ -47,6 +50,9 @@ from ._graph import (
     runtime_inputs,
 )
 
+if TYPE_CHECKING:
+    from .optimize import OptimizeOptions
+
 #: Names of the tensors a gradient model adds to the original signature.
 SEED = "seed"
 GRAD = "grad"
@@ -67,11 +73,18 @@ class GradientModel:
     wrt: str
     output: str = ""
     input_name: str = ""        # the image input fed with x by `vjp`
-    classes: int = 0
+    #: The output's shape after the batch axis: ``(C,)`` for logits, ``(C, H, W)`` for a
+    #: conv layer, ``()`` for one value per item. ``seed`` is ``[batch, *output_shape]``.
+    output_shape: tuple[int, ...] = field(kw_only=True)
 
     @property
     def is_layer(self) -> bool:
         return ACTIVATION in self.outputs
+
+    @property
+    def seed_shape(self) -> tuple[int, ...]:
+        """The shape of the ``seed`` input (and of `output`) at this model's batch."""
+        return (self.batch, *self.output_shape)
 
 
 # --------------------------------------------------------------------------------------
@@ -83,9 +96,10 @@ def _float_types() -> frozenset[int]:
                       TensorProto.BFLOAT16})
 
 
-def _path_nodes(model: onnx.ModelProto, wrt: str, output: str) -> list[onnx.NodeProto]:
-    """Nodes an adjoint flows through: they read a float value depending on `wrt` and some
-    of their outputs reach `output` (onnx-ad's own criterion for needing a rule)."""
+def _float_dependents(model: onnx.ModelProto, wrt: str
+                      ) -> tuple[set[str], list[onnx.NodeProto]]:
+    """(tensors, nodes): the float tensors depending on `wrt` (`wrt` included) and the
+    nodes reading one of them, in graph order. Unknown types count as float."""
     types = known_types(model)
     floats = _float_types()
 
@@ -99,6 +113,13 @@ def _path_nodes(model: onnx.ModelProto, wrt: str, output: str) -> list[onnx.Node
         if node_reads(node) & depends:
             forward.append(node)
             depends.update(o for o in node.output if o and is_float(o))
+    return depends, forward
+
+
+def _path_nodes(model: onnx.ModelProto, wrt: str, output: str) -> list[onnx.NodeProto]:
+    """Nodes an adjoint flows through: they read a float value depending on `wrt` and some
+    of their outputs reach `output` (onnx-ad's own criterion for needing a rule)."""
+    _, forward = _float_dependents(model, wrt)
     reaching = {output}
     path: list[onnx.NodeProto] = []
     for node in reversed(forward):
@@ -181,17 +202,28 @@ def explicit_auto_pad(model: onnx.ModelProto) -> onnx.ModelProto:
     return result if changed else model
 
 
+def _typed(model: onnx.ModelProto) -> onnx.ModelProto:
+    return model if len(model.graph.value_info) else infer(model, strict=False)
+
+
 def check_differentiable(model: onnx.ModelProto, *, wrt: str, output: str | None = None) -> None:
     """Raise `UnsupportedModel` naming the first node between `wrt` and `output` that
-    onnx-ad cannot differentiate. Cheap: no reverse pass is attempted."""
+    onnx-ad cannot differentiate. Cheap: no reverse pass is attempted.
+
+    `output` (default: the graph's first output) may be any float tensor the graph
+    computes, an inner layer included; `wrt` an input or a tensor upstream of it. Refused
+    before that: an `output` that is no tensor of the graph, or not a float one
+    (`InvalidParams`); a `wrt` that is no tensor of the graph, a weight, or not upstream of
+    `output` (`UnknownLayer`); ``wrt == output`` (`InvalidParams`).
+    """
     graph = model.graph
     if output is None:
         if not graph.output:
             raise UnsupportedModel("the model has no outputs")
         output = graph.output[0].name
-    _check_names(model, wrt=wrt, output=output)
+    typed = _typed(model)
+    _check_target(typed, wrt=wrt, output=output)
     opset = opset_version(model)
-    typed = model if len(model.graph.value_info) else infer(model, strict=False)
     typed = explicit_auto_pad(typed)
     for node in _path_nodes(typed, wrt, output):
         if not _onnx_ad.has_reverse_rule(node.op_type, node.domain, opset):
@@ -207,6 +239,9 @@ def _check_names(model: onnx.ModelProto, *, wrt: str, output: str) -> None:
     produced = {o for n in graph.node for o in n.output if o}
     inputs = {v.name for v in runtime_inputs(graph)}
     if output not in produced and output not in inputs:
+        if output in initializer_names(graph):
+            raise InvalidParams(f"'{output}' is a weight, not a tensor the graph computes",
+                                details={"output": output})
         raise InvalidParams(f"the model has no output '{output}'",
                             details={"output": output})
     if wrt not in produced and wrt not in inputs:
@@ -214,6 +249,25 @@ def _check_names(model: onnx.ModelProto, *, wrt: str, output: str) -> None:
             raise UnknownLayer(f"'{wrt}' is a weight, not a layer output",
                                details={"layer": wrt})
         raise UnknownLayer(f"the model has no tensor '{wrt}'", details={"layer": wrt})
+    if wrt == output:
+        raise InvalidParams("wrt must differ from the output", details={"wrt": wrt})
+
+
+def _check_target(typed: onnx.ModelProto, *, wrt: str, output: str) -> None:
+    """`output` is a float tensor of the graph and `wrt` a tensor upstream of it (`typed`:
+    the model with whatever types inference could give)."""
+    _check_names(typed, wrt=wrt, output=output)
+    entry = known_types(typed).get(output)
+    if entry is not None and entry[0] not in _float_types():
+        type_name = TensorProto.DataType.Name(entry[0])
+        raise InvalidParams(
+            f"output '{output}' is a {type_name} tensor; gradients need a float output",
+            details={"output": output, "elem_type": type_name})
+    depends, _ = _float_dependents(typed, wrt)
+    if output not in depends:
+        raise UnknownLayer(f"'{wrt}' is not upstream of output '{output}' (the output "
+                           f"does not depend on it through float tensors)",
+                           details={"layer": wrt, "output": output})
 
 
 # --------------------------------------------------------------------------------------
@@ -370,17 +424,26 @@ def explicit_transpose_padding(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def build_vjp_model(model: onnx.ModelProto, *, output: str, wrt: str, batch: int,
-                    level: OptimizeLevel = "full") -> GradientModel:
+                    level: OptimizeLevel = "full",
+                    options: OptimizeOptions | None = None) -> GradientModel:
     """The VJP model of `model` for `output` with respect to `wrt` at a fixed `batch`.
 
+    `output` is any float tensor of the graph whose first axis is the batch: the logits,
+    or an inner layer (the graph is cut after it); `wrt` the input or a tensor upstream of
+    `output`. The model's ``seed`` input and its `output` have the output's shape
+    ``[batch, *GradientModel.output_shape]``.
+
     `level` picks the optimisation: "none" keeps the raw onnx-ad graph, "prune" only
-    removes dead nodes and initializers, "full" runs `optimize.optimize`.
+    removes dead nodes and initializers, "full" runs `optimize.optimize` with `options`
+    (default: `optimize.OptimizeOptions()`; only read at level "full").
+
+    Refused: an `output` that is no float tensor of the graph (`InvalidParams`), a `wrt`
+    not upstream of it (`UnknownLayer`), an output without a leading batch axis or an op
+    onnx-ad cannot differentiate on the way (`UnsupportedModel`).
     """
     if batch < 1:
         raise InvalidParams("batch must be positive", details={"batch": batch})
-    _check_names(model, wrt=wrt, output=output)
-    if wrt == output:
-        raise InvalidParams("wrt must differ from the output", details={"wrt": wrt})
+    _check_target(_typed(model), wrt=wrt, output=output)
     for name in RESERVED:
         if name in {output, wrt} or any(name in n.output for n in model.graph.node) or \
                 name in {v.name for v in model.graph.input}:
@@ -393,10 +456,10 @@ def build_vjp_model(model: onnx.ModelProto, *, output: str, wrt: str, batch: int
     input_names = [v.name for v in inputs]
     types = known_types(prepared)
     out_shape = _static(types, output, "output")
-    if len(out_shape) != 2:
-        raise UnsupportedModel(f"output '{output}' has shape {list(out_shape)}, not [N, C]",
-                               details={"output": output})
-    classes = out_shape[1]
+    if not out_shape or out_shape[0] != batch:
+        raise UnsupportedModel(
+            f"output '{output}' has shape {list(out_shape)} at batch {batch}: its first "
+            "axis must be the batch", details={"output": output, "shape": list(out_shape)})
     wrt_shape = _static(types, wrt, "tensor")
     elem_out = types[output][0]
     elem_wrt = types[wrt][0]
@@ -437,7 +500,7 @@ def build_vjp_model(model: onnx.ModelProto, *, output: str, wrt: str, batch: int
     nodes.append(_unsqueeze_last(SEED, adj_seed, opset, namer, extra_inits))
     nodes.extend(r_nodes)
     nodes.append(_unsqueeze_last(adj_grad, GRAD, opset, namer, extra_inits, squeeze=True))
-    outputs = [_value_info(output, elem_out, (batch, classes)),
+    outputs = [_value_info(output, elem_out, out_shape),
                _value_info(GRAD, elem_wrt, wrt_shape)]
     if is_layer:
         # the layer's tensor itself becomes the "activation" output (no copy)
@@ -458,7 +521,7 @@ def build_vjp_model(model: onnx.ModelProto, *, output: str, wrt: str, batch: int
             initializers.append(tensor)
     new_graph = helper.make_graph(
         nodes, (graph.name or "model") + "_vjp",
-        [*_copies_v(inputs), _value_info(SEED, elem_out, (batch, classes))],
+        [*_copies_v(inputs), _value_info(SEED, elem_out, out_shape)],
         outputs, initializers)
     result = helper.make_model(new_graph, opset_imports=list(reversed_.model.opset_import),
                                ir_version=max(prepared.ir_version, 8))
@@ -467,11 +530,12 @@ def build_vjp_model(model: onnx.ModelProto, *, output: str, wrt: str, batch: int
     if level != "none":
         from .optimize import optimize, prune_dead
 
-        result = prune_dead(result) if level == "prune" else optimize(result)
+        result = prune_dead(result) if level == "prune" else optimize(result, options)
     return GradientModel(model=result, inputs=(*input_names, SEED),
                          outputs=(output, GRAD, ACTIVATION) if is_layer else (output, GRAD),
                          batch=batch, wrt=wrt, output=output,
-                         input_name=input_names[0] if input_names else "", classes=classes)
+                         input_name=input_names[0] if input_names else "",
+                         output_shape=out_shape[1:])
 
 
 def _copies(nodes: Iterable[onnx.NodeProto]) -> list[onnx.NodeProto]:

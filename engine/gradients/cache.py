@@ -37,8 +37,9 @@ from .builder import (
     fixed_batch,
 )
 
-#: Bumped whenever the builder or the optimiser changes what they emit.
-ENGINE_VERSION = "3"
+#: Bumped whenever the builder or the optimiser changes what they emit (or the sidecar's
+#: fields: "4" stores ``output_shape`` instead of ``classes``).
+ENGINE_VERSION = "4"
 
 #: Suffixes of the files making up one cached entry: the model and its metadata sidecar.
 MODEL_SUFFIX = ".onnx"
@@ -124,7 +125,9 @@ class GradientCache:
         batch: int,
     ) -> tuple[ort.InferenceSession, GradientModel]:
         """The session and signature of the VJP model for these keys, building (and
-        caching) the model when it is not on disk yet. `batch` is the bucket size."""
+        caching) the model when it is not on disk yet. `batch` is the bucket size;
+        `output` any float tensor of the graph (the logits, or an inner layer: see
+        `build_vjp_model`), part of the key like `wrt`."""
         key: SessionKey = (model_hash, wrt, output, batch, self.level)
         with self._lock:
             hit = self._sessions.get(key)
@@ -250,7 +253,7 @@ class GradientCache:
                 wrt=str(meta["wrt"]),
                 output=str(meta["output"]),
                 input_name=str(meta["input_name"]),
-                classes=int(meta["classes"]),
+                output_shape=tuple(int(d) for d in meta["output_shape"]),
             )
         except Exception:  # missing, half evicted, unreadable or stale: rebuild
             return None
@@ -286,7 +289,7 @@ class GradientCache:
             "wrt": gm.wrt,
             "output": gm.output,
             "input_name": gm.input_name,
-            "classes": gm.classes,
+            "output_shape": list(gm.output_shape),
             "seed": SEED,
             "grad": GRAD,
             "activation": ACTIVATION,

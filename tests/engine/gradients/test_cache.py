@@ -36,7 +36,7 @@ def test_builds_once_and_reuses_disk(tmp_path: Path) -> None:
     # a fresh cache (a new process) loads from disk instead of building
     fresh = GradientCache(tmp_path / "grads")
     _, loaded = fresh.get_session(tiny.model, "hash-1", "input", "logits", 8)
-    assert fresh.builds == 0 and loaded.outputs == gm.outputs and loaded.classes == 5
+    assert fresh.builds == 0 and loaded.outputs == gm.outputs and loaded.output_shape == (5,)
     # a different key builds
     fresh.get_session(tiny.model, "hash-1", "clip", "logits", 8)
     assert fresh.builds == 1

@@ -111,3 +111,24 @@ def test_layer_whose_head_reads_tensors_from_before_the_cut() -> None:
     assert result.activation is not None
     np.testing.assert_allclose(result.activation, ap, rtol=1e-4, atol=1e-4)
     assert relative_error(result.grad, want) <= TOLERANCE
+
+
+@pytest.mark.parametrize(("output", "wrt"), [("se_out", "input"), ("se_out", "bn"),
+                                             ("cat", "clip"), ("clip", "input")])
+def test_inner_output_matches_finite_differences(output: str, wrt: str) -> None:
+    """An inner output of the cnn (4-D), wrt the input or a layer before it."""
+    from gradient_testkit import MODELS
+
+    tiny = MODELS["cnn"]()
+    batch = 2
+    x, _ = _inputs(tiny, batch)
+    gm = build_vjp_model(tiny.model, output=output, wrt=wrt, batch=batch)
+    assert len(gm.output_shape) == 3
+    seed = np.random.default_rng(3).standard_normal(gm.seed_shape)
+    result = vjp(session(gm.model), gm, x.astype(np.float32), seed.astype(np.float32))
+    np.testing.assert_allclose(result.output, layer_value(tiny.model64, output, x),
+                               rtol=1e-4, atol=1e-4)
+    layer = None if wrt == "input" else wrt
+    point = x if layer is None else layer_value(tiny.model64, wrt, x)
+    want = finite_difference(reference_head(tiny.model64, layer, output), point.copy(), seed)
+    assert relative_error(result.grad, want) <= TOLERANCE

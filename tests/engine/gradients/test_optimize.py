@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+from collections import Counter
 
 import numpy as np
 import onnx
@@ -11,8 +12,13 @@ from gradient_testkit import MODELS, Tiny, session
 
 from engine.gradients import optimize as opt
 from engine.gradients.builder import build_vjp_model
+from engine.gradients.optimize import OptimizeOptions
 
 EFFICIENTNET = pathlib.Path("/tmp/lantern-zoo/efficientnet-lite0.onnx")
+
+
+def _ops(model: onnx.ModelProto) -> Counter[str]:
+    return Counter(node.op_type for node in model.graph.node)
 
 
 def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -52,24 +58,43 @@ def test_each_pass_alone_keeps_results(name: str) -> None:
     feeds = _feeds(tiny, 2)
     want = _run(raw, feeds)
     passes = [opt.prune_dead, opt.fold_constants, opt.simplify_reshapes, opt.simplify_masks,
-              opt.rewrite_conv_transpose, opt.sink_reshapes]
+              opt.rewrite_conv_transpose, opt.sink_reshapes, opt.conv_clip_masks]
     for step in passes:
-        _assert_same(want, _run(opt.optimize(raw, [step]), feeds))
+        _assert_same(want, _run(step(raw), feeds))
+    for name in ("fold_constants", "simplify_masks", "rewrite_conv_transpose"):
+        _assert_same(want, _run(opt.optimize(raw, OptimizeOptions.only(name)), feeds))
 
 
-@pytest.mark.parametrize("strategy", ["none", "polyphase", "polyphase_split", "pad",
-                                      "depth_to_space", "conv_transpose"])
-def test_strided_conv_transpose_strategies(strategy: str, monkeypatch: pytest.MonkeyPatch
-                                           ) -> None:
+def test_options_name_the_passes() -> None:
+    assert OptimizeOptions() == opt.DEFAULT_OPTIONS
+    assert len(OptimizeOptions().passes()) == 9
+    assert OptimizeOptions.only().passes() == ()
+    only = OptimizeOptions.only("prune_dead", "sink_reshapes")
+    assert only.passes() == (opt.prune_dead, opt.sink_reshapes, opt.prune_dead)
+    assert not only.fold_constants and only.zero_insertion  # variants keep their defaults
+    with pytest.raises(ValueError):
+        OptimizeOptions.only("zero_insertion")
+    with pytest.raises(ValueError):
+        OptimizeOptions.only("polyphase")
+    tiny = MODELS["cnn"]()
+    raw = build_vjp_model(tiny.model, output="logits", wrt="input", batch=2, level="none")
+    full = build_vjp_model(tiny.model, output="logits", wrt="input", batch=2, level="full")
+    assert opt.optimize(raw.model) == full.model
+    assert opt.optimize(raw.model, OptimizeOptions()) == full.model
+    assert build_vjp_model(tiny.model, output="logits", wrt="input", batch=2,
+                           options=OptimizeOptions()).model == full.model
+
+
+@pytest.mark.parametrize("zero_insertion", [False, True])
+def test_strided_conv_transpose(zero_insertion: bool) -> None:
     tiny = MODELS["cnn"]()  # a grouped stride-2 Conv, whose adjoint is a strided ConvTranspose
     raw = build_vjp_model(tiny.model, output="logits", wrt="input", batch=2, level="none")
-    monkeypatch.setattr(opt, "ZERO_INSERTION", strategy)
-    rewritten = opt.rewrite_conv_transpose(raw.model)
+    rewritten = opt.rewrite_conv_transpose(raw.model, zero_insertion=zero_insertion)
     feeds = _feeds(tiny, 2)
     _assert_same(_run(raw.model, feeds), _run(rewritten, feeds))
 
 
-def test_depthwise_strided_conv_transpose_strategies(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_depthwise_strided_conv_transpose() -> None:
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
@@ -93,10 +118,15 @@ def test_depthwise_strided_conv_transpose_strategies(monkeypatch: pytest.MonkeyP
         feeds = {"input": rng.standard_normal((2, 6, size, size)).astype(np.float32),
                  "seed": rng.standard_normal((2, 4)).astype(np.float32)}
         want = _run(raw.model, feeds)
-        for strategy in ["polyphase", "polyphase_split", "pad", "depth_to_space",
-                         "conv_transpose"]:
-            monkeypatch.setattr(opt, "ZERO_INSERTION", strategy)
-            _assert_same(want, _run(opt.rewrite_conv_transpose(raw.model), feeds))
+        for zero_insertion in (False, True):
+            rewritten = opt.rewrite_conv_transpose(raw.model, zero_insertion=zero_insertion)
+            strided = [n for n in rewritten.graph.node if n.op_type == "ConvTranspose"
+                       and any(a.name == "strides" and max(a.ints) > 1 for a in n.attribute)]
+            # kept as is, or zero insertion by a 1x1 ConvTranspose of ones
+            assert strided and all(
+                any(a.name == "kernel_shape" and list(a.ints) == [1, 1] for a in n.attribute)
+                for n in strided) == zero_insertion
+            _assert_same(want, _run(rewritten, feeds))
 
 
 def test_pruning_removes_dead_nodes_without_changing_outputs(tiny: Tiny) -> None:
@@ -117,7 +147,7 @@ def test_pruning_drops_weight_adjoints() -> None:
     tiny = MODELS["cnn"]()
     raw = build_vjp_model(tiny.model, output="logits", wrt="input", batch=1, level="none").model
     pruned = opt.prune_dead(raw)
-    ops_raw, ops_pruned = opt.op_histogram(raw), opt.op_histogram(pruned)
+    ops_raw, ops_pruned = _ops(raw), _ops(pruned)
     assert ops_pruned.get("ReduceSum", 0) < ops_raw.get("ReduceSum", 0)
 
 
@@ -163,26 +193,27 @@ def _bound_inputs() -> np.ndarray:
     return np.array(values, dtype=np.float32).reshape(1, 2, 3, 3)
 
 
-def test_exact_masks_match_raw_on_the_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_exact_masks_match_raw_on_the_bounds() -> None:
     """The default Clip masks (depthwise-Conv masks, and with those off the
     Equal(x, Clip(x)) form) equal the raw graph even for inputs exactly on a bound.
-    With MASK_FROM_OUTPUT on (opt-in), only such inputs -- the kink -- differ."""
+    With mask_from_output on (opt-in), only such inputs -- the kink -- differ."""
     model = _clip_model()
     x = _bound_inputs()
     feeds = {"input": x, "seed": np.ones((1, 3), np.float32)}
     raw = build_vjp_model(model, output="logits", wrt="input", batch=1, level="none")
     want = _run(raw.model, feeds)
     default = build_vjp_model(model, output="logits", wrt="input", batch=1, level="full")
-    assert "LeakyRelu" in opt.op_histogram(default.model)
-    assert "Equal" not in opt.op_histogram(default.model)
+    assert "LeakyRelu" in _ops(default.model)
+    assert "Equal" not in _ops(default.model)
     _assert_same(want, _run(default.model, feeds))
     np.testing.assert_array_equal(_run(default.model, feeds)[0], want[0])  # forward exact
-    monkeypatch.setattr(opt, "EXACT_CONV_MASKS", False)
-    exact = build_vjp_model(model, output="logits", wrt="input", batch=1, level="full")
-    assert "Equal" in opt.op_histogram(exact.model)
+    exact = build_vjp_model(model, output="logits", wrt="input", batch=1, level="full",
+                            options=OptimizeOptions(conv_clip_masks=False))
+    assert "Equal" in _ops(exact.model)
     _assert_same(want, _run(exact.model, feeds))
-    monkeypatch.setattr(opt, "MASK_FROM_OUTPUT", True)
-    fast = build_vjp_model(model, output="logits", wrt="input", batch=1, level="full")
+    fast = build_vjp_model(model, output="logits", wrt="input", batch=1, level="full",
+                           options=OptimizeOptions(conv_clip_masks=False,
+                                                   mask_from_output=True))
     got = _run(fast.model, feeds)
     on_bound = (x == 0.0) | (x == 1.0)
     np.testing.assert_allclose(got[1][~on_bound], want[1][~on_bound], rtol=1e-5, atol=1e-6)
@@ -220,21 +251,51 @@ def test_conv_clip_masks_keep_results(name: str) -> None:
     raw = build_vjp_model(tiny.model, output=output, wrt="input", batch=2, level="none").model
     feeds = _feeds(tiny, 2)
     want = _run(raw, feeds)
-    rewritten = opt.optimize(raw, [opt.prune_dead, opt.simplify_reshapes, opt.simplify_masks,
-                                   opt.sink_reshapes, opt.conv_clip_masks])
-    if "Clip" in opt.op_histogram(tiny.model):
-        assert "LeakyRelu" in opt.op_histogram(rewritten)
+    rewritten = opt.optimize(raw, OptimizeOptions(fold_constants=False,
+                                                  rewrite_conv_transpose=False))
+    if "Clip" in _ops(tiny.model):
+        assert "LeakyRelu" in _ops(rewritten)
     _assert_same(want, _run(rewritten, feeds))
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_opt_in_mask_forms_keep_results(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_opt_in_mask_form_keeps_results(name: str) -> None:
     tiny = MODELS[name]()
     output = tiny.model.graph.output[0].name
     feeds = _feeds(tiny, 2)
-    monkeypatch.setattr(opt, "MASK_FROM_OUTPUT", True)
-    monkeypatch.setattr(opt, "MASK_AS_CONV", True)
+    options = OptimizeOptions(mask_from_output=True)
     for wrt in ("input", *tiny.layers):
         raw = build_vjp_model(tiny.model, output=output, wrt=wrt, batch=2, level="none")
-        fast = build_vjp_model(tiny.model, output=output, wrt=wrt, batch=2, level="full")
+        fast = build_vjp_model(tiny.model, output=output, wrt=wrt, batch=2, level="full",
+                               options=options)
         _assert_same(_run(raw.model, feeds), _run(fast.model, feeds))
+
+
+@pytest.mark.parametrize(("output", "wrts"), [("clip", ("input", "bn")),
+                                              ("se_out", ("input", "clip")),
+                                              ("cat", ("input", "bn", "se_out"))])
+def test_optimised_equals_raw_for_an_inner_output(output: str, wrts: tuple[str, ...]) -> None:
+    tiny = MODELS["cnn"]()
+    rng = np.random.default_rng(1)
+    for wrt in wrts:
+        raw = build_vjp_model(tiny.model, output=output, wrt=wrt, batch=2, level="none")
+        full = build_vjp_model(tiny.model, output=output, wrt=wrt, batch=2, level="full")
+        assert full.outputs == raw.outputs and full.output_shape == raw.output_shape
+        feeds = {"input": rng.standard_normal((2, *tiny.input_shape[1:])).astype(np.float32),
+                 "seed": rng.standard_normal(full.seed_shape).astype(np.float32)}
+        _assert_same(_run(raw.model, feeds), _run(full.model, feeds))
+
+
+@pytest.mark.skipif(not EFFICIENTNET.is_file(), reason="built-in model not built")
+@pytest.mark.parametrize(("output", "wrt"), [("blocks.5.expand_act", "input"),
+                                             ("blocks.5.depthwise_act", "blocks.3.expand_act")])
+def test_optimised_equals_raw_on_an_efficientnet_inner_output(output: str, wrt: str) -> None:
+    model = onnx.load(str(EFFICIENTNET))
+    raw = build_vjp_model(model, output=output, wrt=wrt, batch=1, level="none")
+    full = build_vjp_model(model, output=output, wrt=wrt, batch=1, level="full")
+    assert full.output_shape == raw.output_shape and len(full.output_shape) == 3
+    assert len(full.model.graph.node) < len(raw.model.graph.node)
+    rng = np.random.default_rng(0)
+    feeds = {"input": rng.standard_normal((1, 3, 224, 224)).astype(np.float32),
+             "seed": rng.standard_normal(full.seed_shape).astype(np.float32)}
+    _assert_same(_run(raw.model, feeds), _run(full.model, feeds))

@@ -2,23 +2,49 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+from api_schemas.objectives import ObjectiveRequest
 
 OutputName = Literal["values", "png", "overlay"]
 
 
+class ImageInputBody(BaseModel):
+    """An image input: the file's bytes as base64."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    modality: Literal["image"] = "image"
+    data: str = Field(description="The image file (PNG, JPEG, ...) encoded as base64.")
+
+
+InputBody = ImageInputBody
+
+
 class ExplanationRequest(BaseModel):
-    """An explanation to compute: model, method, input, target, params, outputs."""
+    """An explanation to compute: model, method, input, objective, params, outputs."""
 
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(examples=["efficientnet-lite0"])
     method: str = Field(examples=["occlusion"])
-    image: str = Field(description="The image file encoded as base64.")
-    target: int | str = Field(
-        default="top1",
-        description='A class index, a label, or "top1" (the predicted class).',
+    image: str | None = Field(
+        default=None, description="The image file encoded as base64 (shorthand for `input`)."
+    )
+    input: InputBody | None = Field(
+        default=None, description="The input by modality; omit for methods that take none."
+    )
+    target: StrictInt | str | None = Field(
+        default=None,
+        description='A class index, a label, or "top1" (the predicted class; the default): '
+        "the shorthand for a class objective.",
         examples=["top1", 285, "Egyptian cat"],
+    )
+    objective: ObjectiveRequest | None = Field(
+        default=None,
+        description="What to explain: a class score, a layer's channel, a neuron, a layer's "
+        "norm or a direction (instead of `target`).",
+        examples=[{"kind": "channel", "layer": "blocks.5.0.conv_pw", "channel": 3}],
     )
     params: dict[str, Any] = Field(default_factory=dict)
     metrics: list[str] | dict[str, Any] | None = Field(
@@ -31,6 +57,19 @@ class ExplanationRequest(BaseModel):
     outputs: list[OutputName] = Field(
         default_factory=lambda: list[OutputName](["values"]),
         description="What an inline (wait) answer carries: values, png, overlay (base64).",
+    )
+
+
+class ArtifactInfo(BaseModel):
+    """A named, typed part of a result and where its renderings are."""
+
+    name: str
+    type: str = Field(examples=["attribution", "image", "segments", "curve", "table"])
+    shape: list[int]
+    axes: list[str] = Field(default_factory=list)
+    meta: dict[str, Any] = Field(default_factory=dict)
+    links: dict[str, str] = Field(
+        default_factory=dict, description="format -> URL of the artifact in that format."
     )
 
 
@@ -47,7 +86,9 @@ class Timings(BaseModel):
 
 class AttributionValues(BaseModel):
     shape: list[int]
-    values: list[list[float]] | None = None
+    values: list[Any] | None = Field(
+        default=None, description="The first attribution's values (nested lists, float32)."
+    )
 
 
 class ExplanationResult(BaseModel):
@@ -79,7 +120,15 @@ class ExplanationResult(BaseModel):
     method: str
     params: dict[str, Any]
     attribution: AttributionValues
-    target: TargetInfo
+    target: TargetInfo | None = Field(
+        default=None, description="The class explained (class objectives only)."
+    )
+    objective: dict[str, Any] = Field(default_factory=dict, description="The objective, resolved.")
+    artifacts: list[ArtifactInfo] = Field(default_factory=list)
+    views: dict[str, str] = Field(
+        default_factory=dict,
+        description="Which artifact the result's png and overlay renderings draw.",
+    )
     timings: Timings
     model_calls: int
     extras: dict[str, Any] = Field(default_factory=dict)

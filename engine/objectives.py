@@ -85,6 +85,11 @@ class Objective(ABC):
     def describe(self) -> dict[str, Any]:
         """The objective on the wire (a result's ``objective``)."""
 
+    def as_request(self) -> dict[str, Any]:
+        """The request that resolves to this objective with no forward pass (stored on a
+        job, so its chunks never resolve "top1" again)."""
+        return self.describe()
+
 
 @dataclass(frozen=True)
 class ClassScore(Objective):
@@ -122,6 +127,9 @@ class ClassScore(Objective):
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "class", "index": self.index, "label": self.label, "score": self.score}
+
+    def as_request(self) -> dict[str, Any]:
+        return {"kind": "class", "target": self.index, "score": self.score}
 
 
 @dataclass(frozen=True)

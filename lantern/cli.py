@@ -30,7 +30,12 @@ def _serve(args: argparse.Namespace) -> int:
         f"Redis at {settings.redis_url}" if settings.redis_url else "embedded (in-process worker)"
     )
     print(f"Lantern: preparing the built-in model in {settings.data_dir} ...", flush=True)
-    app = create_app(settings)
+    factory = None
+    if settings.redis_url:
+        from workers.dispatch import CeleryDispatcher  # the composition root wires Celery in
+
+        factory = CeleryDispatcher
+    app = create_app(settings, dispatcher=factory)
     host = "localhost" if args.host in ("0.0.0.0", "127.0.0.1") else args.host
     print(f"Lantern serving on http://{host}:{args.port}  [{mode}]  docs: /docs", flush=True)
     uvicorn.run(
@@ -52,8 +57,8 @@ def _worker(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from jobs.runtime import Runtime
     from workers.app import app
-    from workers.runtime import Runtime
 
     Runtime(settings).ensure_builtin()
     argv = [

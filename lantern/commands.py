@@ -145,7 +145,10 @@ def _explain(client: LanternClient, args: argparse.Namespace) -> int:
     finally:
         bar.done()
     t = result.target
-    print(f"target: {t.index} {t.label!r} (score {t.score:.4f})")
+    if t is not None:
+        print(f"target: {t.index} {t.label!r} (score {t.score:.4f})")
+    else:
+        print(f"objective: {result.objective}")
     shape = "x".join(str(s) for s in result.attribution.shape)
     print(
         f"job {result.job}: {result.method} on {result.model} ({result.version[:12]}), "

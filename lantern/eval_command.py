@@ -31,8 +31,8 @@ def _params(pairs: list[str]) -> dict[str, dict[str, Any]]:
 def _run(args: argparse.Namespace) -> int:
     from engine.errors import LanternError
     from engine.quality.evaluate import evaluate_folder, format_table
+    from jobs.runtime import Runtime
     from lantern.settings import Settings
-    from workers.runtime import Runtime
 
     rt = Runtime(Settings())
     try:

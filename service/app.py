@@ -11,6 +11,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 
+from jobs.dispatch import Dispatcher, EmbeddedDispatcher
+from jobs.runtime import Runtime
 from lantern import __version__, logs
 from lantern.settings import Settings
 from service.errors import install_error_handlers
@@ -19,8 +21,6 @@ from service.metrics import LATENCY, REQUESTS
 from service.routers import explanations, health, jobs, methods, models
 from service.routers.viewer import mount_viewer
 from service.state import ServiceState
-from workers.dispatch import CeleryDispatcher, Dispatcher, EmbeddedDispatcher
-from workers.runtime import Runtime
 
 log = logging.getLogger("lantern.api")
 access = logging.getLogger("lantern.access")
@@ -36,23 +36,33 @@ def _prepare(state: ServiceState) -> None:
         state.ready = not state.rt.settings.builtin_model
 
 
-def create_app(settings: Settings | None = None, *, block_startup: bool = True) -> FastAPI:
+DispatcherFactory = Callable[[Runtime], Dispatcher]
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    block_startup: bool = True,
+    dispatcher: DispatcherFactory | None = None,
+) -> FastAPI:
     """Build the app. Embedded mode (no Redis URL) runs jobs on an in-process pool.
 
-    ``block_startup``: build the built-in model before serving (else in the background,
-    with /readyz answering 503 until it is ready).
+    ``dispatcher`` hands jobs to workers (``lantern serve`` passes the Celery one when
+    LANTERN_REDIS_URL is set: the service itself imports no Celery); by default the
+    embedded, in-process worker. ``block_startup``: build the built-in model before serving
+    (else in the background, with /readyz answering 503 until it is ready).
     """
     settings = settings or Settings()
     rt = Runtime(settings)
-    dispatcher: Dispatcher = (
-        CeleryDispatcher(rt)
-        if settings.redis_url
+    disp: Dispatcher = (
+        dispatcher(rt)
+        if dispatcher is not None
         else EmbeddedDispatcher(rt, settings.embedded_workers)
     )
     if settings.auth_required and not settings.api_keys:
         raise ValueError("LANTERN_AUTH_REQUIRED is set but LANTERN_API_KEYS is empty.")
     state = ServiceState(
-        rt=rt, dispatcher=dispatcher, keys={k.sha256: k for k in settings.api_keys}
+        rt=rt, dispatcher=disp, keys={k.sha256: k for k in settings.api_keys}
     )
 
     @asynccontextmanager
@@ -62,7 +72,8 @@ def create_app(settings: Settings | None = None, *, block_startup: bool = True) 
         else:
             threading.Thread(target=_prepare, args=(state,), daemon=True).start()
         yield
-        dispatcher.close()
+        disp.close()
+        state.sync_pool.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
         title="Lantern",

@@ -67,7 +67,7 @@ async def authenticate(request: Request, state: ServiceState = Depends(get_state
 
 def _rate_limit(state: ServiceState, principal: Principal, limit: int) -> None:
     window = int(time.time() // 60)
-    count = state.rt.jobs.kv.incr(f"{state.rt.jobs.prefix}:rate:{principal.name}:{window}", 120)
+    count = state.rt.jobs.count_request(principal.name, window)
     if count > limit:
         retry = max(1, 60 - int(time.time() % 60))
         raise RateLimited(

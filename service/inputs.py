@@ -11,7 +11,7 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
-from engine.errors import InvalidInput, PayloadTooLarge
+from engine.errors import InvalidInput, LanternError, PayloadTooLarge
 
 MULTIPART = "multipart/form-data"
 M = TypeVar("M", bound=BaseModel)
@@ -86,18 +86,29 @@ def parse_json_field(fields: dict[str, Any], name: str) -> None:
             ) from None
 
 
+def validation_error(
+    e: ValidationError, what: str, hint: str, error_cls: type[LanternError] = InvalidInput
+) -> LanternError:
+    """A pydantic ValidationError as Lantern's typed error: the first problem's place and
+    message, every problem in ``details.errors`` (the one place this body is written)."""
+    errors = []
+    for err in e.errors():
+        msg = str(err["msg"])
+        if err.get("type") == "finite_number":
+            msg = "must be a finite number (not NaN or infinity)"
+        errors.append({"loc": ".".join(str(p) for p in err["loc"]), "msg": msg})
+    first = errors[0] if errors else {"loc": "", "msg": "invalid"}
+    return error_cls(
+        f"{what}: {first['loc'] or 'body'}: {first['msg']}. {hint}".strip(),
+        details={"errors": errors},
+    )
+
+
 def validate_as(model: type[M], data: dict[str, Any]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        errors = [
-            {"loc": ".".join(str(p) for p in err["loc"]), "msg": err["msg"]} for err in e.errors()
-        ]
-        first = errors[0]
-        raise InvalidInput(
-            f"The request is invalid at {first['loc'] or 'body'}: {first['msg']}.",
-            details={"errors": errors},
-        ) from None
+        raise validation_error(e, "The request is invalid", "", InvalidInput) from None
 
 
 class BodyLimitMiddleware:

@@ -1,4 +1,8 @@
-"""Submitting explanation jobs and shaping their answers (shared by the routers)."""
+"""Submitting explanation jobs and shaping their answers (shared by the routers).
+
+Results are rendered by artifact type through :mod:`engine.render.registry`; nothing here
+knows a method's names.
+"""
 
 from __future__ import annotations
 
@@ -11,34 +15,35 @@ from typing import Any
 import numpy as np
 from fastapi.concurrency import run_in_threadpool
 from PIL import Image
-from pydantic import ValidationError
 
 from api_schemas.errors import ErrorBody
-from api_schemas.explanations import (
-    AttributionValues,
-    ExplanationRequest,
-    ExplanationResult,
-    TargetInfo,
-    Timings,
-)
+from api_schemas.explanations import ExplanationRequest
 from api_schemas.jobs import JobLinks, JobState, JobStatus
+from api_schemas.objectives import ClassObjective, ObjectiveRequest
+from engine.artifacts import Artifact, AttributionMap, unpack
 from engine.errors import (
+    InputExpired,
+    InvalidInput,
     InvalidParams,
+    JobCancelled,
     JobFailed,
     JobNotReady,
     JobTooCostly,
     UnknownJob,
 )
+from engine.explain import check_method
+from engine.methods.base import MethodSpec
 from engine.methods.registry import get_method
 from engine.modalities.image import decode_image
+from engine.objectives import resolve_objective
 from engine.quality.metrics import MetricsRequest
-from engine.render.heatmap import encode_png, heatmap_image, overlay_image
-from engine.render.segments import segment_overlay
+from engine.render.registry import RenderContext, dumps, formats_of, needs_input, render
 from engine.targets import canonical_target
+from jobs.store import JobRecord
 from service.auth import Principal
+from service.inputs import validation_error
 from service.metrics import JOBS_SUBMITTED
 from service.state import ServiceState
-from workers.store import JobRecord
 
 
 def job_links(job_id: str) -> JobLinks:
@@ -76,81 +81,96 @@ def job_status(rec: JobRecord) -> JobStatus:
     )
 
 
-def _job_id(
-    owner: str,
-    model: str,
-    version: str,
-    input_key: str,
-    method: str,
-    params: dict[str, Any],
-    target: int | str,
-) -> str:
+def _job_id(owner: str, version: str, **parts: Any) -> str:
     canon = json.dumps(
-        {
-            "o": owner,
-            "m": model,
-            "v": version,
-            "i": input_key,
-            "x": method,
-            "p": params,
-            "t": target,
-        },
-        sort_keys=True,
-        separators=(",", ":"),
+        {"o": owner, "v": version, **parts}, sort_keys=True, separators=(",", ":")
     )
     return hashlib.sha256(canon.encode()).hexdigest()[:32]
 
 
-async def submit(
-    state: ServiceState, req: ExplanationRequest, data: bytes, owner: str
-) -> JobRecord:
+def objective_of(req: ExplanationRequest, labels: list[str]) -> ObjectiveRequest:
+    """The request's objective, canonical: ``target`` is the class shorthand, and a class
+    is its index (or "top1"), so the same request spelled differently is the same job."""
+    if req.objective is not None and req.target is not None:
+        raise InvalidInput(
+            "Give either `target` (a class) or `objective`, not both.",
+            details={"fields": ["target", "objective"]},
+        )
+    obj = req.objective or ClassObjective(target="top1" if req.target is None else req.target)
+    if isinstance(obj, ClassObjective):
+        return ClassObjective(target=canonical_target(obj.target, labels), score=obj.score)
+    return obj
+
+
+def parse_params(spec: MethodSpec[Any], raw: dict[str, Any]) -> Any:
+    from pydantic import ValidationError
+
+    try:
+        return spec.parse_params(raw)
+    except ValidationError as e:
+        raise validation_error(
+            e,
+            f"Invalid params for {spec.name}",
+            "See the method's params schema at GET /v1/methods.",
+            InvalidParams,
+        ) from None
+
+
+def submit(
+    state: ServiceState, req: ExplanationRequest, data: bytes | None, owner: str
+) -> tuple[JobRecord, bool]:
+    """Check the request on the graph alone (no session), store the input and the job;
+    (the record, whether it is new). Nothing is stored for a refused request."""
     rt = state.rt
     info = rt.models.get(req.model)
     spec = get_method(req.method)
-    try:
-        params = spec.parse_params(req.params)
-    except ValidationError as e:
-        errors = [
-            {"loc": ".".join(str(p) for p in err["loc"]), "msg": err["msg"]} for err in e.errors()
-        ]
-        first = errors[0]
-        raise InvalidParams(
-            f"Invalid params for {spec.name}: {first['loc'] or 'params'}: {first['msg']}. "
-            "See the method's params schema at GET /v1/methods.",
-            details={"errors": errors},
-        ) from None
-    target = canonical_target(req.target, info.manifest.labels)
+    params = parse_params(spec, req.params)
+    objective = objective_of(req, info.manifest.labels)
     metrics = _metrics_request(req.metrics)
-
-    def validate() -> None:
-        decode_image(data, rt.settings.max_pixels)
-        model = rt.load(info.name, info.version)
-        spec.check(params, model)
-        cost = spec.cost(params, model)
-        if metrics is not None:
-            h, _ = model.input_hw
-            for name in metrics.names:
-                cost += spec.cost(params, model) if name == "sanity" else h + 1
-        limit = rt.settings.max_job_cost
-        if cost > limit:
-            raise JobTooCostly(
-                f"This request would take about {cost} forward passes; the limit is {limit}. "
-                "Lower the method's sample, step or window count.",
-                details={"cost": cost, "limit": limit},
-            )
-
-    await run_in_threadpool(validate)
-    input_key = rt.jobs.put_input(data)
+    if spec.inputs == "item" and data is None:
+        raise InvalidInput(
+            f"Method {spec.name!r} explains an input: send `image` (or `input`, or a file).",
+            details={"field": "input"},
+        )
+    model = rt.load(info.name, info.version)
+    check_method(spec, model, objective)
+    if data is not None:
+        model.codec.validate(data)
+    spec.check(params, model)
+    resolved = resolve_objective(objective, model, getattr(params, "score", "logit"))
+    if spec.kind == "gradient" and resolved.layer is not None:
+        model.check_gradients(output=resolved.layer)
+    if metrics is not None and not isinstance(objective, ClassObjective):
+        raise InvalidParams(
+            "Quality metrics score a class: ask for them with a class objective.",
+            details={"metrics": metrics.names},
+        )
+    cost = spec.cost(params, model)
+    if metrics is not None:
+        h, _ = model.input_hw
+        for name in metrics.names:
+            cost += spec.cost(params, model) if name == "sanity" else h + 1
+    limit = rt.settings.max_job_cost
+    if cost > limit:
+        raise JobTooCostly(
+            f"This request would take about {cost} forward passes; the limit is {limit}. "
+            "Lower the method's sample, step or window count.",
+            details={"cost": cost, "limit": limit},
+        )
+    input_ref = None
+    if data is not None:
+        input_ref = {"modality": model.manifest.modality, "key": rt.jobs.put_input(data)}
     canon_params = params.model_dump(mode="json")
     canon_metrics = metrics.model_dump(mode="json") if metrics is not None else None
+    canon_objective = objective.model_dump(mode="json")
     job_id = _job_id(
         owner,
-        info.name,
         info.version,
-        input_key,
-        spec.name,
-        {"params": canon_params, "metrics": canon_metrics},
-        target,
+        m=info.name,
+        i=input_ref,
+        x=spec.name,
+        p={"params": canon_params, "metrics": canon_metrics},
+        t=canon_objective,
     )
     rec, created = rt.jobs.create_job(
         JobRecord(
@@ -159,8 +179,8 @@ async def submit(
             version=info.version,
             method=spec.name,
             params=canon_params,
-            target=target,
-            input_key=input_key,
+            objective=canon_objective,
+            input=input_ref,
             owner=owner,
             metrics=canon_metrics,
             time_limit_s=(
@@ -171,36 +191,39 @@ async def submit(
         )
     )
     JOBS_SUBMITTED.labels(spec.name, str(not created).lower()).inc()
-    if created:
-        try:
-            state.dispatcher.submit(job_id, rec.time_limit_s)
-        except Exception:
-            rt.jobs.update_job(
-                job_id,
-                state=JobState.failed.value,
-                error={
-                    "code": "backend_unavailable",
-                    "message": "The job could not be queued; submit it again.",
-                    "details": {},
-                },
-            )
-            raise
-    return rec
+    return rec, created
+
+
+def dispatch(state: ServiceState, rec: JobRecord) -> None:
+    """Hand a new job to the workers (or fail it, so that a resubmit starts afresh)."""
+    try:
+        state.dispatcher.submit(rec.id, rec.time_limit_s)
+    except Exception:
+        state.rt.jobs.update_job(
+            rec.id,
+            state=JobState.failed.value,
+            error={
+                "code": "backend_unavailable",
+                "message": "The job could not be queued; submit it again.",
+                "details": {},
+            },
+        )
+        raise
 
 
 def _metrics_request(raw: list[str] | dict[str, Any] | None) -> MetricsRequest | None:
+    from pydantic import ValidationError
+
     if raw is None or raw == [] or raw == {}:
         return None
     try:
         req = MetricsRequest.model_validate(raw)
     except ValidationError as e:
-        errors = [
-            {"loc": ".".join(str(p) for p in err["loc"]), "msg": err["msg"]} for err in e.errors()
-        ]
-        raise InvalidParams(
-            f"Invalid metrics: {errors[0]['loc'] or 'metrics'}: {errors[0]['msg']}. Ask for "
-            '"deletion", "insertion" and/or "sanity".',
-            details={"errors": errors},
+        raise validation_error(
+            e,
+            "Invalid metrics",
+            'Ask for "deletion", "insertion" and/or "sanity".',
+            InvalidParams,
         ) from None
     return req if req.names else None
 
@@ -243,91 +266,169 @@ def _reap_if_stale(state: ServiceState, rec: JobRecord) -> JobRecord:
     return rec
 
 
-def require_result(state: ServiceState, rec: JobRecord) -> Any:
+class Stored:
+    """A succeeded job's artifacts, loaded once per request."""
+
+    def __init__(self, artifacts: list[Artifact], views: dict[str, str]) -> None:
+        self.artifacts = artifacts
+        self.views = views
+
+    def get(self, name: str) -> Artifact:
+        for a in self.artifacts:
+            if a.name == name:
+                return a
+        from engine.errors import UnknownArtifact
+
+        raise UnknownArtifact(
+            f"The result has no artifact {name!r}. It has: "
+            f"{', '.join(a.name for a in self.artifacts)}.",
+            details={"artifact": name, "artifacts": [a.name for a in self.artifacts]},
+        )
+
+    def view(self, fmt: str) -> Artifact:
+        return self.get(self.views.get(fmt, self.artifacts[0].name))
+
+    def attribution(self) -> AttributionMap | None:
+        for a in self.artifacts:
+            if isinstance(a, AttributionMap):
+                return a
+        return None
+
+
+def require_result(state: ServiceState, rec: JobRecord) -> Stored:
+    """The artifacts of a succeeded job, or the error that says why there are none."""
     if rec.state == JobState.failed.value:
         raise JobFailed(
             "The job failed, so it has no result. See its error and submit a corrected request.",
             details={"job": rec.id, "error": rec.error},
+        )
+    if rec.state == JobState.cancelled.value:
+        raise JobCancelled(
+            "The job was cancelled, so it has no result. Submit the request again to run it.",
+            details={"job": rec.id, "state": rec.state},
         )
     if rec.state != JobState.succeeded.value:
         raise JobNotReady(
             f"The job is {rec.state}; poll GET /v1/jobs/{rec.id} until it has succeeded.",
             details={"job": rec.id, "state": rec.state, "progress": rec.progress},
         )
-    values = state.rt.jobs.get_result(rec.id)
-    if values is None:
-        raise UnknownJob(f"The result of job {rec.id} expired. Submit the request again.")
-    return values
-
-
-def render(
-    state: ServiceState, rec: JobRecord, values: Any, fmt: str, colormap: str, alpha: float
-) -> bytes:
-    if fmt == "png":
-        grid = state.rt.jobs.get_arrays(rec.id).get("grid")
-        if grid is not None:  # activation maps: the channel grid is the picture
-            return encode_png(Image.fromarray(grid, mode="RGB"))
-        return encode_png(heatmap_image(values, colormap))
-    data = state.rt.jobs.get_input(rec.input_key)
-    if data is None:
-        raise UnknownJob(f"The input of job {rec.id} expired. Submit the request again.")
-    base = decode_image(data, state.rt.settings.max_pixels)
-    segment_map = state.rt.jobs.get_arrays(rec.id).get("segment_map")
-    extras = (rec.summary or {}).get("extras", {})
-    if segment_map is not None and "segments" in extras:
-        # LIME and KernelSHAP: the top positive (green) and negative (red) superpixels
-        return encode_png(
-            segment_overlay(
-                base,
-                segment_map,
-                np.asarray(extras["segments"], np.float64),
-                positive=extras.get("top_positive"),
-                negative=extras.get("top_negative"),
-            )
+    packed = state.rt.jobs.get_artifacts(rec.id)
+    if packed is None:
+        raise UnknownJob(
+            f"The result of job {rec.id} expired. Submit the request again.",
+            details={"job": rec.id, "part": "result"},
         )
-    return encode_png(overlay_image(values, base, colormap, alpha))
+    artifacts, views = unpack(packed)
+    return Stored(artifacts, views)
+
+
+def _context(state: ServiceState, rec: JobRecord, colormap: str, alpha: float) -> RenderContext:
+    def image() -> Image.Image:
+        key = rec.input_key
+        data = state.rt.jobs.get_input(key) if key is not None else None
+        if data is None:
+            raise InputExpired(
+                f"The input of job {rec.id} expired, so it cannot be drawn under the result; "
+                "the JSON, .npy and PNG renderings still work. Submit the request again for "
+                "an overlay.",
+                details={"job": rec.id, "part": "input"},
+            )
+        return decode_image(data, state.rt.settings.max_pixels)
+
+    return RenderContext(input_image=image, colormap=colormap, alpha=alpha)
+
+
+def render_artifact(
+    state: ServiceState,
+    rec: JobRecord,
+    artifact: Artifact,
+    fmt: str,
+    colormap: str = "jet",
+    alpha: float = 0.5,
+) -> bytes:
+    return render(artifact, fmt, _context(state, rec, colormap, alpha))
+
+
+def render_view(
+    state: ServiceState, rec: JobRecord, stored: Stored, fmt: str, colormap: str, alpha: float
+) -> bytes:
+    """The result's ``png`` or ``overlay``: its view artifact drawn in that format (an
+    overlay of an artifact without one, e.g. a channel grid, is its png)."""
+    artifact = stored.view(fmt)
+    if fmt == "overlay" and "overlay" not in formats_of(artifact.type):
+        fmt = "png"
+    return render_artifact(state, rec, artifact, fmt, colormap, alpha)
+
+
+def artifact_links(job_id: str, artifact: Artifact | dict[str, Any]) -> dict[str, str]:
+    name = artifact.name if isinstance(artifact, Artifact) else str(artifact["name"])
+    kind = artifact.type if isinstance(artifact, Artifact) else str(artifact["type"])
+    base = f"/v1/jobs/{job_id}/artifacts/{name}"
+    return {fmt: f"{base}?format={fmt}" for fmt in formats_of(kind)}
 
 
 def build_result(
     state: ServiceState,
     rec: JobRecord,
-    values: Any,
+    stored: Stored,
     outputs: list[str],
     colormap: str = "jet",
     alpha: float = 0.5,
-) -> ExplanationResult:
+) -> bytes:
+    """The JSON result (ExplanationResult), serialised with numpy arrays written natively."""
     s = rec.summary or {}
     images: dict[str, str] = {}
     for out in outputs:
         if out in ("png", "overlay"):
-            images[out] = base64.b64encode(
-                render(state, rec, values, out, colormap, alpha)
-            ).decode()
-    return ExplanationResult(
-        job=rec.id,
-        model=rec.model,
-        version=rec.version,
-        method=rec.method,
-        params=rec.params,
-        attribution=AttributionValues(
-            shape=list(values.shape),
-            values=values.tolist() if "values" in outputs else None,
-        ),
-        target=TargetInfo.model_validate(s.get("target", {})),
-        timings=Timings.model_validate(s.get("timings", {})),
-        model_calls=rec.model_calls or 0,
-        extras=s.get("extras", {}),
-        metrics=s.get("metrics") or {},
-        cost=s.get("cost") or {},
-        images=images,
-    )
+            png = render_view(state, rec, stored, out, colormap, alpha)
+            images[out] = base64.b64encode(png).decode()
+    attribution = stored.attribution()
+    values: Any = None
+    shape: list[int] = list(s.get("shape", []))
+    if attribution is not None:
+        shape = attribution.shape
+        if "values" in outputs:
+            values = np.ascontiguousarray(attribution.values, np.float32)
+    infos = [{**a.info(), "links": artifact_links(rec.id, a)} for a in stored.artifacts]
+    body = {
+        "job": rec.id,
+        "model": rec.model,
+        "version": rec.version,
+        "method": rec.method,
+        "params": rec.params,
+        "attribution": {"shape": shape, "values": values},
+        "target": s.get("target"),
+        "objective": s.get("objective") or {},
+        "artifacts": infos,
+        "views": {fmt: stored.view(fmt).name for fmt in ("png", "overlay")},
+        "timings": s.get("timings", {"queued_ms": 0.0, "compute_ms": 0.0}),
+        "model_calls": rec.model_calls or 0,
+        "extras": s.get("extras", {}),
+        "metrics": s.get("metrics") or {},
+        "cost": s.get("cost") or {},
+        "images": images,
+    }
+    return dumps(body)
+
+
+def needs_input_for(stored: Stored, fmt: str) -> bool:
+    a = stored.view(fmt)
+    return needs_input(a.type, fmt)
+
+
+async def submit_async(
+    state: ServiceState, req: ExplanationRequest, data: bytes | None, owner: str
+) -> tuple[JobRecord, bool]:
+    return await run_in_threadpool(submit, state, req, data, owner)
 
 
 __all__ = [
     "build_result",
+    "dispatch",
     "get_record",
     "job_status",
-    "render",
+    "render_artifact",
+    "render_view",
     "require_result",
     "submit",
 ]

@@ -16,7 +16,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from workers.store import DURATION_BUCKETS
+from jobs.store import DURATION_BUCKETS
 
 if TYPE_CHECKING:
     from service.state import ServiceState
@@ -79,7 +79,7 @@ class StoreCollector(Collector):
         yield passes
         yield duration
         queue = GaugeMetricFamily("lantern_queue_depth", "Tasks waiting in the broker queue")
-        queue.add_metric([], float(jobs.kv.llen(self.state.rt.settings.queue)))
+        queue.add_metric([], float(jobs.queue_length(self.state.rt.settings.queue)))
         yield queue
         cache = CounterMetricFamily(
             "lantern_session_cache",

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from fastapi import Request
 
+from jobs.dispatch import Dispatcher
+from jobs.runner import run_job
+from jobs.runtime import Runtime
 from lantern.settings import ApiKey
-from workers.dispatch import Dispatcher
-from workers.runtime import Runtime
 
 
 @dataclass
@@ -18,6 +21,15 @@ class ServiceState:
     ready: bool = False
     startup_error: str | None = None
     keys: dict[str, ApiKey] = field(default_factory=dict)
+    #: The sync lane: cheap methods asked with ?wait run here, never behind long jobs.
+    sync_pool: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="lantern-sync")
+    )
+
+    async def run_sync(self, job_id: str) -> str:
+        """Run a sync method's job in the sync lane and wait for it (no queue, no polling)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.sync_pool, run_job, self.rt, job_id)
 
 
 def get_state(request: Request) -> ServiceState:

@@ -1,36 +1,8 @@
-"""How the API hands a job to workers: Celery on Redis, or a thread pool when embedded."""
+"""The Celery dispatcher: the API's side of the Celery shell (wired in by ``lantern serve``)."""
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
-
-from workers.runner import run_job
-from workers.runtime import Runtime
-
-
-class Dispatcher(Protocol):
-    def submit(self, job_id: str, time_limit_s: float) -> None: ...
-    def cancel(self, job_id: str) -> None: ...
-    def close(self) -> None: ...
-
-
-class EmbeddedDispatcher:
-    """The in-process worker of embedded mode."""
-
-    def __init__(self, rt: Runtime, threads: int) -> None:
-        self.rt = rt
-        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="lantern-job")
-
-    def submit(self, job_id: str, time_limit_s: float) -> None:
-        """The runner enforces the limit itself, between forward batches."""
-        self.pool.submit(run_job, self.rt, job_id)
-
-    def cancel(self, job_id: str) -> None:
-        """The runner sees the cancelled state at its next progress report."""
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+from jobs.runtime import Runtime
 
 
 class CeleryDispatcher:

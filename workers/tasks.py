@@ -1,15 +1,16 @@
-"""Celery tasks: thin shells over workers.runner and workers.split. Each process builds its
+"""Celery tasks: thin shells over jobs.runner and jobs.split. Each process builds its
 Runtime lazily, after the fork, so ONNX Runtime sessions are never shared across processes."""
 
 from __future__ import annotations
 
 from celery import chord
+from celery.exceptions import SoftTimeLimitExceeded
 
+from jobs.runner import run_job
+from jobs.runtime import Runtime
+from jobs.split import Ranges, finish_round, run_chunk
 from lantern.settings import Settings
 from workers.app import app
-from workers.runner import run_job
-from workers.runtime import Runtime
-from workers.split import Ranges, finish_round, run_chunk
 
 _runtime: Runtime | None = None
 
@@ -31,7 +32,7 @@ class CelerySplitter:
 
 @app.task(name="lantern.explain")  # type: ignore[untyped-decorator]
 def explain_task(job_id: str) -> str:
-    return run_job(runtime(), job_id, CelerySplitter())
+    return run_job(runtime(), job_id, CelerySplitter(), (SoftTimeLimitExceeded,))
 
 
 @app.task(name="lantern.chunk", ignore_result=False)  # type: ignore[untyped-decorator]

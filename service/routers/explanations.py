@@ -11,21 +11,47 @@ from fastapi.responses import JSONResponse
 from api_schemas.errors import ErrorBody
 from api_schemas.explanations import ExplanationRequest, ExplanationResult
 from api_schemas.jobs import JobState, JobStatus
-from engine.errors import PayloadTooLarge
+from engine.errors import InvalidInput, PayloadTooLarge, status_of
+from engine.methods.registry import get_method
 from service.auth import AUTH_RESPONSES, Principal, require_user
 from service.errors import error_response
 from service.inputs import decode_base64_image, parse_json_field, read_body, validate_as
-from service.jobs import build_result, get_record, job_status, require_result, submit
+from service.jobs import (
+    build_result,
+    dispatch,
+    get_record,
+    job_status,
+    require_result,
+    submit,
+)
 from service.state import ServiceState, get_state
 
 router = APIRouter(prefix="/v1/explanations", tags=["explanations"], responses=AUTH_RESPONSES)
+
+def _inline(schema: dict[str, Any]) -> dict[str, Any]:
+    """A pydantic JSON schema with its ``$defs`` inlined (the request body of the docs)."""
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return walk(defs[ref.rsplit("/", 1)[-1]])
+            return {k: walk(v) for k, v in node.items() if k != "mapping"}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    out: dict[str, Any] = walk(schema)
+    return out
+
 
 _DOC: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
             "application/json": {
-                "schema": ExplanationRequest.model_json_schema(),
+                "schema": _inline(ExplanationRequest.model_json_schema()),
                 "example": {
                     "model": "efficientnet-lite0",
                     "method": "occlusion",
@@ -46,6 +72,8 @@ _DOC: dict[str, Any] = {
                         "target": {"type": "string", "default": "top1"},
                         "params": {"type": "string", "description": "JSON object"},
                         "outputs": {"type": "string", "description": "JSON list"},
+                        "objective": {"type": "string", "description": "JSON object"},
+                        "metrics": {"type": "string", "description": "JSON list or object"},
                     },
                 }
             },
@@ -76,34 +104,49 @@ async def create_explanation(
 ) -> Response:
     fields, file_bytes = await read_body(request)
     limit = state.rt.settings.max_upload_bytes
+    data: bytes | None
     if file_bytes is not None:
         parse_json_field(fields, "params")
         parse_json_field(fields, "outputs")
         parse_json_field(fields, "metrics")
-        fields["image"] = ""
+        parse_json_field(fields, "objective")
         req = validate_as(ExplanationRequest, fields)
         data = file_bytes
     else:
         req = validate_as(ExplanationRequest, fields)
-        data = decode_base64_image(req.image, limit)
-    if len(data) > limit:
+        encoded = req.input.data if req.input is not None else req.image
+        if req.input is not None and req.image is not None:
+            raise InvalidInput(
+                "Give the input once: `image` or `input`, not both.",
+                details={"fields": ["image", "input"]},
+            )
+        data = None if encoded is None else decode_base64_image(encoded, limit)
+    if data is not None and len(data) > limit:
         raise PayloadTooLarge(f"The image exceeds {limit} bytes. Send a smaller file.")
-    rec = await submit(state, req, data, principal.name)
+    rec, created = await run_in_threadpool(submit, state, req, data, principal.name)
     headers = {"Location": f"/v1/jobs/{rec.id}"}
+    spec = get_method(rec.method)
+    if created:
+        if wait > 0 and spec.execution == "sync":
+            # the sync lane: run it here, on threads of its own (never behind long jobs)
+            await state.run_sync(rec.id)
+            rec = await run_in_threadpool(get_record, state, rec.id, principal)
+        else:
+            await run_in_threadpool(dispatch, state, rec)
     deadline = time.monotonic() + wait
     while wait > 0 and not JobState(rec.state).terminal and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
         rec = await run_in_threadpool(get_record, state, rec.id, principal)
     if rec.state == JobState.succeeded.value:
-        values = require_result(state, rec)
-        result = await run_in_threadpool(build_result, state, rec, values, list(req.outputs))
-        return JSONResponse(result.model_dump(mode="json"), status_code=200, headers=headers)
+        stored = await run_in_threadpool(require_result, state, rec)
+        body = await run_in_threadpool(build_result, state, rec, stored, list(req.outputs))
+        return Response(body, status_code=200, headers=headers, media_type="application/json")
     if rec.state == JobState.failed.value and wait > 0 and rec.error:
         err = rec.error
-        status = 500 if err.get("code") == "internal_error" else 422
+        code = str(err.get("code"))
         return error_response(
-            status,
-            str(err.get("code")),
+            status_of(code),
+            code,
             str(err.get("message")),
             {"job": rec.id, **(err.get("details") or {})},
         )

@@ -11,10 +11,17 @@ from api_schemas.explanations import ExplanationResult
 from api_schemas.jobs import JobState, JobStatus
 from engine.errors import JobFinished
 from engine.render.colormap import COLORMAPS
+from engine.render.registry import MEDIA_TYPES, render
 from service.auth import AUTH_RESPONSES, Principal, require_user
-from service.jobs import build_result, get_record, job_status, render, require_result
+from service.jobs import (
+    build_result,
+    get_record,
+    job_status,
+    render_artifact,
+    render_view,
+    require_result,
+)
 from service.state import ServiceState, get_state
-from workers.store import array_to_bytes
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=AUTH_RESPONSES)
 
@@ -63,18 +70,53 @@ async def get_result(
     principal: Principal = Depends(require_user),
 ) -> Response:
     rec = get_record(state, job, principal)
-    values = require_result(state, rec)
+    stored = await run_in_threadpool(require_result, state, rec)
     if format == "json":
-        result = await run_in_threadpool(build_result, state, rec, values, ["values"])
-        return Response(result.model_dump_json(), media_type="application/json")
+        body = await run_in_threadpool(build_result, state, rec, stored, ["values"])
+        return Response(body, media_type="application/json")
     if format == "npy":
+        primary = stored.attribution() or stored.artifacts[0]
         return Response(
-            array_to_bytes(values),
+            render(primary, "npy"),
             media_type="application/octet-stream",
             headers={"Content-Disposition": f'attachment; filename="{job}.npy"'},
         )
-    png = await run_in_threadpool(render, state, rec, values, format, colormap, alpha)
+    png = await run_in_threadpool(render_view, state, rec, stored, format, colormap, alpha)
     return Response(png, media_type="image/png")
+
+
+@router.get(
+    "/{job}/artifacts/{name}",
+    summary="One artifact of a result, rendered by its type (json, npy, png, overlay, svg).",
+    responses={
+        200: {
+            "content": {
+                "application/json": {},
+                "image/png": {},
+                "image/svg+xml": {},
+                "application/octet-stream": {},
+            }
+        },
+        **ERRORS,
+    },
+)
+async def get_artifact(
+    job: str,
+    name: str,
+    format: Literal["json", "png", "overlay", "npy", "svg"] = Query("json"),
+    colormap: Colormap = Query("jet"),
+    alpha: float = Query(0.5, ge=0.0, le=1.0, description="Heatmap opacity of an overlay."),
+    state: ServiceState = Depends(get_state),
+    principal: Principal = Depends(require_user),
+) -> Response:
+    rec = get_record(state, job, principal)
+    stored = await run_in_threadpool(require_result, state, rec)
+    artifact = stored.get(name)
+    body = await run_in_threadpool(render_artifact, state, rec, artifact, format, colormap, alpha)
+    headers = {}
+    if format == "npy":
+        headers["Content-Disposition"] = f'attachment; filename="{job}-{name}.npy"'
+    return Response(body, media_type=MEDIA_TYPES[format], headers=headers)
 
 
 @router.delete(

@@ -161,7 +161,7 @@ def test_cancel(client: TestClient) -> None:
     time.sleep(0.5)
     assert client.get(f"/v1/jobs/{job}").json()["state"] == "cancelled"
     r = client.get(f"/v1/jobs/{job}/result")
-    assert r.status_code == 409 and r.json()["code"] == "job_not_ready"
+    assert r.status_code == 409 and r.json()["code"] == "job_cancelled"  # its real state
     # resubmitting a cancelled request starts it again
     again = client.post("/v1/explanations", json=body).json()
     assert again["id"] == job and again["state"] in ("queued", "running")

@@ -97,7 +97,7 @@ def test_saliency_answers_synchronously(client: TestClient) -> None:
     expected = np.zeros((8, 8))
     expected[:4, :4] = 1.0
     np.testing.assert_allclose(body["attribution"]["values"], expected, atol=1e-6)
-    assert body["model_calls"] == 2  # target resolution + one forward-backward
+    assert body["model_calls"] == 1  # one forward-backward: its logits give the target score
 
 
 def test_grad_cam_and_activation_maps_on_the_builtin_model(client: TestClient) -> None:

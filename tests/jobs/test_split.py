@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 
 from api_schemas.models import ModelManifest
+from jobs.runner import run_job
+from jobs.runtime import Runtime
+from jobs.split import Ranges, finish_round, ranges, run_chunk
+from jobs.store import JobRecord
 from lantern.settings import Settings
 from lantern_testing.images import png_bytes
 from lantern_testing.models import linear_classifier, manifest
-from workers.runner import run_job
-from workers.runtime import Runtime
-from workers.split import Ranges, finish_round, ranges, run_chunk
-from workers.store import JobRecord
+from lantern_testing.results import result_values
 
 
 class InlineSplitter:
@@ -50,7 +51,8 @@ def submit(rt: Runtime, job_id: str, method: str, params: dict[str, object]) -> 
     px = np.random.default_rng(1).integers(0, 255, (16, 16, 3), dtype=np.uint8)
     rt.jobs.create_job(JobRecord(
         id=job_id, model="tiny", version=rt.models.get("tiny").version, method=method,
-        params=params, target=0, input_key=rt.jobs.put_input(png_bytes(px)),
+        params=params, objective={"kind": "class", "target": 0},
+        input={"modality": "image", "key": rt.jobs.put_input(png_bytes(px))},
     ))
 
 
@@ -72,7 +74,7 @@ def test_split_equals_one_run(tmp_path: Path, method: str, params: dict[str, obj
     whole = runtime(tmp_path / "whole")
     submit(whole, "j", method, params)
     assert run_job(whole, "j") == "succeeded"
-    expected = whole.jobs.get_result("j")
+    expected = result_values(whole.jobs, "j")
 
     split = runtime(tmp_path / "split", split_min_samples=1, split_chunk_samples=37)
     splitter = InlineSplitter(split)
@@ -83,7 +85,7 @@ def test_split_equals_one_run(tmp_path: Path, method: str, params: dict[str, obj
     assert sum(len(r) for r in splitter.rounds) > 1
     if params.get("mode") == "drilldown":
         assert len(splitter.rounds) == 2  # coarse, then fine over the top regions
-    got = split.jobs.get_result("j")
+    got = result_values(split.jobs, "j")
     assert expected is not None and got is not None
     np.testing.assert_array_equal(got, expected)
     whole_rec = whole.jobs.get_job("j")
@@ -112,7 +114,7 @@ def test_a_cancelled_split_job_stays_cancelled(tmp_path: Path) -> None:
     run_job(rt, "j", CancelFirst(rt))
     rec = rt.jobs.get_job("j")
     assert rec is not None and rec.state == "cancelled"
-    assert rt.jobs.get_result("j") is None
+    assert result_values(rt.jobs, "j") is None
 
 
 def test_ranges() -> None:

@@ -11,9 +11,9 @@ import pytest
 from api_schemas.models import ModelManifest
 from engine.methods.registry import get_method
 from engine.models.runtime import LoadedModel
+from jobs.runtime import Runtime
 from lantern.settings import Settings
 from lantern_testing.models import conv_classifier, manifest
-from workers.runtime import Runtime
 
 
 def test_gradient_cache_quota_from_the_environment(

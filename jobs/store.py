@@ -29,8 +29,10 @@ class JobRecord:
     version: str
     method: str
     params: dict[str, Any]
-    target: int | str
-    input_key: str
+    #: The objective as requested (api_schemas.objectives, JSON), then as resolved.
+    objective: dict[str, Any]
+    #: The input: {"modality": "image", "key": sha256 of the bytes}, or None (no input).
+    input: dict[str, Any] | None
     state: str = JobState.queued.value
     progress: float = 0.0
     created_at: float = field(default_factory=time.time)
@@ -43,6 +45,12 @@ class JobRecord:
     owner: str = "anonymous"
     time_limit_s: float = 900.0
     metrics: dict[str, Any] | None = None
+    #: The objective once resolved (a class index instead of "top1"): chunks reuse it.
+    resolved: dict[str, Any] | None = None
+
+    @property
+    def input_key(self) -> str | None:
+        return None if self.input is None else str(self.input["key"])
 
     def to_fields(self) -> dict[str, str]:
         return {k: json.dumps(v) for k, v in asdict(self).items()}
@@ -254,7 +262,7 @@ class JobStore:
 
     def get_job(self, job_id: str) -> JobRecord | None:
         raw = self.kv.hgetall(self._k("job", job_id))
-        if "input_key" not in raw:
+        if "method" not in raw or "objective" not in raw:
             return None
         return JobRecord.from_fields(raw)
 
@@ -268,26 +276,48 @@ class JobStore:
         return None if v is None else str(json.loads(v))
 
     # results ------------------------------------------------------------------------
-    def put_result(
-        self, job_id: str, values: NDArray[Any], arrays: dict[str, NDArray[Any]] | None = None
-    ) -> None:
-        """The attribution, and a method's named arrays (a channel grid, superpixels, ...)."""
-        if arrays:
-            buf = io.BytesIO()
-            np.savez_compressed(buf, allow_pickle=False, **arrays)
-            self.kv.set(self._k("arrays", job_id), buf.getvalue(), self.ttl)
-        self.kv.set(self._k("result", job_id), array_to_bytes(values), self.ttl)
+    def put_artifacts(self, job_id: str, packed: bytes) -> None:
+        """The result's artifacts (engine.artifacts.pack)."""
+        self.kv.set(self._k("artifacts", job_id), packed, self.ttl)
 
-    def get_arrays(self, job_id: str) -> dict[str, NDArray[Any]]:
-        b = self.kv.get(self._k("arrays", job_id))
-        if b is None:
-            return {}
-        with np.load(io.BytesIO(b), allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+    def get_artifacts(self, job_id: str) -> bytes | None:
+        return self.kv.get(self._k("artifacts", job_id))
 
-    def get_result(self, job_id: str) -> NDArray[Any] | None:
-        b = self.kv.get(self._k("result", job_id))
-        return None if b is None else array_from_bytes(b)
+    # split jobs: the plan of each round, each chunk's scores and passes -----------------
+    def put_plan(self, job_id: str, round_: int, plan: bytes) -> None:
+        self.kv.set(self._k("plan", f"{job_id}:{round_}"), plan, self.ttl)
+
+    def get_plan(self, job_id: str, round_: int) -> bytes | None:
+        return self.kv.get(self._k("plan", f"{job_id}:{round_}"))
+
+    def split_state(self, job_id: str) -> dict[str, Any] | None:
+        raw = self.kv.hget(self._k("job", job_id), "split")
+        return None if raw is None else dict(json.loads(raw))
+
+    def put_chunk(self, job_id: str, start: int, scores: NDArray[Any], passes: int) -> None:
+        """A chunk's scores; a redelivered chunk rewrites the same scores and its passes
+        are counted once."""
+        self.kv.set(self._k("chunk", f"{job_id}:{start}"), array_to_bytes(scores), self.ttl)
+        if self.kv.setnx(self._k("done", f"{job_id}:{start}"), b"1", self.ttl):
+            self.kv.incr(self._k("passes", job_id), self.ttl, passes)
+
+    def get_chunk(self, job_id: str, start: int) -> NDArray[Any] | None:
+        raw = self.kv.get(self._k("chunk", f"{job_id}:{start}"))
+        return None if raw is None else array_from_bytes(raw)
+
+    def chunk_done(self, job_id: str, start: int) -> bool:
+        return self.kv.get(self._k("done", f"{job_id}:{start}")) is not None
+
+    def chunk_passes(self, job_id: str) -> int:
+        return int(self.kv.get(self._k("passes", job_id)) or b"0")
+
+    # rate limits ----------------------------------------------------------------------
+    def count_request(self, who: str, window: int, ttl_s: int = 120) -> int:
+        """Count one request of ``who`` in time window ``window``; the count so far."""
+        return self.kv.incr(self._k("rate", f"{who}:{window}"), ttl_s)
+
+    def queue_length(self, queue: str) -> int:
+        return self.kv.llen(queue)
 
     # metrics ------------------------------------------------------------------------
     def record_job(self, method: str, state: str, seconds: float, model_calls: int) -> None:

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import redis
 
-from workers.store import JobRecord, JobStore, MemoryKV, RedisKV
+from engine.artifacts import AttributionMap, Curve, ImageArtifact, pack, unpack
+from jobs.store import JobRecord, JobStore, MemoryKV, RedisKV
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -30,8 +31,8 @@ def record(job_id: str = "j1") -> JobRecord:
         version="v",
         method="occlusion",
         params={"window": 4},
-        target="top1",
-        input_key="k",
+        objective={"kind": "class", "target": "top1"},
+        input={"modality": "image", "key": "k"},
     )
 
 
@@ -49,7 +50,7 @@ def test_create_is_idempotent_while_live(store: JobStore) -> None:
     again, created = store.create_job(record())
     assert not created
     assert again.state == "running" and again.progress == 0.5
-    assert again.params == {"window": 4} and again.target == "top1"
+    assert again.params == {"window": 4} and again.objective["target"] == "top1"
 
 
 @pytest.mark.parametrize("state", ["failed", "cancelled"])
@@ -64,17 +65,24 @@ def test_failed_or_cancelled_jobs_are_reset_on_resubmit(store: JobStore, state: 
 
 def test_results_round_trip_exactly(store: JobStore) -> None:
     values = np.random.default_rng(0).normal(size=(5, 7)).astype(np.float32)
-    store.put_result("j1", values)
-    out = store.get_result("j1")
-    assert out is not None and out.dtype == np.float32
-    np.testing.assert_array_equal(out, values)
-    assert store.get_result("nope") is None
-    assert store.get_arrays("j1") == {}
     grid = np.arange(12, dtype=np.uint8).reshape(2, 2, 3)
-    store.put_result("j2", values, {"grid": grid})
-    arrays = store.get_arrays("j2")
-    assert list(arrays) == ["grid"] and arrays["grid"].dtype == np.uint8
-    np.testing.assert_array_equal(arrays["grid"], grid)
+    curve = Curve("deletion", np.linspace(0, 1, 4), np.array([1.0, 0.5, 0.25, 0.0]), auc=0.4)
+    store.put_artifacts(
+        "j1", pack([AttributionMap("attribution", values), ImageArtifact("grid", grid), curve],
+                   {"png": "grid"})
+    )
+    raw = store.get_artifacts("j1")
+    assert raw is not None and store.get_artifacts("nope") is None
+    artifacts, views = unpack(raw)
+    assert [a.name for a in artifacts] == ["attribution", "grid", "deletion"]
+    assert views == {"png": "grid"}
+    a, g, c = artifacts
+    assert isinstance(a, AttributionMap) and a.values.dtype == np.float32
+    np.testing.assert_array_equal(a.values, values)
+    assert isinstance(g, ImageArtifact) and g.pixels.dtype == np.uint8
+    np.testing.assert_array_equal(g.pixels, grid)
+    assert isinstance(c, Curve) and c.auc == 0.4
+    np.testing.assert_array_equal(c.y, curve.y)
 
 
 def test_state_field(store: JobStore) -> None:
@@ -90,8 +98,8 @@ def test_ttl_expires_everything(request: pytest.FixtureRequest) -> None:
         s = JobStore(kv, ttl_s=1, prefix=f"ttl{time.monotonic_ns()}")
         key = s.put_input(b"x")
         s.create_job(record())
-        s.put_result("j1", np.zeros(2))
+        s.put_artifacts("j1", pack([AttributionMap("attribution", np.zeros((1, 2), np.float32))]))
         time.sleep(2.1)
         assert s.get_input(key) is None
         assert s.get_job("j1") is None
-        assert s.get_result("j1") is None
+        assert s.get_artifacts("j1") is None

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 
 from api_schemas.models import ModelManifest
+from jobs.runner import run_job
+from jobs.runtime import Runtime
+from jobs.store import JobRecord
 from lantern.settings import Settings
 from lantern_testing.images import png_bytes
 from lantern_testing.models import linear_classifier, manifest
-from workers.runner import run_job
-from workers.runtime import Runtime
-from workers.store import JobRecord
+from lantern_testing.results import result_values
 
 
 @pytest.fixture
@@ -38,8 +39,8 @@ def submit(rt: Runtime, data: bytes, params: dict[str, object], job_id: str = "j
             version=info.version,
             method="occlusion",
             params=params,
-            target="left",
-            input_key=rt.jobs.put_input(data),
+            objective={"kind": "class", "target": "left"},
+            input={"modality": "image", "key": rt.jobs.put_input(data)},
         )
     )
 
@@ -54,7 +55,7 @@ def test_a_job_runs_to_its_result(rt: Runtime) -> None:
     assert rec.model_calls == 1 + 1 + 4  # target resolution + f(x) + 4 windows
     assert rec.summary is not None and rec.summary["target"]["index"] == 0
     assert rec.started_at is not None and rec.finished_at is not None
-    values = rt.jobs.get_result("job")
+    values = result_values(rt.jobs, "job")
     assert values is not None
     expected = np.zeros((8, 8))
     expected[:4, :4] = 16 * 10.0
@@ -78,8 +79,8 @@ def test_an_expired_input_fails_cleanly(rt: Runtime) -> None:
             version=info.version,
             method="occlusion",
             params={},
-            target=0,
-            input_key="0" * 64,  # never stored, as after its TTL
+            objective={"kind": "class", "target": 0},
+            input={"modality": "image", "key": "0" * 64},  # never stored, as after its TTL
         )
     )
     assert run_job(rt, "j") == "failed"
@@ -108,7 +109,7 @@ def test_cancel_stops_a_running_job(rt: Runtime) -> None:
     assert run_job(rt, "job") == "cancelled"
     rec = rt.jobs.get_job("job")
     assert rec is not None and rec.state == "cancelled" and rec.progress < 1.0
-    assert rt.jobs.get_result("job") is None
+    assert result_values(rt.jobs, "job") is None
 
 
 def test_unknown_method_fails_with_code(rt: Runtime) -> None:
@@ -120,8 +121,11 @@ def test_unknown_method_fails_with_code(rt: Runtime) -> None:
             version=info.version,
             method="nope",
             params={},
-            target=0,
-            input_key=rt.jobs.put_input(png_bytes(np.zeros((8, 8, 3), np.uint8))),
+            objective={"kind": "class", "target": 0},
+            input={
+                "modality": "image",
+                "key": rt.jobs.put_input(png_bytes(np.zeros((8, 8, 3), np.uint8))),
+            },
         )
     )
     assert run_job(rt, "j") == "failed"

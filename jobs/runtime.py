@@ -10,8 +10,8 @@ from api_schemas.models import ModelInfo
 from engine.models.runtime import GraphIO, LoadedModel, RuntimeOptions, SessionCache
 from engine.models.store import ModelStore
 from engine.models.zoo import BUILTIN_MODEL_ID, builtin_manifest, ensure_builtin
+from jobs.store import JobStore, MemoryKV, RedisKV
 from lantern.settings import Settings
-from workers.store import JobStore, MemoryKV, RedisKV
 
 log = logging.getLogger("lantern")
 
@@ -27,6 +27,7 @@ class Runtime:
                 forward_batch=settings.forward_batch,
                 gradient_dir=settings.data_dir / "gradients",
                 gradient_cache_max_mb=settings.gradient_cache_max_mb,
+                max_pixels=settings.max_pixels,
             ),
             capacity=settings.session_cache_size,
         )

@@ -1,0 +1,273 @@
+"""Runs one explanation job: the code a Celery task and the embedded worker share.
+
+One path for a job's stages, shared with the chunked split (:mod:`jobs.split`):
+
+    prepare  — the method, its params, the model, the decoded input (once per process)
+    resolve  — the objective (a "top1" class runs the input once); stored on the record,
+               so chunks and the assembly never resolve it again
+    run      — the method here, or — when it has a plan and costs enough — a split
+    finish   — the target's score, the quality metrics, the artifacts stored
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import TypeAdapter
+
+from api_schemas.jobs import JobState
+from api_schemas.objectives import ObjectiveRequest
+from engine.artifacts import pack
+from engine.errors import (
+    Cancelled,
+    InputExpired,
+    LanternError,
+    TimeLimitExceeded,
+    internal_error,
+)
+from engine.explain import Explanation, finish, resolve
+from engine.methods.base import MethodSpec
+from engine.methods.registry import get_method
+from engine.modalities.image import ImageInput
+from engine.models.runtime import LoadedModel
+from engine.objectives import Objective, ScoreKind, resolve_objective
+from engine.quality.metrics import MetricsRequest
+from jobs.runtime import Runtime
+from jobs.store import JobRecord
+from lantern import logs
+
+log = logging.getLogger("lantern.worker")
+
+_TERMINAL = {JobState.succeeded.value, JobState.failed.value, JobState.cancelled.value}
+OBJECTIVE = TypeAdapter[ObjectiveRequest](ObjectiveRequest)
+
+
+class JobProgress:
+    """Writes progress to the store at most every ``interval`` s and honours cancel."""
+
+    def __init__(
+        self, rt: Runtime, job_id: str, time_limit_s: float = 900.0, interval: float = 0.2
+    ) -> None:
+        self.rt = rt
+        self.job_id = job_id
+        self.interval = interval
+        self.time_limit_s = time_limit_s
+        self._deadline = time.monotonic() + time_limit_s
+        self._last = 0.0
+
+    def __call__(self, fraction: float) -> None:
+        now = time.monotonic()
+        if now > self._deadline and fraction < 1.0:
+            raise TimeLimitExceeded(
+                f"The job ran past its time limit of {self.time_limit_s:.0f} s. "
+                "Ask for fewer samples or steps.",
+                details={"time_limit_s": self.time_limit_s},
+            )
+        if now - self._last < self.interval and fraction < 1.0:
+            return
+        self._last = now
+        if self.rt.jobs.get_state(self.job_id) == JobState.cancelled.value:
+            raise Cancelled()
+        self.rt.jobs.update_job(self.job_id, progress=round(min(max(fraction, 0.0), 1.0), 4))
+
+
+@dataclass
+class Prepared:
+    """A job ready to run: its method, params, model and decoded input."""
+
+    rec: JobRecord
+    spec: MethodSpec[Any]
+    params: Any
+    model: LoadedModel
+    item: ImageInput | None
+
+
+class _Items:
+    """Decoded inputs by (input key, model version): each decoded once per process."""
+
+    def __init__(self, capacity: int = 8) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[tuple[str, str], ImageInput] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, rt: Runtime, rec: JobRecord, model: LoadedModel) -> ImageInput | None:
+        key = rec.input_key
+        if key is None:
+            return None
+        with self._lock:
+            item = self._items.get((key, model.version))
+            if item is not None:
+                self._items.move_to_end((key, model.version))
+                return item
+        data = rt.jobs.get_input(key)
+        if data is None:
+            raise InputExpired(
+                "The job's input expired before it ran. Submit the request again.",
+                details={"part": "input"},
+            )
+        item = model.codec.decode(data)
+        with self._lock:
+            self._items[(key, model.version)] = item
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+        return item
+
+
+ITEMS = _Items()
+
+
+def prepare(rt: Runtime, rec: JobRecord) -> Prepared:
+    spec = get_method(rec.method)
+    params = spec.parse_params(rec.params)
+    model = rt.load(rec.model, rec.version)
+    return Prepared(rec, spec, params, model, ITEMS.get(rt, rec, model))
+
+
+def resolved_objective(rt: Runtime, job: Prepared) -> tuple[Objective, NDArray[np.float32] | None]:
+    """The job's objective: resolved once and stored on the record (then rebuilt from it
+    with no forward pass), with the model's output when resolving needed it."""
+    rec = job.rec
+    score: ScoreKind = getattr(job.params, "score", "logit")
+    if rec.resolved is not None:
+        return resolve_objective(OBJECTIVE.validate_python(rec.resolved), job.model, score), None
+    objective, logits = resolve(
+        job.model, job.spec, job.item, OBJECTIVE.validate_python(rec.objective), job.params
+    )
+    rec.resolved = objective.as_request()
+    rt.jobs.update_job(rec.id, resolved=rec.resolved)
+    return objective, logits
+
+
+def _fail(rt: Runtime, job_id: str, error: dict[str, Any]) -> None:
+    rt.jobs.update_job(job_id, state=JobState.failed.value, error=error, finished_at=time.time())
+    rec = rt.jobs.get_job(job_id)
+    if rec is not None:
+        rt.jobs.record_job(rec.method, JobState.failed.value, 0.0, 0)
+
+
+def _time_limit(rec: JobRecord) -> dict[str, Any]:
+    return TimeLimitExceeded(
+        f"The job ran past its time limit of {rec.time_limit_s:.0f} s. "
+        "Ask for fewer samples or steps.",
+        details={"time_limit_s": rec.time_limit_s},
+    ).to_dict()
+
+
+def run_job(
+    rt: Runtime,
+    job_id: str,
+    splitter: Any = None,
+    time_limit_errors: tuple[type[BaseException], ...] = (),
+) -> str:
+    """Run the job if it still needs running; returns its state.
+
+    With a ``splitter`` (Celery), a perturbation job that costs at least
+    ``split_min_samples`` passes is split into chunks for several workers and this returns
+    "running"; the last round's assembly completes it. ``time_limit_errors``: what the
+    shell raises at a soft time limit (Celery's SoftTimeLimitExceeded).
+    """
+    from jobs.split import start_split  # split imports this module
+
+    logs.job_id.set(job_id)
+    rec = rt.jobs.get_job(job_id)
+    if rec is None:
+        log.warning("job %s expired before it ran", job_id)
+        return "missing"
+    if rec.state in _TERMINAL:
+        return rec.state
+    started = time.time()
+    rt.jobs.update_job(
+        job_id, state=JobState.running.value, started_at=started, attempts=rec.attempts + 1
+    )
+    rec.started_at = started
+    try:
+        job = prepare(rt, rec)
+        objective, logits = resolved_objective(rt, job)
+        if (
+            splitter is not None
+            and job.spec.plan is not None
+            and job.spec.cost(job.params, job.model) >= rt.settings.split_min_samples
+        ):
+            start_split(rt, job, objective, logits, splitter)
+            return JobState.running.value
+        progress = JobProgress(rt, job_id, rec.time_limit_s)
+        metrics = MetricsRequest.model_validate(rec.metrics) if rec.metrics else None
+        wants_metrics = metrics is not None and bool(metrics.names)
+        share = 0.6 if wants_metrics else 1.0
+        result = job.spec.fn(
+            job.model, job.item, objective, job.params, lambda f: progress(share * f)
+        )
+        explanation = finish(
+            job.model,
+            job.spec,
+            job.item,
+            objective,
+            job.params,
+            result,
+            logits,
+            lambda f: progress(share + (1.0 - share) * f),
+            metrics,
+            extra_calls=0 if logits is None else 1,
+        )
+    except Cancelled:
+        return JobState.cancelled.value
+    except time_limit_errors:
+        _fail(rt, job_id, _time_limit(rec))
+        return JobState.failed.value
+    except LanternError as e:
+        _fail(rt, job_id, e.to_dict())
+        return JobState.failed.value
+    except Exception as e:
+        log.exception("job %s failed", job_id)
+        _fail(rt, job_id, internal_error(e))
+        return JobState.failed.value
+    return complete(rt, rec, explanation)
+
+
+def complete(rt: Runtime, rec: JobRecord, result: Explanation) -> str:
+    """Store the artifacts and mark the job succeeded (unless it was cancelled meanwhile)."""
+    job_id = rec.id
+    model_calls = result.cost["forward_passes"]
+    if rt.jobs.get_state(job_id) == JobState.cancelled.value:
+        return JobState.cancelled.value
+    finished = time.time()
+    artifacts = result.artifacts
+    rt.jobs.put_artifacts(job_id, pack(artifacts, result.result.views))
+    started = rec.started_at or finished
+    compute_ms = round((finished - started) * 1000.0, 2)
+    primary = result.result.primary
+    summary = {
+        "target": result.target_info(),
+        "objective": result.objective.describe(),
+        "shape": primary.shape,
+        "extras": result.result.extras,
+        "metrics": result.metrics,
+        "cost": result.cost,
+        "artifacts": [a.info() for a in artifacts],
+        "views": {fmt: result.result.view(fmt) for fmt in ("png", "overlay")},
+        "timings": {
+            "queued_ms": round((started - rec.created_at) * 1000.0, 2),
+            "compute_ms": compute_ms,
+        },
+    }
+    rt.jobs.update_job(
+        job_id,
+        state=JobState.succeeded.value,
+        progress=1.0,
+        finished_at=finished,
+        model_calls=model_calls,
+        summary=summary,
+    )
+    rt.jobs.record_job(rec.method, JobState.succeeded.value, finished - started, model_calls)
+    log.info(
+        "job succeeded",
+        extra={"method": rec.method, "model_calls": model_calls, "compute_ms": compute_ms},
+    )
+    return JobState.succeeded.value

@@ -203,6 +203,7 @@ class InputExpired(LanternError):
 class BackendUnavailable(LanternError):
     status = 503
     code = "backend_unavailable"
+    headers = {"Retry-After": "5"}  # noqa: RUF012
 
 
 def status_of(code: str) -> int:
@@ -229,3 +230,11 @@ def internal_error(exc: BaseException) -> dict[str, Any]:
 
 class Cancelled(Exception):
     """Raised inside a running method when its job was cancelled (not a caller error)."""
+
+
+class ModelRecordDamaged(LanternError):
+    """A stored model record that cannot be read (corrupt JSON, or it fails validation).
+    An admin can delete it (DELETE /v1/models/{name}) and register the model again."""
+
+    status = 409
+    code = "model_damaged"

@@ -71,6 +71,8 @@ def start_split(
         "expected": builder.expected_samples(plan),
         "refs": [refs.f_x, refs.f_baseline, refs.forward_passes + (0 if logits is None else 1)],
         "chunk": rt.settings.split_chunk_samples,
+        # the output on the input, when resolving the objective ran it (for the target score)
+        "logits": None if logits is None else np.asarray(logits, np.float64).ravel().tolist(),
     }
     rt.jobs.update_job(rec.id, split=state)
     splitter.submit_round(rec.id, ranges(0, plan.n_samples, rt.settings.split_chunk_samples))
@@ -157,8 +159,10 @@ def finish_round(rt: Runtime, job_id: str, splitter: Splitter) -> str:
             job.model, _item(job), objective, job.params, plan, scores, refs, passes
         )
         metrics = MetricsRequest.model_validate(rec.metrics) if rec.metrics else None
+        logits = state.get("logits")
         explanation = finish(
-            job.model, job.spec, job.item, objective, job.params, result, None,
+            job.model, job.spec, job.item, objective, job.params, result,
+            None if logits is None else np.asarray(logits, np.float32)[None],
             lambda f: None, metrics,
         )
     except LanternError as e:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import kombu.exceptions
 import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -106,5 +105,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(redis.ConnectionError, _redis_down)
     app.add_exception_handler(redis.TimeoutError, _redis_down)
-    app.add_exception_handler(kombu.exceptions.OperationalError, _redis_down)
     app.add_exception_handler(Exception, _unexpected)

@@ -91,13 +91,15 @@ def test_one_job_is_shared_by_two_workers(cluster: dict[str, object]) -> None:
     from engine.methods.base import no_progress
     from engine.methods.occlusion import OcclusionParams, occlusion
     from engine.modalities.image import prepare_image
+    from engine.objectives import ClassScore
+    from jobs.runtime import Runtime
     from lantern.settings import Settings
-    from workers.runtime import Runtime
 
     rt = Runtime(Settings(data_dir=root / "data", ort_threads=1))
     model = rt.load("efficientnet-lite0")
     inp = prepare_image(Image.fromarray(data.chelsea()), model.manifest)
-    local = occlusion(model, inp, 285, OcclusionParams(window=32, stride=16), no_progress)
+    params = OcclusionParams(window=32, stride=16)
+    local = occlusion(model, inp, ClassScore(285), params, no_progress)
     np.testing.assert_allclose(values, local.values, rtol=1e-5, atol=1e-5)
 
 

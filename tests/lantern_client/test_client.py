@@ -164,7 +164,7 @@ def test_submit_job_and_cancel(client: LanternClient) -> None:
     assert cancelled.state == JobState.cancelled and cancelled.progress < 1.0
     with pytest.raises(LanternAPIError) as e:
         client.result_array(st.id)
-    assert e.value.status == 409 and e.value.code == "job_not_ready"
+    assert e.value.status == 409 and e.value.code == "job_cancelled"
     with pytest.raises(LanternAPIError) as e:
         client.wait(st.id, timeout=5)
     assert e.value.code == "job_cancelled"

@@ -116,7 +116,7 @@ def test_resolution_checks_the_model(conv: LoadedModel) -> None:
     assert (ne.y, ne.x) == (4, 4)  # type: ignore[attr-defined]
     with pytest.raises(UnknownLayer):
         resolve_objective(ChannelObjective(kind="channel", layer="nope", channel=0), conv)
-    with pytest.raises(InvalidObjective, match="channels 0..3"):
+    with pytest.raises(InvalidObjective, match=r"channels 0\.\.3"):
         resolve_objective(ChannelObjective(kind="channel", layer="act", channel=4), conv)
     with pytest.raises(InvalidObjective, match="no spatial extent"):
         resolve_objective(NeuronObjective(kind="neuron", layer="flat", channel=0), conv)

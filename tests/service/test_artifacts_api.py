@@ -65,7 +65,8 @@ def test_metrics_become_curve_artifacts(client: TestClient) -> None:
     curve = next(a for a in res["artifacts"] if a["name"] == "deletion")
     assert curve["type"] == "curve" and "svg" in curve["links"]
     body = client.get(curve["links"]["json"]).json()["data"]
-    assert len(body["x"]) == len(body["y"]) == 9 and body["auc"] == res["metrics"]["deletion"]["auc"]
+    assert len(body["x"]) == len(body["y"]) == 9
+    assert body["auc"] == res["metrics"]["deletion"]["auc"]
     svg = client.get(curve["links"]["svg"])
     assert svg.headers["content-type"].startswith("image/svg+xml") and b"<polyline" in svg.content
 

@@ -2,13 +2,20 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class MethodInfo(BaseModel):
     name: str
-    modality: Literal["image", "tabular", "text", "timeseries"]
-    kind: Literal["perturbation", "gradient", "cam", "activation", "dataset"]
+    modality: str = Field(description="The first modality the method takes.")
+    modalities: list[str] = Field(default_factory=list, description="Every modality it takes.")
+    inputs: Literal["item", "none", "dataset"] = Field(
+        default="item", description="One input, none (the objective alone), or a dataset."
+    )
+    objectives: list[str] = Field(
+        default_factory=list, description="The objective kinds it takes (class, channel, ...)."
+    )
+    kind: str
     execution: Literal["sync", "job"]
     description: str
     params_schema: dict[str, Any]
@@ -23,6 +30,9 @@ class MethodList(BaseModel):
                         {
                             "name": "grad_cam",
                             "modality": "image",
+                            "modalities": ["image"],
+                            "inputs": "item",
+                            "objectives": ["class"],
                             "kind": "cam",
                             "execution": "sync",
                             "description": "Grad-CAM: feature maps weighted by their mean "

@@ -21,6 +21,9 @@ def list_methods() -> MethodList:
             MethodInfo(
                 name=s.name,
                 modality=s.modality,
+                modalities=list(s.modalities),
+                inputs=s.inputs,
+                objectives=list(s.objectives),
                 kind=s.kind,
                 execution=s.execution,
                 description=s.description,

@@ -19,7 +19,7 @@ from engine.modalities.image import ImageInput, prepare_image
 from engine.models.runtime import LoadedModel
 from engine.objectives import ClassScore
 from lantern.settings import Settings
-from workers.runtime import Runtime
+from jobs.runtime import Runtime
 
 EGYPTIAN_CAT = 285
 CAT_COLUMNS = 176  # at 224 x 224, chelsea's face fills columns 0..~185; the rest is wall

@@ -14,7 +14,12 @@ from engine.gradients import optimize as opt
 from engine.gradients.builder import build_vjp_model
 from engine.gradients.optimize import OptimizeOptions
 
-EFFICIENTNET = pathlib.Path("/tmp/lantern-zoo/efficientnet-lite0.onnx")
+
+
+@pytest.fixture(scope="module")
+def efficientnet(zoo_dir: pathlib.Path) -> onnx.ModelProto:
+    """The built-in model, built once for the session (never skipped on a fresh clone)."""
+    return onnx.load(str(zoo_dir / "efficientnet-lite0.onnx"))
 
 
 def _ops(model: onnx.ModelProto) -> Counter[str]:
@@ -151,10 +156,11 @@ def test_pruning_drops_weight_adjoints() -> None:
     assert ops_pruned.get("ReduceSum", 0) < ops_raw.get("ReduceSum", 0)
 
 
-@pytest.mark.skipif(not EFFICIENTNET.is_file(), reason="built-in model not built")
 @pytest.mark.parametrize(("wrt", "batch"), [("input", 1), ("head.act", 1), ("input", 16)])
-def test_optimised_equals_raw_on_efficientnet(wrt: str, batch: int) -> None:
-    model = onnx.load(str(EFFICIENTNET))
+def test_optimised_equals_raw_on_efficientnet(
+    efficientnet: onnx.ModelProto, wrt: str, batch: int
+) -> None:
+    model = efficientnet
     rng = np.random.default_rng(0)
     feeds = {"input": rng.standard_normal((batch, 3, 224, 224)).astype(np.float32),
              "seed": rng.standard_normal((batch, 1000)).astype(np.float32)}
@@ -286,11 +292,12 @@ def test_optimised_equals_raw_for_an_inner_output(output: str, wrts: tuple[str, 
         _assert_same(_run(raw.model, feeds), _run(full.model, feeds))
 
 
-@pytest.mark.skipif(not EFFICIENTNET.is_file(), reason="built-in model not built")
 @pytest.mark.parametrize(("output", "wrt"), [("blocks.5.expand_act", "input"),
                                              ("blocks.5.depthwise_act", "blocks.3.expand_act")])
-def test_optimised_equals_raw_on_an_efficientnet_inner_output(output: str, wrt: str) -> None:
-    model = onnx.load(str(EFFICIENTNET))
+def test_optimised_equals_raw_on_an_efficientnet_inner_output(
+    efficientnet: onnx.ModelProto, output: str, wrt: str
+) -> None:
+    model = efficientnet
     raw = build_vjp_model(model, output=output, wrt=wrt, batch=1, level="none")
     full = build_vjp_model(model, output=output, wrt=wrt, batch=1, level="full")
     assert full.output_shape == raw.output_shape and len(full.output_shape) == 3

@@ -15,7 +15,6 @@ from engine.gradients.builder import build_vjp_model
 from engine.gradients.optimize import OptimizeOptions
 
 
-
 @pytest.fixture(scope="module")
 def efficientnet(zoo_dir: pathlib.Path) -> onnx.ModelProto:
     """The built-in model, built once for the session (never skipped on a fresh clone)."""

@@ -1,21 +1,36 @@
-/* Lantern web viewer: plain JavaScript against the public v1 API (no build step). */
+/* Lantern web viewer: plain JavaScript against the public v1 API (no build step).
+ *
+ * A result is drawn artifact by artifact: result.artifacts lists what the job produced
+ * ({name, type, shape, axes, meta, links}) and RENDERERS[type] draws one card for each
+ * (attribution, image, segments, curve, table; anything else gets a generic card with its
+ * download links). A new kind of picture is a new renderer: add it to RENDERERS, or from
+ * outside with window.Lantern.registerRenderer(type, fn). Results from a server without
+ * artifacts are read as one "attribution" artifact (the job's result links).
+ *
+ * The current answer can be pinned: it stays on the left while the next one (another
+ * method or target on the same image) is drawn beside it.
+ */
 "use strict";
 
 (function () {
   const $ = (id) => document.getElementById(id);
   const POLL_MS = 250;
+  /** Methods whose `layer` must be a spatial (N, C, H, W) layer. */
+  const SPATIAL_LAYER_METHODS = new Set(["grad_cam", "grad_cam_plus_plus", "activation_maps"]);
 
   const state = {
     models: [], // ModelInfo[]
     methods: [], // MethodInfo[]
     paramFields: [], // {name, get(): value | undefined}
+    layerFields: [], // layer pick lists of the params form: {select, def, spatialOnly}
+    layers: {}, // "model@version" -> {layers: LayerInfo[], defaultLayer}
     image: null, // {blob, name, img: HTMLImageElement, url}
     job: null, // id of the job being followed or shown
     pollToken: 0,
-    result: null, // {job, summary}
-    heat: null, // {key, img}
-    heatToken: 0,
     predictToken: 0,
+    current: null, // the pane of the latest answer (see makePane)
+    pinned: null, // the pinned pane, or null
+    display: { opacity: 0.5, colormap: "jet" },
   };
 
   // ---------------------------------------------------------------- API and errors
@@ -97,8 +112,28 @@
     if (typeof x !== "number" || !isFinite(x)) return String(x);
     if (Number.isInteger(x)) return String(x);
     const a = Math.abs(x);
-    if (a !== 0 && (a < 1e-3 || a >= 1e5)) return x.toExponential(3);
-    return x.toPrecision(4).replace(/\.?0+$/, "");
+    if (a !== 0 && (a < 1e-3 || a >= 1e7)) return x.toExponential(3);
+    if (a >= 1e3) return String(Math.round(x)); // toPrecision(4) would write 1.002e+4
+    return x.toPrecision(4).replace(/(\.\d*?)0+$/, "$1").replace(/\.$/, "");
+  }
+
+  /** A duration for people: "0.4 ms", "12 ms", "840 ms", "10.0 s", "1 min 40 s", "2 h 5 min". */
+  function fmtDuration(ms) {
+    if (typeof ms !== "number" || !isFinite(ms) || ms < 0) return "—";
+    if (ms < 9.95) return ms.toFixed(1).replace(/\.0$/, "") + " ms";
+    if (Math.round(ms) < 1000) return Math.round(ms) + " ms";
+    const s = ms / 1000;
+    if (Math.round(s * 10) / 10 < 60) return s.toFixed(1) + " s";
+    let total = Math.round(s);
+    if (total < 3600) {
+      const min = Math.floor(total / 60);
+      const sec = total % 60;
+      return sec ? `${min} min ${sec} s` : `${min} min`;
+    }
+    total = Math.round(s / 60);
+    const h = Math.floor(total / 60);
+    const min = total % 60;
+    return min ? `${h} h ${min} min` : `${h} h`;
   }
 
   function fmtBytes(n) {
@@ -159,8 +194,27 @@
     labels.replaceChildren(...m.manifest.labels.map((l) => el("option", { value: l })));
     $("target-index").max = String(m.manifest.labels.length - 1);
     refreshLayerLists();
+    guarded(loadLayers)(m);
     updateRunButton();
     predict();
+  }
+
+  function layerKey(m) {
+    return m.name + "@" + m.version;
+  }
+
+  /** The model's layers (GET /v1/models/{model}), once per model version. */
+  async function loadLayers(m) {
+    const key = layerKey(m);
+    if (!state.layers[key]) {
+      const info = await apiJson(`/v1/models/${encodeURIComponent(m.name)}`);
+      state.layers[key] = {
+        layers: info.layers || [],
+        defaultLayer: (info.capabilities && info.capabilities.default_layer) || null,
+      };
+    }
+    const now = currentModel();
+    if (now && layerKey(now) === key) refreshLayerLists();
   }
 
   async function uploadModel() {
@@ -203,8 +257,8 @@
     state.image = { blob, name, img, url };
     $("image-info").textContent =
       `${name} · ${img.naturalWidth}×${img.naturalHeight} · ${fmtBytes(blob.size)}`;
+    clearComparison();
     resetResult();
-    draw();
     updateRunButton();
     predict();
   }
@@ -400,7 +454,13 @@
         if (union) return union;
       }
       if (nullable && nonNull.length === 1) {
-        const merged = { ...nonNull[0], title, description: s.description, default: def };
+        const merged = {
+          ...nonNull[0],
+          title,
+          description: s.description,
+          default: def,
+          nullable: true,
+        };
         return fieldFor(name, merged, root, key);
       }
       return jsonField(key, s, wrap);
@@ -429,14 +489,15 @@
       const { input, get } = numberInput(key, s, def);
       return { node: wrap(input), get };
     }
+    if (s.type === "string" && /layer/i.test(name)) {
+      return layerField(key, s, wrap);
+    }
     if (s.type === "string") {
-      const isLayer = /layer/i.test(name);
       const input = el("input", {
         type: "text",
         name: key,
         value: def !== undefined && def !== null ? def : "",
         placeholder: def === null || def === undefined ? "(default)" : "",
-        list: isLayer ? "layer-list" : null,
       });
       return {
         node: wrap(input, true),
@@ -515,8 +576,8 @@
     const input = el("input", {
       type: "text",
       name,
-      value: s.default !== undefined ? JSON.stringify(s.default) : "",
-      placeholder: "JSON",
+      value: s.default !== undefined && s.default !== null ? JSON.stringify(s.default) : "",
+      placeholder: s.default === null ? "(default)" : "JSON",
     });
     const get = () => {
       const raw = input.value.trim();
@@ -530,27 +591,61 @@
     return { node: wrap(input, true), get };
   }
 
+  /** A pick list of the model's layers; "(default)" sends null (the method's default). */
+  function layerField(key, s, wrap) {
+    const method = currentMethod();
+    const spatialOnly =
+      Boolean(method && SPATIAL_LAYER_METHODS.has(method.name)) ||
+      /spatial/i.test(s.description || "");
+    const select = el("select", { name: key, "data-layers": "pending" });
+    const field = { select, def: s.default, spatialOnly };
+    state.layerFields.push(field);
+    fillLayerSelect(field);
+    const get = () => {
+      if (select.value !== "") return select.value;
+      return s.nullable || s.default === null ? null : undefined;
+    };
+    return { node: wrap(select, true), get };
+  }
+
+  function layerText(l) {
+    const dims = (l.shape || []).slice(1).join("×");
+    return `${l.name} · ${l.op_type}${dims ? " · " + dims : ""}`;
+  }
+
+  function fillLayerSelect(field) {
+    const { select, def, spatialOnly } = field;
+    const m = currentModel();
+    const info = m ? state.layers[layerKey(m)] : null;
+    const previous = select.value || (typeof def === "string" ? def : "");
+    const layers = info ? info.layers.filter((l) => !spatialOnly || l.spatial) : [];
+    const fallback = info && info.defaultLayer ? `(default: ${info.defaultLayer})` : "(default)";
+    const options = [el("option", { value: "", text: fallback })];
+    for (const l of layers) options.push(el("option", { value: l.name, text: layerText(l) }));
+    select.replaceChildren(...options);
+    select.value = layers.some((l) => l.name === previous) ? previous : "";
+    select.dataset.layers = info ? String(layers.length) : "pending";
+    select.title = spatialOnly
+      ? "Spatial layers (N, C, H, W) of the model; (default) lets the method choose."
+      : "Layers of the model; (default) lets the method choose.";
+  }
+
   function renderParams(schema) {
     const form = $("params");
     const props = schema.properties || {};
     state.paramFields = [];
+    state.layerFields = [];
     const nodes = [];
     for (const [name, prop] of Object.entries(props)) {
       const field = fieldFor(name, prop, schema);
       state.paramFields.push({ name, get: field.get });
       nodes.push(field.node);
     }
-    form.replaceChildren(...nodes, el("datalist", { id: "layer-list" }));
-    refreshLayerLists();
+    form.replaceChildren(...nodes);
   }
 
   function refreshLayerLists() {
-    const list = $("layer-list");
-    const m = currentModel();
-    if (!list || !m) return;
-    list.replaceChildren(
-      ...(m.layers || []).filter((l) => l.spatial).map((l) => el("option", { value: l.name }))
-    );
+    for (const f of state.layerFields) fillLayerSelect(f);
   }
 
   function collectParams() {
@@ -593,8 +688,7 @@
     form.append("model", m.name);
     form.append("method", method.name);
     form.append("target", targetValue());
-    const params = collectParams();
-    form.append("params", JSON.stringify(params));
+    form.append("params", JSON.stringify(collectParams()));
     form.append("outputs", JSON.stringify([]));
     const metrics = Array.from(document.querySelectorAll("#metrics input:checked")).map(
       (i) => i.value,
@@ -603,26 +697,28 @@
     const token = ++state.pollToken;
     resetResult();
     $("run").disabled = true;
+    // sync methods answer inline (the API runs them at once); jobs are followed by polling
+    const inline = method.execution === "sync";
+    if (inline) showJob({ id: null, state: "running", progress: 0 });
     try {
-      const response = await api("/v1/explanations", { method: "POST", body: form });
+      let response;
+      try {
+        response = await api("/v1/explanations" + (inline ? "?wait=30" : ""), {
+          method: "POST",
+          body: form,
+        });
+      } catch (e) {
+        if (inline && token === state.pollToken) showJob({ id: null, state: "failed", progress: 0 });
+        throw e;
+      }
       const body = await response.json();
       if (token !== state.pollToken) return;
       if (response.status === 200) {
-        // already computed (same request): the result itself
+        // the result itself: computed inline, or already computed (the same request)
         showJob({ id: body.job, state: "succeeded", progress: 1 });
-        await showResult(body.job, {
-          target: body.target,
-          timings: body.timings,
-          extras: body.extras,
-          metrics: body.metrics,
-          shape: body.attribution.shape,
-          model_calls: body.model_calls,
-          method: body.method,
-          params: body.params,
-          cached: true,
-        });
+        showResult(readResult(body, { cached: !inline }));
       } else {
-        await follow(body, token, params);
+        await follow(body, token);
       }
     } finally {
       if (token === state.pollToken) updateRunButton();
@@ -639,27 +735,19 @@
     $("job-bar").style.width = pct + "%";
     $("job-bar").parentElement.setAttribute("aria-valuenow", String(pct));
     $("job-percent").textContent = pct + "%";
-    $("cancel").disabled = ["succeeded", "failed", "cancelled"].includes(st.state);
+    $("cancel").disabled = !st.id || ["succeeded", "failed", "cancelled"].includes(st.state);
   }
 
-  async function follow(st, token, params) {
+  async function follow(st, token) {
     $("run").disabled = true;
     for (;;) {
       if (token !== state.pollToken) return;
       showJob(st);
       if (st.state === "succeeded") {
-        const summary = st.result_summary || {};
-        await showResult(st.id, {
-          target: summary.target,
-          timings: summary.timings || st.timings,
-          extras: summary.extras || {},
-          metrics: summary.metrics || {},
-          shape: summary.shape,
-          model_calls: st.model_calls,
-          method: st.method,
-          params,
-          cached: false,
-        });
+        // the result itself: every field, and its artifacts where the server lists them
+        const body = await apiJson(resultUrl(st.id, { format: "json" }));
+        if (token !== state.pollToken) return;
+        showResult(readResult(body, { cached: false }));
         return;
       }
       if (st.state === "failed") {
@@ -687,92 +775,740 @@
     return `/v1/jobs/${encodeURIComponent(job)}/result?` + new URLSearchParams(query).toString();
   }
 
-  function resetResult() {
-    state.result = null;
-    state.heat = null;
-    $("downloads").hidden = true;
-    $("summary-section").hidden = true;
-    $("extras-section").hidden = true;
-    draw();
+  /** ``link`` with ``extra`` set in its query string (same-origin links stay relative). */
+  function withQuery(link, extra) {
+    const u = new URL(link, location.href);
+    for (const [k, v] of Object.entries(extra || {})) u.searchParams.set(k, String(v));
+    return u.origin === location.origin ? u.pathname + u.search : u.href;
   }
 
-  async function showResult(job, summary) {
-    state.result = { job, summary };
-    renderSummary(summary, job);
-    renderExtras(Object.assign({}, summary.extras || {}, { metrics: summary.metrics || {} }));
-    updateDownloads();
-    $("downloads").hidden = false;
-    await loadHeat();
+  // ---------------------------------------------------------------- results and artifacts
+
+  /** A result body (ExplanationResult JSON) as the viewer uses it, with its artifacts. */
+  function readResult(body, extra) {
+    const attribution = body.attribution || {};
+    const r = {
+      job: body.job,
+      model: body.model,
+      version: body.version,
+      method: body.method,
+      params: body.params || {},
+      target: body.target || null,
+      objective: body.objective || null,
+      timings: body.timings || {},
+      model_calls: body.model_calls,
+      extras: body.extras || {},
+      metrics: body.metrics || {},
+      cost: body.cost || {},
+      shape: attribution.shape || body.shape || null,
+      views: body.views || {},
+      cached: Boolean(extra && extra.cached),
+    };
+    r.legacy = !Array.isArray(body.artifacts);
+    r.artifacts = r.legacy ? legacyArtifacts(r) : orderArtifacts(body.artifacts, r.views);
+    return r;
   }
 
-  /** The heatmap at the image's size: the overlay with alpha=1 (resized like the server's). */
-  async function loadHeat() {
-    if (!state.result) return;
-    const cmap = $("colormap").value;
-    const job = state.result.job;
-    const key = job + "|" + cmap;
-    if (state.heat && state.heat.key === key) return draw();
-    const token = ++state.heatToken;
-    const r = await api(resultUrl(job, { format: "overlay", colormap: cmap, alpha: "1" }));
-    const url = URL.createObjectURL(await r.blob());
-    try {
-      const img = await loadImage(url);
-      if (token !== state.heatToken || !state.result || state.result.job !== job) return;
-      state.heat = { key, img, job, cmap };
-    } finally {
-      URL.revokeObjectURL(url);
+  /** A server without artifacts: the job's result is one attribution (its result links). */
+  function legacyArtifacts(r) {
+    const link = (format) => resultUrl(r.job, { format });
+    const shape = r.shape;
+    const artifacts = [
+      {
+        name: "attribution",
+        type: "attribution",
+        shape,
+        axes: shape && shape.length === 2 ? ["y", "x"] : null,
+        meta: {},
+        links: { png: link("png"), overlay: link("overlay"), json: link("json"), npy: link("npy") },
+      },
+    ];
+    if (r.method === "activation_maps") {
+      // the job's PNG is the channel grid
+      artifacts.push({
+        name: "grid",
+        type: "image",
+        shape: null,
+        meta: { caption: "Channels of the layer" },
+        links: { png: link("png") },
+      });
     }
-    draw();
+    return artifacts;
   }
 
-  function draw() {
-    const canvas = $("canvas");
-    const img = state.image && state.image.img;
-    $("placeholder").hidden = Boolean(img);
-    if (!img) {
-      canvas.dataset.state = "empty";
-      return;
+  /** Attribution maps first (the one ?format=overlay draws leading), then the rest in order. */
+  function orderArtifacts(artifacts, views) {
+    const rank = (a) => {
+      if (a.type !== "attribution") return 2;
+      return views && views.overlay === a.name ? 0 : 1;
+    };
+    return artifacts
+      .filter((a) => a && typeof a === "object")
+      .map((a, i) => ({ a, i }))
+      .sort((p, q) => rank(p.a) - rank(q.a) || p.i - q.i)
+      .map((x) => x.a);
+  }
+
+  const dataCache = new Map(); // artifact JSON link -> Promise of its body
+
+  function artifactData(a) {
+    const link = a.links && a.links.json;
+    if (!link) return Promise.reject(new ApiError(0, "no_data", `${a.name} has no JSON link.`));
+    if (!dataCache.has(link)) {
+      const p = apiJson(link);
+      dataCache.set(link, p);
+      p.catch(() => dataCache.delete(link));
+      while (dataCache.size > 64) dataCache.delete(dataCache.keys().next().value);
     }
+    return dataCache.get(link);
+  }
+
+  function shapeText(shape) {
+    return Array.isArray(shape) && shape.length ? shape.join(" × ") : "";
+  }
+
+  /** The frame every renderer draws in: <figure> with a caption (name, type, shape). */
+  function cardFrame(a, wide) {
+    const meta = [a.type !== a.name ? a.type : "", shapeText(a.shape)].filter(Boolean).join(" · ");
+    const title = el("span", { class: "card-title", text: a.name });
+    const node = el(
+      "figure",
+      {
+        class: "card card-" + String(a.type).replace(/[^a-z0-9_-]/gi, "_") + (wide ? " wide" : ""),
+        "data-type": a.type,
+        "data-artifact": a.name,
+      },
+      el("figcaption", { class: "card-head" }, title, el("span", { class: "card-meta", text: meta }))
+    );
+    const body = el("div", { class: "card-body" });
+    node.append(body);
+    return { node, body, title };
+  }
+
+  function cardNote(frame, text, error) {
+    frame.body.append(el("p", { class: "card-note" + (error ? " error-note" : ""), text }));
+  }
+
+  /** Load an artifact's JSON and call fn(data, body); failures go to the banner and the card. */
+  function withData(a, frame, fn) {
+    frame.node.setAttribute("aria-busy", "true");
+    artifactData(a)
+      .then((body) => fn((body && body.data) || {}, body))
+      .catch((e) => {
+        cardNote(frame, `Could not load ${a.name}: ${e.message || e}`, true);
+        showError(e);
+      })
+      .finally(() => frame.node.removeAttribute("aria-busy"));
+  }
+
+  const LINK_ORDER = ["png", "overlay", "svg", "json", "npy"];
+  const LINK_LABELS = { png: "PNG", overlay: "overlay", svg: "SVG", json: "JSON", npy: ".npy" };
+  const LINK_TITLES = {
+    png: "PNG picture",
+    overlay: "PNG over the input image",
+    svg: "SVG plot",
+    json: "JSON",
+    npy: "NumPy array (.npy)",
+  };
+  const LINK_EXT = { png: "png", overlay: "png", svg: "svg", json: "json", npy: "npy" };
+
+  /** The artifact's download links; attribution PNGs follow the colour map and opacity. */
+  function downloadLinks(a, ctx, ids) {
+    const links = a.links || {};
+    const keys = Object.keys(links)
+      .filter((k) => typeof links[k] === "string")
+      .sort((p, q) => {
+        const i = LINK_ORDER.indexOf(p);
+        const j = LINK_ORDER.indexOf(q);
+        return (i < 0 ? 99 : i) - (j < 0 ? 99 : j);
+      });
+    const anchors = keys.map((k) => {
+      const label = k === "png" && a.type === "attribution" ? "heatmap" : LINK_LABELS[k] || k;
+      const what =
+        k === "png" && a.type === "attribution" ? "colour-mapped PNG" : LINK_TITLES[k] || k;
+      const anchor = el("a", {
+        id: ids && ids[k] ? ids[k] : null,
+        text: label,
+        title: `${a.name} as ${what}`,
+        "aria-label": `Download ${a.name} as ${what}`,
+      });
+      return { k, anchor };
+    });
+    const update = (display) => {
+      const short = String(ctx.result.job || "").slice(0, 12);
+      for (const { k, anchor } of anchors) {
+        let href = links[k];
+        let suffix = "";
+        if (a.type === "attribution" && k === "png") {
+          href = withQuery(href, { colormap: display.colormap });
+          suffix = "-" + display.colormap;
+        } else if (a.type === "attribution" && k === "overlay") {
+          href = withQuery(href, { colormap: display.colormap, alpha: display.opacity });
+          suffix = "-overlay";
+        }
+        anchor.href = href;
+        anchor.download = `lantern-${short}-${a.name}${suffix}.${LINK_EXT[k] || "bin"}`;
+      }
+    };
+    update(ctx.display);
+    const node = anchors.length
+      ? el("div", { class: "downloads" }, el("span", { text: "Download" }), ...anchors.map((x) => x.anchor))
+      : null;
+    return { node, update };
+  }
+
+  function withDownloads(frame, a, ctx, ids) {
+    const dl = downloadLinks(a, ctx, ids);
+    if (dl.node) frame.node.append(dl.node);
+    return dl;
+  }
+
+  /** The input image with the heatmap over it at the display's opacity. */
+  function drawOverlay(canvas, img, heat, display, job) {
     const w = img.naturalWidth;
     const h = img.naturalHeight;
     if (canvas.width !== w || canvas.height !== h) {
       canvas.width = w;
       canvas.height = h;
     }
-    const ctx = canvas.getContext("2d");
-    ctx.globalAlpha = 1;
-    ctx.clearRect(0, 0, w, h);
-    ctx.drawImage(img, 0, 0, w, h);
-    const heat = state.heat;
-    if (heat && state.result && heat.job === state.result.job) {
-      ctx.globalAlpha = Number($("opacity").value);
-      ctx.drawImage(heat.img, 0, 0, w, h);
-      ctx.globalAlpha = 1;
+    const g = canvas.getContext("2d");
+    g.globalAlpha = 1;
+    g.clearRect(0, 0, w, h);
+    g.drawImage(img, 0, 0, w, h);
+    if (heat) {
+      g.globalAlpha = Number(display.opacity);
+      g.drawImage(heat.img, 0, 0, w, h);
+      g.globalAlpha = 1;
       canvas.dataset.state = "overlay";
-      canvas.dataset.job = heat.job;
+      canvas.dataset.job = job;
       canvas.dataset.colormap = heat.cmap;
     } else {
       canvas.dataset.state = "image";
       delete canvas.dataset.job;
     }
-    canvas.dataset.opacity = $("opacity").value;
+    canvas.dataset.opacity = String(display.opacity);
   }
 
-  function updateDownloads() {
-    if (!state.result) return;
-    const job = state.result.job;
-    const cmap = $("colormap").value;
-    const alpha = $("opacity").value;
-    const short = job.slice(0, 12);
-    const set = (id, query, name) => {
-      $(id).href = resultUrl(job, query);
-      $(id).download = name;
+  // ---- renderers: one per artifact type, each (artifact, ctx) -> {node, update?(display)}
+  //      ctx: {result, image, display, claim(what), first(what)} (see renderPane)
+
+  function renderAttribution(a, ctx) {
+    const links = a.links || {};
+    const img = ctx.image && ctx.image.img;
+    if (!links.overlay || !img) return links.png ? renderImage(a, ctx) : renderGeneric(a, ctx);
+    const primary = ctx.claim("attribution");
+    const frame = cardFrame(a, ctx.first("attribution"));
+    const canvas = el("canvas", {
+      id: primary ? "canvas" : null,
+      class: "heat",
+      role: "img",
+      "aria-label": `${a.name}: heatmap over the input image`,
+      "data-state": "image",
+    });
+    frame.body.append(el("div", { class: "canvas-wrap" }, canvas));
+    const dl = withDownloads(
+      frame,
+      a,
+      ctx,
+      primary ? { png: "dl-png", overlay: "dl-overlay", json: "dl-json", npy: "dl-npy" } : null
+    );
+    let heat = null;
+    let token = 0;
+    const draw = () => drawOverlay(canvas, img, heat, ctx.display, ctx.result.job);
+    // the heatmap at the image's size: the overlay with alpha=1 (resized like the server's)
+    const load = async () => {
+      const cmap = ctx.display.colormap;
+      if (heat && heat.cmap === cmap) return draw();
+      const t = ++token;
+      const r = await api(withQuery(links.overlay, { colormap: cmap, alpha: "1" }));
+      const url = URL.createObjectURL(await r.blob());
+      try {
+        const heatImg = await loadImage(url);
+        if (t !== token) return;
+        heat = { img: heatImg, cmap };
+      } finally {
+        URL.revokeObjectURL(url);
+      }
+      draw();
     };
-    set("dl-png", { format: "png", colormap: cmap }, `lantern-${short}-${cmap}.png`);
-    set("dl-overlay", { format: "overlay", colormap: cmap, alpha }, `lantern-${short}-overlay.png`);
-    set("dl-json", { format: "json" }, `lantern-${short}.json`);
-    set("dl-npy", { format: "npy" }, `lantern-${short}.npy`);
+    draw();
+    guarded(load)();
+    return {
+      node: frame.node,
+      update(display) {
+        draw();
+        dl.update(display);
+        guarded(load)();
+      },
+    };
   }
+
+  function renderImage(a, ctx) {
+    const links = a.links || {};
+    if (!links.png) return renderGeneric(a, ctx);
+    const frame = cardFrame(a, false);
+    const caption = a.meta && typeof a.meta.caption === "string" ? a.meta.caption : "";
+    const colormapped = a.type === "attribution";
+    const picture = el("img", {
+      class: "artifact-img",
+      alt: caption || `${a.name} (${a.type})`,
+      src: colormapped ? withQuery(links.png, { colormap: ctx.display.colormap }) : links.png,
+    });
+    picture.addEventListener("error", () => cardNote(frame, "The picture could not be loaded.", true));
+    frame.body.append(picture);
+    if (caption) frame.body.append(el("p", { class: "hint", text: caption }));
+    const dl = withDownloads(frame, a, ctx, null);
+    return {
+      node: frame.node,
+      update(display) {
+        dl.update(display);
+        if (colormapped) picture.src = withQuery(links.png, { colormap: display.colormap });
+      },
+    };
+  }
+
+  function renderSegments(a, ctx) {
+    const links = a.links || {};
+    const frame = cardFrame(a, false);
+    if (links.png) {
+      frame.body.append(
+        el("img", {
+          class: "artifact-img",
+          src: links.png,
+          alt: `${a.name}: the top segments over the input (green for the class, red against)`,
+        })
+      );
+    }
+    const legend = el("div", { class: "segments" });
+    frame.body.append(legend);
+    if (links.json) {
+      withData(a, frame, (data) => {
+        const weights = Array.isArray(data.weights) ? data.weights : [];
+        const pos = data.positive || [];
+        const neg = data.negative || [];
+        const top = weights
+          .map((w, i) => [i, Number(w)])
+          .sort((p, q) => Math.abs(q[1]) - Math.abs(p[1]))
+          .slice(0, 6);
+        const max = Math.max(1e-12, ...top.map((t) => Math.abs(t[1])));
+        legend.replaceChildren(
+          el("p", {
+            class: "hint",
+            text: `${weights.length} segments · ${pos.length} shown for the class, ${neg.length} against`,
+          }),
+          el(
+            "table",
+            { class: "table bars", "aria-label": "Segments with the largest weights" },
+            el(
+              "tbody",
+              {},
+              ...top.map(([i, w]) =>
+                el(
+                  "tr",
+                  {},
+                  el("td", { class: "seg-id", text: "#" + i }),
+                  el(
+                    "td",
+                    {},
+                    el("span", {
+                      class: "wbar " + (w >= 0 ? "pos" : "neg"),
+                      style: `width:${(Math.abs(w) / max) * 100}%`,
+                    })
+                  ),
+                  el("td", { class: "num", text: fmtNumber(w) })
+                )
+              )
+            )
+          )
+        );
+      });
+    }
+    const dl = withDownloads(frame, a, ctx, null);
+    return { node: frame.node, update: dl.update };
+  }
+
+  function renderCurve(a, ctx) {
+    const frame = cardFrame(a, false);
+    const plot = el("div", { class: "plot" });
+    frame.body.append(plot);
+    withData(a, frame, (data, body) => {
+      // labels and AUC: in the data, or in the artifact's meta
+      const d = Object.assign({}, a.meta || {}, (body && body.meta) || {}, data);
+      const auc = typeof d.auc === "number" ? d.auc : null;
+      if (auc !== null) frame.title.textContent = `${a.name} · AUC ${fmtNumber(auc)}`;
+      plot.replaceChildren(curveSvg(a.name, d, auc));
+    });
+    const dl = withDownloads(frame, a, ctx, null);
+    return { node: frame.node, update: dl.update };
+  }
+
+  function renderTable(a, ctx) {
+    const frame = cardFrame(a, false);
+    const LIMIT = 200;
+    withData(a, frame, (data) => {
+      const cols = Array.isArray(data.columns) ? data.columns : [];
+      const rows = Array.isArray(data.rows) ? data.rows : [];
+      const cell = (v) => {
+        if (typeof v === "number") return el("td", { class: "num", text: fmtNumber(v) });
+        if (v === null || v === undefined) return el("td", { text: "—" });
+        return el("td", { text: typeof v === "object" ? JSON.stringify(v) : String(v) });
+      };
+      const table = el(
+        "table",
+        { class: "table data-table", "aria-label": a.name },
+        el("thead", {}, el("tr", {}, ...cols.map((c) => el("th", { scope: "col", text: String(c) })))),
+        el(
+          "tbody",
+          {},
+          ...rows.slice(0, LIMIT).map((r) => el("tr", {}, ...(Array.isArray(r) ? r : [r]).map(cell)))
+        )
+      );
+      frame.body.replaceChildren(el("div", { class: "table-scroll" }, table));
+      if (rows.length > LIMIT) cardNote(frame, `${rows.length - LIMIT} more rows in the JSON download.`);
+    });
+    const dl = withDownloads(frame, a, ctx, null);
+    return { node: frame.node, update: dl.update };
+  }
+
+  /** Any other type: what it is, and its downloads. */
+  function renderGeneric(a, ctx) {
+    const frame = cardFrame(a, false);
+    const rows = [["type", String(a.type)]];
+    if (shapeText(a.shape)) rows.push(["shape", shapeText(a.shape)]);
+    if (Array.isArray(a.axes)) rows.push(["axes", a.axes.join(", ")]);
+    for (const [k, v] of Object.entries(a.meta || {})) {
+      if (["string", "number", "boolean"].includes(typeof v)) {
+        rows.push([k, typeof v === "number" ? fmtNumber(v) : String(v)]);
+      }
+    }
+    const tbody = el("tbody");
+    kvRows(tbody, rows.slice(0, 12));
+    frame.body.append(el("table", { class: "table kv" }, tbody));
+    const dl = withDownloads(frame, a, ctx, null);
+    return { node: frame.node, update: dl.update };
+  }
+
+  const RENDERERS = {
+    attribution: renderAttribution,
+    image: renderImage,
+    segments: renderSegments,
+    curve: renderCurve,
+    table: renderTable,
+  };
+
+  function renderArtifact(a, ctx) {
+    const render = Object.prototype.hasOwnProperty.call(RENDERERS, a.type)
+      ? RENDERERS[a.type]
+      : renderGeneric;
+    try {
+      return render(a, ctx);
+    } catch (e) {
+      showError(e);
+      return renderGeneric(a, ctx);
+    }
+  }
+
+  // ---- curve plots: inline SVG from the JSON (axes, ticks, line, AUC in the title)
+
+  const SVG_NS = "http://www.w3.org/2000/svg";
+
+  function svgEl(tag, attrs, ...children) {
+    const node = document.createElementNS(SVG_NS, tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === undefined || v === null) continue;
+      if (k === "text") node.textContent = v;
+      else node.setAttribute(k, String(v));
+    }
+    for (const c of children) if (c) node.append(c);
+    return node;
+  }
+
+  function niceTicks(lo, hi, count) {
+    if (!(hi > lo)) {
+      const pad = Math.abs(lo) > 0 ? Math.abs(lo) * 0.1 : 1;
+      lo -= pad;
+      hi += pad;
+    }
+    const raw = (hi - lo) / Math.max(1, count - 1);
+    const mag = Math.pow(10, Math.floor(Math.log10(raw)));
+    const step = [1, 2, 2.5, 5, 10].map((f) => f * mag).find((s) => s >= raw - 1e-12) || 10 * mag;
+    const start = Math.floor(lo / step + 1e-9) * step;
+    const end = Math.ceil(hi / step - 1e-9) * step;
+    const ticks = [];
+    for (let v = start; v <= end + step / 2 && ticks.length < 20; v += step) {
+      ticks.push(Math.abs(v) < step * 1e-9 ? 0 : Number(v.toPrecision(12)));
+    }
+    return ticks;
+  }
+
+  function curveSvg(name, data, auc) {
+    const xsRaw = Array.isArray(data.x) ? data.x : [];
+    const ysRaw = Array.isArray(data.y) ? data.y : [];
+    const pts = [];
+    for (let i = 0; i < Math.min(xsRaw.length, ysRaw.length); i++) {
+      const x = Number(xsRaw[i]);
+      const y = Number(ysRaw[i]);
+      if (isFinite(x) && isFinite(y)) pts.push([x, y]);
+    }
+    const title = typeof auc === "number" ? `${name} · AUC ${fmtNumber(auc)}` : name;
+    const W = 320;
+    const H = 190;
+    const L = 46;
+    const R = 12;
+    const T = 10;
+    const B = 40;
+    const svg = svgEl("svg", {
+      class: "curve",
+      viewBox: `0 0 ${W} ${H}`,
+      role: "img",
+      "aria-label": `${title}: ${data.y_label || "y"} against ${data.x_label || "x"}`,
+      "data-points": pts.length,
+    });
+    svg.append(svgEl("title", { text: title })); // (the card's caption shows it too)
+    if (!pts.length) {
+      svg.append(svgEl("text", { class: "tick", x: W / 2, y: H / 2, "text-anchor": "middle", text: "no points" }));
+      return svg;
+    }
+    const xs = pts.map((p) => p[0]);
+    const ys = pts.map((p) => p[1]);
+    const unit = (v) => v.every((t) => t >= 0 && t <= 1);
+    const xt = unit(xs) ? [0, 0.25, 0.5, 0.75, 1] : niceTicks(Math.min(...xs), Math.max(...xs), 5);
+    const yt = unit(ys) ? [0, 0.25, 0.5, 0.75, 1] : niceTicks(Math.min(...ys), Math.max(...ys), 5);
+    const [x0, x1] = [xt[0], xt[xt.length - 1]];
+    const [y0, y1] = [yt[0], yt[yt.length - 1]];
+    const sx = (v) => L + ((v - x0) / (x1 - x0 || 1)) * (W - L - R);
+    const sy = (v) => H - B - ((v - y0) / (y1 - y0 || 1)) * (H - T - B);
+    const f = (v) => v.toFixed(1);
+    const axis = svgEl("g", { class: "axis" });
+    for (const v of yt) {
+      axis.append(svgEl("line", { class: "grid", x1: L, x2: W - R, y1: f(sy(v)), y2: f(sy(v)) }));
+      axis.append(
+        svgEl("text", { class: "tick", x: L - 5, y: f(sy(v) + 3.5), "text-anchor": "end", text: fmtNumber(v) })
+      );
+    }
+    for (const v of xt) {
+      axis.append(svgEl("line", { class: "tick-mark", x1: f(sx(v)), x2: f(sx(v)), y1: H - B, y2: H - B + 4 }));
+      axis.append(
+        svgEl("text", { class: "tick", x: f(sx(v)), y: H - B + 15, "text-anchor": "middle", text: fmtNumber(v) })
+      );
+    }
+    axis.append(svgEl("line", { class: "axis-line", x1: L, x2: W - R, y1: H - B, y2: H - B }));
+    axis.append(svgEl("line", { class: "axis-line", x1: L, x2: L, y1: T, y2: H - B }));
+    if (data.x_label) {
+      axis.append(
+        svgEl("text", { class: "axis-label", x: f((L + W - R) / 2), y: H - 6, "text-anchor": "middle", text: data.x_label })
+      );
+    }
+    if (data.y_label) {
+      const cy = f((T + H - B) / 2);
+      axis.append(
+        svgEl("text", {
+          class: "axis-label",
+          x: 11,
+          y: cy,
+          "text-anchor": "middle",
+          transform: `rotate(-90 11 ${cy})`,
+          text: data.y_label,
+        })
+      );
+    }
+    const line = pts.map((p, i) => `${i ? "L" : "M"}${f(sx(p[0]))} ${f(sy(p[1]))}`).join(" ");
+    const base = f(sy(Math.max(y0, Math.min(0, y1))));
+    const area = `${line} L${f(sx(pts[pts.length - 1][0]))} ${base} L${f(sx(pts[0][0]))} ${base} Z`;
+    svg.append(axis, svgEl("path", { class: "area", d: area }), svgEl("path", { class: "line", d: line }));
+    return svg;
+  }
+
+  // ---------------------------------------------------------------- panes (side by side)
+
+  let preview = null; // {node, canvas, placeholder}: the input image before an answer
+
+  function drawPreview() {
+    const canvas = preview.canvas;
+    const img = state.image && state.image.img;
+    preview.placeholder.hidden = Boolean(img);
+    if (!img) {
+      canvas.dataset.state = "empty";
+      return;
+    }
+    drawOverlay(canvas, img, null, state.display, null);
+  }
+
+  function resetResult() {
+    const pane = state.current;
+    pane.result = null;
+    pane.cards = [];
+    preview.canvas.id = "canvas";
+    preview.placeholder.id = "placeholder";
+    pane.body.replaceChildren(preview.node);
+    drawPreview();
+    renderPaneHead(pane);
+    $("summary-section").hidden = true;
+    $("extras-section").hidden = true;
+    updateCompareControls();
+  }
+
+  function showResult(result) {
+    const pane = state.current;
+    pane.result = result;
+    renderPane(pane, true);
+    renderSummary(result);
+    renderExtras(Object.assign({}, result.extras, { metrics: result.metrics }));
+    updateCompareControls();
+  }
+
+  /** Draw a pane's result, one card per artifact; only the current pane's cards get ids. */
+  function renderPane(pane, primary) {
+    const result = pane.result;
+    const claimed = new Set();
+    const seen = new Set();
+    const ctx = {
+      result,
+      image: state.image,
+      display: state.display,
+      // whether this card gets the page's element ids (#canvas, #dl-png, ...): the first
+      // of its kind in the current pane
+      claim: (what) => {
+        if (!primary || claimed.has(what)) return false;
+        claimed.add(what);
+        return true;
+      },
+      // whether this is the pane's first card of its kind (drawn large)
+      first: (what) => {
+        if (seen.has(what)) return false;
+        seen.add(what);
+        return true;
+      },
+    };
+    pane.cards = result.artifacts.map((a) => renderArtifact(a, ctx));
+    preview.canvas.removeAttribute("id");
+    preview.placeholder.removeAttribute("id");
+    pane.body.replaceChildren(...pane.cards.map((c) => c.node));
+    if (!pane.cards.length) pane.body.append(el("p", { class: "hint", text: "This result has no artifacts." }));
+    renderPaneHead(pane);
+  }
+
+  function targetText(r) {
+    const o = r.objective;
+    if (o && o.kind && o.kind !== "class") return objectiveText(o);
+    const t = o && o.kind === "class" && o.label !== undefined ? o : r.target;
+    return t ? `${t.label} (#${t.index})` : "";
+  }
+
+  function objectiveText(o) {
+    const layer = o.layer ? ` of ${o.layer}` : "";
+    if (o.kind === "channel") return `channel ${o.channel}${layer}`;
+    if (o.kind === "layer_norm") return `norm${layer}`;
+    if (o.kind === "neuron") {
+      const at = o.y !== undefined && o.y !== null ? ` at (${o.y}, ${o.x})` : "";
+      return `neuron ${o.channel}${at}${layer}`;
+    }
+    if (o.kind === "direction") {
+      const n = Array.isArray(o.vector) ? ` (${o.vector.length} dims)` : "";
+      return `direction${n} in ${o.layer || "?"}`;
+    }
+    const rest = Object.entries(o)
+      .filter(([k]) => !["kind", "layer"].includes(k))
+      .filter(([, v]) => v === null || typeof v !== "object")
+      .map(([k, v]) => `${k} ${v}`)
+      .join(", ");
+    return `${o.kind}${layer}${rest ? " (" + rest + ")" : ""}`;
+  }
+
+  function paramsText(params) {
+    return Object.entries(params || {})
+      .map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`)
+      .join(", ");
+  }
+
+  function timingsText(r) {
+    const t = r.timings || {};
+    const parts = [];
+    if (typeof t.compute_ms === "number") parts.push(`compute ${fmtDuration(t.compute_ms)}`);
+    if (typeof t.queued_ms === "number") parts.push(`queued ${fmtDuration(t.queued_ms)}`);
+    if (typeof r.model_calls === "number") parts.push(`${r.model_calls} model calls`);
+    if (r.cached) parts.push("cached");
+    return parts.join(" · ");
+  }
+
+  function scoresText(r) {
+    return Object.entries(r.metrics || {})
+      .filter(([, v]) => v && typeof v.auc === "number")
+      .map(([k, v]) => `${k} AUC ${fmtNumber(v.auc)}`)
+      .join(" · ");
+  }
+
+  /** A pane's caption: method, target (or objective), params, timings and scores. */
+  function renderPaneHead(pane) {
+    const head = pane.head;
+    const r = pane.result;
+    const comparing = Boolean(state.pinned);
+    if (!r) {
+      head.hidden = !comparing;
+      head.replaceChildren(
+        el(
+          "div",
+          { class: "pane-title" },
+          el("span", { class: "badge", text: "Next" }),
+          el("span", { class: "muted", text: "Pick another method or target and press Explain." })
+        )
+      );
+      return;
+    }
+    head.hidden = false;
+    const pinned = pane === state.pinned;
+    const params = paramsText(r.params);
+    const scores = scoresText(r);
+    const parts = [
+      el(
+        "div",
+        { class: "pane-title" },
+        comparing ? el("span", { class: "badge" + (pinned ? " pinned" : ""), text: pinned ? "Pinned" : "Latest" }) : null,
+        el("strong", { class: "pane-method", text: r.method }),
+        el("span", { class: "pane-target", text: "→ " + targetText(r) })
+      ),
+      params ? el("code", { class: "pane-params params-text", text: params }) : null,
+      el("div", { class: "timings", text: timingsText(r) }),
+      scores ? el("div", { class: "pane-scores", text: scores }) : null,
+    ];
+    head.replaceChildren(...parts.filter(Boolean));
+    pane.el.setAttribute("aria-label", `${pinned ? "Pinned" : "Latest"} answer: ${r.method}, ${targetText(r)}`);
+  }
+
+  function updateCompareControls() {
+    const comparing = Boolean(state.pinned);
+    $("pin").disabled = !state.current.result;
+    $("clear-compare").hidden = !comparing;
+    $("pin").textContent = comparing ? "Pin this instead" : "Pin for comparison";
+    document.querySelector(".layout").classList.toggle("comparing", comparing);
+    $("panes").dataset.panes = comparing ? "2" : "1";
+  }
+
+  /** Keep the current answer on the left; the next one is drawn beside it. */
+  function pin() {
+    const cur = state.current;
+    if (!cur.result) return;
+    if (state.pinned) state.pinned.el.remove();
+    const section = el("section", { class: "pane pinned" }, cur.head, cur.body);
+    for (const node of section.querySelectorAll("[id]")) node.removeAttribute("id");
+    state.pinned = { el: section, head: cur.head, body: cur.body, cards: cur.cards, result: cur.result };
+    $("panes").insertBefore(section, cur.el);
+    cur.head = el("header", { class: "pane-head" });
+    cur.body = el("div", { class: "cards" });
+    cur.el.append(cur.head, cur.body);
+    resetResult();
+    renderPaneHead(state.pinned);
+  }
+
+  function clearComparison() {
+    if (!state.pinned) return;
+    state.pinned.el.remove();
+    state.pinned = null;
+    renderPaneHead(state.current);
+    updateCompareControls();
+  }
+
+  // ---------------------------------------------------------------- summary and scores
 
   function kvRows(tbody, rows) {
     tbody.replaceChildren(
@@ -782,28 +1518,30 @@
     );
   }
 
-  function renderSummary(s, job) {
+  function renderSummary(r) {
     const rows = [];
-    if (s.target) {
-      rows.push(["target", `${s.target.label} (#${s.target.index})`]);
-      rows.push(["score", fmtNumber(s.target.score), "num"]);
+    if (r.target) {
+      rows.push(["target", `${r.target.label} (#${r.target.index})`]);
+      rows.push(["score", fmtNumber(r.target.score), "num"]);
     }
-    if (s.method) rows.push(["method", s.method]);
-    if (s.params && Object.keys(s.params).length) {
-      const text = Object.entries(s.params)
-        .map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`)
-        .join(", ");
-      rows.push(["params", el("code", { class: "params-text", text })]);
+    if (r.objective && r.objective.kind && r.objective.kind !== "class") {
+      rows.push(["objective", objectiveText(r.objective)]);
     }
-    if (s.shape) rows.push(["attribution", s.shape.join(" × ")]);
-    if (s.model_calls !== undefined && s.model_calls !== null) {
-      rows.push(["model calls", String(s.model_calls), "num"]);
+    if (r.method) rows.push(["method", r.method]);
+    const params = paramsText(r.params);
+    if (params) rows.push(["params", el("code", { class: "params-text", text: params })]);
+    if (r.shape) rows.push(["attribution", r.shape.join(" × ")]);
+    if (!r.legacy && r.artifacts.length) {
+      rows.push(["artifacts", r.artifacts.map((a) => a.name).join(", ")]);
     }
-    if (s.timings && s.timings.compute_ms !== undefined) {
-      rows.push(["compute", fmtNumber(s.timings.compute_ms) + " ms", "num"]);
+    if (r.model_calls !== undefined && r.model_calls !== null) {
+      rows.push(["model calls", String(r.model_calls), "num"]);
     }
-    if (s.cached) rows.push(["answer", "cached result"]);
-    rows.push(["job", el("code", { text: job.slice(0, 16) + "…", title: job })]);
+    const t = r.timings || {};
+    if (typeof t.compute_ms === "number") rows.push(["compute", fmtDuration(t.compute_ms), "num timing"]);
+    if (typeof t.queued_ms === "number") rows.push(["queued", fmtDuration(t.queued_ms), "num timing"]);
+    if (r.cached) rows.push(["answer", "cached result"]);
+    rows.push(["job", el("code", { text: r.job.slice(0, 16) + "…", title: r.job })]);
     kvRows($("summary").tBodies[0], rows);
     $("summary-section").hidden = false;
   }
@@ -825,25 +1563,42 @@
 
   // ---------------------------------------------------------------- display controls
 
+  function updateCards() {
+    for (const pane of [state.pinned, state.current]) {
+      if (!pane) continue;
+      for (const c of pane.cards) if (c.update) c.update(state.display);
+    }
+    if (!state.current.result) drawPreview();
+  }
+
   function onOpacity() {
-    $("opacity-value").textContent = Math.round(Number($("opacity").value) * 100) + "%";
-    draw();
-    updateDownloads();
+    state.display.opacity = Number($("opacity").value);
+    $("opacity-value").textContent = Math.round(state.display.opacity * 100) + "%";
+    updateCards();
   }
 
   function onColormap() {
     const cmap = $("colormap").value;
+    state.display.colormap = cmap;
     $("colorbar").dataset.cmap = cmap;
     const signed = cmap === "coolwarm";
     $("legend-low").textContent = signed ? "−max" : "0";
     $("legend-high").textContent = signed ? "+max" : "max";
-    updateDownloads();
-    return loadHeat();
+    updateCards();
   }
 
   // ---------------------------------------------------------------- wiring
 
   function init() {
+    const current = $("pane-current");
+    state.current = {
+      el: current,
+      head: current.querySelector(".pane-head"),
+      body: current.querySelector(".cards"),
+      cards: [],
+      result: null,
+    };
+    preview = { node: $("preview"), canvas: $("canvas"), placeholder: $("placeholder") };
     $("error-close").addEventListener("click", clearError);
     $("model").addEventListener("change", onModelChange);
     $("model-upload").addEventListener("click", guarded(uploadModel));
@@ -861,15 +1616,28 @@
     $("run").addEventListener("click", guarded(run));
     $("cancel").addEventListener("click", guarded(cancel));
     $("opacity").addEventListener("input", onOpacity);
-    $("colormap").addEventListener("change", guarded(onColormap));
+    $("colormap").addEventListener("change", onColormap);
+    $("pin").addEventListener("click", pin);
+    $("clear-compare").addEventListener("click", clearComparison);
     onOpacity();
     onColormap();
     onTargetKind();
+    updateCompareControls();
     guarded(async () => {
       await Promise.all([loadModels(), loadMethods()]);
       document.body.dataset.ready = "1";
     })();
   }
+
+  // for extensions and tests: add a renderer for a new artifact type
+  window.Lantern = Object.freeze({
+    RENDERERS,
+    registerRenderer(type, fn) {
+      RENDERERS[type] = fn;
+    },
+    fmtDuration,
+    fmtNumber,
+  });
 
   init();
 })();

@@ -35,6 +35,9 @@ def test_index_is_the_viewer_page(viewer: TestClient) -> None:
     assert 'href="/static/app.css"' in html
     for element in ('id="model"', 'id="method"', 'id="params"', 'id="canvas"', 'id="opacity"'):
         assert element in html
+    # the answers' panes (side by side once one is pinned) and the comparison's buttons
+    for element in ('id="panes"', 'id="pane-current"', 'id="pin"', 'id="clear-compare"'):
+        assert element in html
     # works offline: nothing is loaded from another host
     assert "http://" not in html.replace("http://localhost", "")
     assert "https://" not in html
@@ -69,3 +72,22 @@ def test_missing_asset_is_404_and_api_still_answers(viewer: TestClient) -> None:
     assert viewer.get("/healthz").json() == {"status": "ok"}
     # the page is not part of the API's OpenAPI schema
     assert "/" not in viewer.get("/openapi.json").json()["paths"]
+
+
+def test_script_has_a_renderer_per_artifact_type(viewer: TestClient) -> None:
+    js = viewer.get("/static/app.js").text
+    assert "const RENDERERS = {" in js
+    block = js[js.index("const RENDERERS = {") :]
+    block = block[: block.index("};")]
+    for artifact_type in ("attribution", "image", "segments", "curve", "table"):
+        assert f"{artifact_type}: render" in block, artifact_type
+    assert "registerRenderer" in js
+    # the layer param is a pick list filled from GET /v1/models/{model}
+    assert "/v1/models/${encodeURIComponent(m.name)}`" in js
+
+
+@pytest.mark.parametrize("path", ["/static/app.js", "/static/app.css"])
+def test_assets_load_nothing_from_another_host(viewer: TestClient, path: str) -> None:
+    text = viewer.get(path).text.replace("http://www.w3.org/2000/svg", "")  # SVG namespace
+    assert "http://" not in text and "https://" not in text
+    assert "@import" not in text and "url(//" not in text

@@ -8,9 +8,10 @@ NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 
 
 class ModelManifest(BaseModel):
-    """How to feed a model: preprocessing spec and labels."""
+    """How to feed a model: preprocessing spec and labels. Every number must be finite
+    (NaN and ±Infinity, which Python's json.dumps writes, are refused)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = Field(pattern=NAME_PATTERN, examples=["my-classifier"])
     modality: Literal["image"] = "image"
@@ -102,6 +103,7 @@ _MODEL_EXAMPLE: dict[str, Any] = {
     },
 }
 
+
 class ModelInfo(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [_MODEL_EXAMPLE]})
 
@@ -120,12 +122,27 @@ class ModelInfo(BaseModel):
     capabilities: Capabilities | None = None
 
 
+class BrokenModel(BaseModel):
+    """A stored model record that cannot be read; an admin can DELETE it."""
+
+    name: str
+    version: str | None = Field(
+        default=None, description="The record's version, where it can still be read."
+    )
+    error: str = Field(description="Why the record cannot be read.")
 
 
 class ModelList(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"models": [_MODEL_EXAMPLE]}]})
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"models": [_MODEL_EXAMPLE], "broken": []}]}
+    )
 
     models: list[ModelInfo]
+    broken: list[BrokenModel] = Field(
+        default_factory=list,
+        description="Stored records that cannot be read (damaged on disk): GET of one answers "
+        "409 model_damaged; DELETE (admin) removes it.",
+    )
 
 
 class PredictRequest(BaseModel):
@@ -151,8 +168,7 @@ class PredictResponse(BaseModel):
                     "version": "e0886b5ab73b868b",
                     "predictions": [
                         {"index": 285, "label": "Egyptian cat", "score": 0.763, "logit": 10.78},
-                        {"index": 281, "label": "tabby, tabby cat", "score": 0.0996,
-                         "logit": 8.74},
+                        {"index": 281, "label": "tabby, tabby cat", "score": 0.0996, "logit": 8.74},
                     ],
                 }
             ]

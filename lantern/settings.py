@@ -28,6 +28,22 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     max_pixels: int = Field(default=40_000_000, ge=64)
     max_model_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
+    max_decode_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Memory one image decode may take (decoded frame, its conversion to RGB), "
+        "estimated from the header before decoding; more is refused with 413 image_too_large.",
+    )
+    max_concurrent_decodes: int = Field(
+        default=2, ge=1, le=256, description="Image decodes running at once per process."
+    )
+    max_model_tensor_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Largest tensor an uploaded model's graph may create (constants folded "
+        "at load, tensors of known size at the manifest's input size); more is refused with "
+        "422 invalid_model naming the node.",
+    )
     ort_threads: int = Field(default=0, ge=0, description="ONNX Runtime intra-op threads; 0 = all.")
     max_batch: int = Field(default=16, ge=1, le=1024)
     forward_batch: int = Field(

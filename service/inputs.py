@@ -5,16 +5,144 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Any, TypeVar
+import math
+import re
+from typing import Any, TypeVar, overload
 
+import numpy as np
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
+from api_schemas.errors import FINITE_MESSAGE, describe_validation_errors, validation_message
 from engine.errors import InvalidInput, LanternError, PayloadTooLarge
 
 MULTIPART = "multipart/form-data"
 M = TypeVar("M", bound=BaseModel)
+E = TypeVar("E", bound=LanternError)
+
+MAX_JSON_DEPTH = 64
+"""The deepest nesting of arrays and objects a JSON body or field may have."""
+
+FILE_FIELDS = ("file", "image")
+
+
+# -- pydantic's errors as Lantern's ------------------------------------------------------------
+
+
+@overload
+def validation_error(e: ValidationError, what: str, hint: str = "") -> InvalidInput: ...
+
+
+@overload
+def validation_error(e: ValidationError, what: str, hint: str, error_cls: type[E]) -> E: ...
+
+
+@overload
+def validation_error(e: ValidationError, what: str, hint: str = "", *, error_cls: type[E]) -> E: ...
+
+
+def validation_error(
+    e: ValidationError,
+    what: str,
+    hint: str = "",
+    error_cls: type[LanternError] = InvalidInput,
+) -> LanternError:
+    """The one translation of a pydantic ValidationError into Lantern's error: an
+    ``error_cls`` whose message is '<what> at <loc>: <msg>. <hint>' for the first error
+    (``what`` opens the sentence: "The request is invalid", "Invalid params for
+    occlusion"), with every error in ``details.errors`` as {loc, msg, type}. A NaN,
+    ±Infinity or overflowing number says it "must be a finite number" (pydantic's
+    finite_number, or any bound a non-finite input fails). Raise it ``from None``."""
+    errors = describe_validation_errors(e.errors())
+    return error_cls(validation_message(what, errors, hint), details={"errors": errors})
+
+
+# -- JSON: depth and finite numbers, checked before and while parsing --------------------------
+
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def json_depth_exceeds(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether arrays and objects in this JSON text nest deeper than ``limit``, brackets
+    inside strings not counted — found without parsing (parsing that deep is what fails)."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    outside = _STRING.sub(b"", raw)
+    quote = outside.find(b'"')
+    if quote >= 0:  # an unterminated string: what follows is inside it (and json.loads says so)
+        outside = outside[:quote]
+    brackets = outside.translate(None, _NOT_BRACKETS)
+    if len(brackets) <= limit:
+        return False
+    steps = np.frombuffer(brackets, np.uint8)
+    delta = np.where((steps == ord("[")) | (steps == ord("{")), 1, -1).astype(np.int32)
+    return int(np.cumsum(delta).max()) > limit
+
+
+class _NonFinite(float):
+    """A NaN, ±Infinity or overflowing number in JSON text, found again after parsing."""
+
+
+def _non_finite_path(obj: Any, path: list[str]) -> list[str] | None:
+    if isinstance(obj, _NonFinite):
+        return path
+    if isinstance(obj, dict):
+        items: Any = obj.items()
+    elif isinstance(obj, list):
+        items = enumerate(obj)
+    else:
+        return None
+    for key, value in items:
+        found = _non_finite_path(value, [*path, str(key)])
+        if found is not None:
+            return found
+    return None
+
+
+def loads_json(raw: bytes | str, what: str) -> Any:
+    """Parse JSON a caller sent, as Lantern's errors (code invalid_input) when it is
+    wrong: not JSON, nested deeper than MAX_JSON_DEPTH, or holding a number that is not
+    finite (the NaN/Infinity literals Python writes, or one that overflows a double).
+    ``what`` names the value in messages: "body", or the field's name."""
+    data = raw.encode() if isinstance(raw, str) else raw
+    if json_depth_exceeds(data):
+        raise InvalidInput(
+            f"The JSON in {what} nests arrays and objects more than {MAX_JSON_DEPTH} levels "
+            f"deep; at most {MAX_JSON_DEPTH} levels are allowed.",
+            details={"field": what, "max_depth": MAX_JSON_DEPTH, "reason": "too_deep"},
+        )
+    seen: list[str] = []
+
+    def number(text: str) -> float:
+        value = float(text)
+        if math.isfinite(value):
+            return value
+        seen.append(text)
+        return _NonFinite(value)
+
+    try:
+        obj = json.loads(data, parse_float=number, parse_constant=number)
+    except RecursionError:  # json_depth_exceeds guards this; never a 500 regardless
+        raise InvalidInput(
+            f"The JSON in {what} nests too deep; at most {MAX_JSON_DEPTH} levels are allowed.",
+            details={"field": what, "max_depth": MAX_JSON_DEPTH, "reason": "too_deep"},
+        ) from None
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError, and over-long integers
+        raise InvalidInput(
+            f"The {what} is not valid JSON ({str(e)[:120]}). Send valid JSON.",
+            details={"field": what},
+        ) from None
+    if seen:
+        path = _non_finite_path(obj, [] if what == "body" else [what])
+        field = ".".join(path) if path else what
+        raise InvalidInput(
+            f"The number {seen[0]} at {field} {FINITE_MESSAGE}: NaN, Infinity and numbers "
+            "beyond ±1.8e308 are refused. Send a finite JSON number.",
+            details={"field": field, "reason": "non_finite_number"},
+        )
+    return obj
 
 
 def decode_base64_image(data: str, max_bytes: int) -> bytes:
@@ -51,10 +179,22 @@ async def read_body(request: Request) -> tuple[dict[str, Any], bytes | None]:
             ) from None
         fields: dict[str, Any] = {}
         file_bytes: bytes | None = None
+        file_field: str | None = None
+        seen: set[str] = set()
         for key, value in form.multi_items():
+            if key in seen or (key in FILE_FIELDS and file_field is not None):
+                other = f"'{file_field}'" if key in FILE_FIELDS else f"'{key}'"
+                raise InvalidInput(
+                    f"The multipart body has more than one {other} part"
+                    + (f" ('{key}' and {other})" if other != f"'{key}'" else "")
+                    + ". Send each field once, and one file.",
+                    details={"field": key},
+                )
+            seen.add(key)
             if isinstance(value, UploadFile):
-                if key in ("file", "image"):
+                if key in FILE_FIELDS:
                     file_bytes = await value.read()
+                    file_field = key
             else:
                 fields[key] = value
         return fields, file_bytes
@@ -64,51 +204,41 @@ async def read_body(request: Request) -> tuple[dict[str, Any], bytes | None]:
             details={"content_type": ctype},
         )
     body = await request.body()
-    try:
-        obj = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise InvalidInput("The body is not valid JSON. Send a JSON object.") from None
+    obj = loads_json(body, "body")
     if not isinstance(obj, dict):
         raise InvalidInput("The body must be a JSON object.")
     return obj, None
 
 
 def parse_json_field(fields: dict[str, Any], name: str) -> None:
-    """In multipart bodies structured fields arrive as JSON strings; parse them in place."""
+    """In multipart bodies structured fields arrive as JSON strings; parse them in place
+    (depth and finite numbers checked as for JSON bodies)."""
     raw = fields.get(name)
     if isinstance(raw, str):
         try:
-            fields[name] = json.loads(raw)
-        except json.JSONDecodeError:
+            fields[name] = loads_json(raw, name)
+        except InvalidInput as e:
+            if e.details.get("reason"):
+                raise
             raise InvalidInput(
                 f'The field {name!r} must be JSON (for example {{}} or ["values"]).',
                 details={"field": name},
             ) from None
 
 
-def validation_error(
-    e: ValidationError, what: str, hint: str, error_cls: type[LanternError] = InvalidInput
-) -> LanternError:
-    """A pydantic ValidationError as Lantern's typed error: the first problem's place and
-    message, every problem in ``details.errors`` (the one place this body is written)."""
-    errors = []
-    for err in e.errors():
-        msg = str(err["msg"])
-        if err.get("type") == "finite_number":
-            msg = "must be a finite number (not NaN or infinity)"
-        errors.append({"loc": ".".join(str(p) for p in err["loc"]), "msg": msg})
-    first = errors[0] if errors else {"loc": "", "msg": "invalid"}
-    return error_cls(
-        f"{what}: {first['loc'] or 'body'}: {first['msg']}. {hint}".strip(),
-        details={"errors": errors},
-    )
-
-
-def validate_as(model: type[M], data: dict[str, Any]) -> M:
+def validate_as(
+    model: type[M],
+    data: Any,
+    *,
+    what: str = "The request is invalid",
+    hint: str = "",
+    error_cls: type[LanternError] = InvalidInput,
+) -> M:
+    """``data`` validated as ``model``, or ``validation_error``'s error."""
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        raise validation_error(e, "The request is invalid", "", InvalidInput) from None
+        raise validation_error(e, what, hint, error_cls) from None
 
 
 class BodyLimitMiddleware:

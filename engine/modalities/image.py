@@ -7,7 +7,11 @@ zero bytes, not an image, truncated data, a decompression bomb, an unsupported m
 from __future__ import annotations
 
 import io
+import math
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,16 +49,115 @@ _RESAMPLE = {
 
 _DIRECT_MODES = {"RGB", "L", "P", "RGBA", "LA", "CMYK", "YCbCr", "1", "PA", "La", "RGBa"}
 _HIGH_DEPTH_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
+_ALPHA_MODES = {"RGBA", "LA", "PA", "La", "RGBa"}
+
+FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "ICO")
+"""The formats Image.open may try (ICO holds PNG or BMP). No other plugin ever sees the
+bytes: an EPS or PDF never reaches Ghostscript."""
+
+DEFAULT_MAX_DECODE_BYTES = 512 * 1024 * 1024
+DEFAULT_MAX_CONCURRENT_DECODES = 2
+
+# Bytes per pixel decoding holds at its peak, by the mode Pillow decodes into: the frame
+# (Pillow keeps 3- and 4-channel modes, and LA, in 4 bytes a pixel), what it is converted
+# through, and the RGB image returned (4).
+_DECODE_BYTES_PER_PIXEL = {
+    "RGB": 4,  # the frame is the answer
+    "1": 5,
+    "L": 5,
+    "P": 5,
+    "RGBA": 8,  # frame + RGB pasted over white
+    "LA": 8,
+    "PA": 12,  # frame + RGBA + RGB
+    "La": 12,
+    "RGBa": 12,
+    "CMYK": 8,
+    "YCbCr": 8,
+    "I;16": 7,  # frame (2) + 8-bit gray (1) + RGB, converted in strips
+    "I;16L": 7,
+    "I;16B": 7,
+    "I;16N": 7,
+    "I": 9,  # frame (4) + gray + RGB
+    "F": 9,
+}
+_STRIP_PIXELS = 1 << 20  # pixels converted at once from 16- and 32-bit modes
 
 
-def decode_image(data: bytes, max_pixels: int) -> Image.Image:
-    """Bytes of an image file -> an RGB PIL image (first frame), or a typed error."""
+class _Limits:
+    def __init__(self) -> None:
+        self.max_bytes = DEFAULT_MAX_DECODE_BYTES
+        self.max_concurrent = DEFAULT_MAX_CONCURRENT_DECODES
+        self.slots = threading.BoundedSemaphore(self.max_concurrent)
+
+
+_limits = _Limits()
+_limits_lock = threading.Lock()
+
+
+def configure_decoding(*, max_concurrent: int | None = None, max_bytes: int | None = None) -> None:
+    """Process-wide decoding limits (LANTERN_MAX_CONCURRENT_DECODES, _MAX_DECODE_BYTES):
+    how many decodes run at once (others wait their turn), and the default byte budget
+    of one decode. Decodes already running finish under the limits they started with."""
+    with _limits_lock:
+        if max_concurrent is not None:
+            if max_concurrent < 1:
+                raise ValueError("max_concurrent must be at least 1")
+            if max_concurrent != _limits.max_concurrent:
+                _limits.max_concurrent = max_concurrent
+                _limits.slots = threading.BoundedSemaphore(max_concurrent)
+        if max_bytes is not None:
+            if max_bytes < 1:
+                raise ValueError("max_bytes must be positive")
+            _limits.max_bytes = max_bytes
+
+
+def decode_limits() -> dict[str, int]:
+    """The limits ``configure_decoding`` set (its keyword arguments)."""
+    return {"max_concurrent": _limits.max_concurrent, "max_bytes": _limits.max_bytes}
+
+
+@contextmanager
+def _decode_slot() -> Iterator[None]:
+    slots = _limits.slots
+    with slots:
+        yield
+
+
+def decode_bytes_estimate(mode: str, pixels: int, *, transparency: bool = False) -> int:
+    """Bytes decoding an image of this mode and size holds at its peak (to RGB)."""
+    per_pixel = 9 if mode == "P" and transparency else _DECODE_BYTES_PER_PIXEL.get(mode, 8)
+    return per_pixel * pixels
+
+
+def decode_image(
+    data: bytes,
+    max_pixels: int,
+    *,
+    target_size: tuple[int, int] | None = None,
+    max_bytes: int | None = None,
+) -> Image.Image:
+    """Bytes of an image file -> an RGB PIL image (first frame), or a typed error.
+
+    ``target_size`` (width, height): the size the caller will resize to; formats that can
+    decode at a reduced scale (JPEG) then decode at the smallest scale still at least that
+    large. Default: full size. ``max_bytes``: the memory one decode may take, estimated
+    from the header (mode × pixels) before any pixel is decoded; default: the process-wide
+    budget (``configure_decoding``). At most ``max_concurrent`` decodes run at once.
+    """
     if len(data) == 0:
         raise InvalidImage("The image is empty (zero bytes). Send the bytes of a PNG or JPEG file.")
+    budget = _limits.max_bytes if max_bytes is None else max_bytes
+    with _decode_slot():
+        return _decode(data, max_pixels, target_size, budget)
+
+
+def _decode(
+    data: bytes, max_pixels: int, target_size: tuple[int, int] | None, budget: int
+) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(data), formats=FORMATS)
     except UnidentifiedImageError:
         raise InvalidImage(
             "The data is not an image Lantern can read. Send a PNG, JPEG, GIF, BMP, TIFF "
@@ -80,6 +183,22 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
             details={"width": w, "height": h, "max_pixels": max_pixels},
         )
     try:
+        if target_size is not None:
+            img.draft(None, (max(int(target_size[0]), 1), max(int(target_size[1]), 1)))
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise InvalidImage(
+            "The image data is truncated or corrupt. Send the complete file.",
+            details={"reason": str(e)[:200]},
+        ) from None
+    dw, dh = img.size
+    need = decode_bytes_estimate(img.mode, dw * dh, transparency="transparency" in img.info)
+    if need > budget:
+        raise ImageTooLarge(
+            f"Decoding this {dw}×{dh} {img.mode} image would take about {need} bytes of "
+            f"memory; the limit is {budget}. Downscale it, or send it as 8-bit RGB.",
+            details={"width": dw, "height": dh, "mode": img.mode, "bytes": need, "limit": budget},
+        )
+    try:
         img.seek(0)
         img.load()
     except (OSError, SyntaxError, ValueError, EOFError) as e:
@@ -87,35 +206,85 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
             "The image data is truncated or corrupt. Send the complete file.",
             details={"reason": str(e)[:200]},
         ) from None
-    return to_rgb(img)
+    return _to_rgb(img, release=True)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
+    """Any supported mode -> RGB: transparency composited over white, 16- and 32-bit
+    modes scaled to 8 bits (in strips, with integer arithmetic for integer modes)."""
+    return _to_rgb(img, release=False)
+
+
+def _to_rgb(img: Image.Image, *, release: bool) -> Image.Image:
+    """``release``: the caller gives ``img`` up, so it is closed (its pixels freed) as soon
+    as what it converts into holds the pixels."""
     mode = img.mode
     if mode == "RGB":
         return img
-    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in img.info):
-        # Composite transparent pixels over white, as viewers show them.
-        rgba = img.convert("RGBA")
-        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(bg, rgba).convert("RGB")
+    if mode in _ALPHA_MODES or (mode == "P" and "transparency" in img.info):
+        # Composite transparent pixels over white, as viewers show them (pasting with the
+        # alpha band as the mask is exactly alpha_composite over opaque white).
+        src = img if mode in ("RGBA", "LA") else img.convert("RGBA")
+        if release and src is not img:
+            img.close()
+        out = Image.new("RGB", src.size, (255, 255, 255))
+        out.paste(src, mask=src)
+        return out
     if mode in _DIRECT_MODES:
         return img.convert("RGB")
     if mode in _HIGH_DEPTH_MODES:
-        arr = np.asarray(img, dtype=np.float64)
-        if not np.isfinite(arr).all():
-            raise InvalidImage("The image holds non-finite values. Send a regular image.")
-        hi = float(arr.max())
-        if mode.startswith("I;16") or (mode == "I" and hi > 255):
-            arr = arr / 65535.0 * 255.0 if hi > 255 else arr
-        elif mode == "F" and hi <= 1.0:
-            arr = arr * 255.0
-        g = np.clip(arr, 0, 255).astype(np.uint8)
-        return Image.fromarray(g, mode="L").convert("RGB")
+        gray = _high_depth_to_gray(img)
+        if release:
+            img.close()
+        return gray.convert("RGB")
     raise UnsupportedImageMode(
         f"Images in mode {mode!r} are not supported. Convert it to RGB or grayscale first.",
         details={"mode": mode},
     )
+
+
+def _strips(img: Image.Image) -> Iterator[tuple[int, int, NDArray[Any]]]:
+    w, h = img.size
+    rows = max(1, _STRIP_PIXELS // max(w, 1))
+    for y in range(0, h, rows):
+        y1 = min(y + rows, h)
+        yield y, y1, np.asarray(img.crop((0, y, w, y1)))
+
+
+def _high_depth_to_gray(img: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit integer or float image -> 8-bit gray ("L"), strip by strip, never
+    a float64 copy of the whole image. Integer modes: values above 255 mean 16-bit data,
+    scaled by 255/65535 (v // 257, exactly the former float arithmetic). Float: values in
+    0..1 are scaled to 0..255; everything is clipped to 0..255."""
+    mode = img.mode
+    w, h = img.size
+    if mode == "F":
+        hi = -math.inf
+        for _, _, strip in _strips(img):
+            if not np.isfinite(strip).all():
+                raise InvalidImage("The image holds non-finite values. Send a regular image.")
+            if strip.size:
+                hi = max(hi, float(strip.max()))
+    else:
+        extrema = img.getextrema()
+        hi = float(extrema[1])  # type: ignore[arg-type]
+    scale16 = hi > 255
+    gray = np.empty((h, w), np.uint8)
+    for y, y1, strip in _strips(img):
+        if mode == "F":
+            values = strip.astype(np.float64)
+            if hi <= 1.0:
+                values *= 255.0
+            np.clip(values, 0, 255, out=values)
+            gray[y:y1] = values.astype(np.uint8)
+            continue
+        ints = strip if strip.flags.writeable else strip.copy()
+        if mode == "I":
+            np.clip(ints, 0, 65535 if scale16 else 255, out=ints)
+        if scale16:
+            np.floor_divide(ints, 257, out=ints)
+        gray[y:y1] = ints
+    return Image.fromarray(gray)
 
 
 def prepare_image(img: Image.Image, manifest: ModelManifest) -> ImageInput:

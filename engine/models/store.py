@@ -17,6 +17,7 @@ can still run.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -25,13 +26,28 @@ import time
 from pathlib import Path
 
 import onnx
+from pydantic import ValidationError
 
-from api_schemas.models import NAME_PATTERN, Capabilities, LayerInfo, ModelInfo, ModelManifest
-from engine.errors import InvalidManifest, ModelProtected, UnknownModel, UnsupportedModel
+from api_schemas.errors import describe_validation_errors, validation_message
+from api_schemas.models import (
+    NAME_PATTERN,
+    BrokenModel,
+    Capabilities,
+    LayerInfo,
+    ModelInfo,
+    ModelManifest,
+)
+from engine.errors import (
+    InvalidManifest,
+    ModelProtected,
+    ModelRecordDamaged,
+    UnknownModel,
+    UnsupportedModel,
+)
 from engine.gradients import check_differentiable
 from engine.models.heads import cam_head, default_cam_layer
 from engine.models.layers import discover_layers, graph_io
-from engine.models.validate import validate_model
+from engine.models.validate import DEFAULT_MAX_TENSOR_BYTES, validate_model
 
 
 def content_version(data: bytes, manifest: ModelManifest | None = None) -> str:
@@ -75,20 +91,78 @@ def _link(src: Path, dst: Path) -> bool:
     return True
 
 
+_Infos = list[ModelInfo]
+_Broken = list[BrokenModel]
+_Names = list[str]
+
+
+def _load_record(name: str, raw: bytes) -> ModelInfo:
+    """A stored record, or ModelRecordDamaged saying why it cannot be read."""
+    try:
+        return ModelInfo.model_validate_json(raw)
+    except ValidationError as e:
+        errors = describe_validation_errors(e.errors())
+        version: str | None = None
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            pass
+        else:
+            v = obj.get("version") if isinstance(obj, dict) else None
+            version = v if isinstance(v, str) else None
+        reason = validation_message("the record is not valid", errors)
+        raise ModelRecordDamaged(
+            f"The stored record of model {name!r} is damaged ({reason.rstrip('.')}) and "
+            f"cannot be used. An admin can DELETE /v1/models/{name} and register the model "
+            "again.",
+            details={"model": name, "version": version, "error": reason},
+        ) from None
+
+
 class ModelStore:
-    def __init__(self, root: Path, max_model_bytes: int = 512 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        root: Path,
+        max_model_bytes: int = 512 * 1024 * 1024,
+        max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
+    ) -> None:
         self.root = root
         self.max_model_bytes = max_model_bytes
+        self.max_tensor_bytes = max_tensor_bytes
         root.mkdir(parents=True, exist_ok=True)
 
     def _dir(self, name: str) -> Path:
         return self.root / name
 
-    def add(self, data: bytes, manifest: ModelManifest, *, builtin: bool = False) -> ModelInfo:
-        """Validate and store a model; the same name with new content becomes a new version."""
-        checked = validate_model(data, manifest, self.max_model_bytes)
+    def add(
+        self,
+        data: bytes,
+        manifest: ModelManifest,
+        *,
+        builtin: bool = False,
+        max_tensor_bytes: int | None = None,
+    ) -> ModelInfo:
+        """Validate and store a model; the same name with new content becomes a new version.
+        ``max_tensor_bytes``: the cap on tensors the graph creates (default: the store's).
+
+        Over a damaged record (see ``scan``) only the built-in registration writes (it
+        repairs its own record at start-up); an upload is refused until an admin deletes it.
+        """
+        checked = validate_model(
+            data,
+            manifest,
+            self.max_model_bytes,
+            max_tensor_bytes=self.max_tensor_bytes
+            if max_tensor_bytes is None
+            else max_tensor_bytes,
+        )
         version = content_version(data, manifest)
-        current = self._read(manifest.name)
+        try:
+            current = self._read(manifest.name)
+        except ModelRecordDamaged:
+            if not builtin:
+                raise
+            current = None
         if current is not None and current.builtin and not builtin:
             raise ModelProtected(
                 f"{manifest.name!r} is a built-in model and cannot be replaced. "
@@ -125,12 +199,14 @@ class ModelStore:
         return info
 
     def _read(self, name: str) -> ModelInfo | None:
+        """The current record; None if there is none; ModelRecordDamaged if it cannot be
+        read."""
         path = self._dir(name) / "record.json"
         try:
             raw = path.read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             return None
-        return ModelInfo.model_validate_json(raw)
+        return _load_record(name, raw)
 
     def get(self, name: str) -> ModelInfo:
         info = self._read(name) if _plausible_name(name) else None
@@ -154,7 +230,7 @@ class ModelStore:
             raw = (self._dir(name) / f"{version}.json").read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             return current
-        return ModelInfo.model_validate_json(raw)
+        return _load_record(name, raw)
 
     def path(self, name: str, version: str) -> Path:
         p = self._dir(name) / f"{version}.onnx"
@@ -166,22 +242,48 @@ class ModelStore:
         return p
 
     def list(self) -> list[ModelInfo]:
-        out = []
-        for d in sorted(self.root.iterdir()):
-            if d.is_dir():
-                info = self._read(d.name)
-                if info is not None:
-                    out.append(info)
-        return out
+        """The models whose records can be read (see ``scan`` for the others)."""
+        return self.scan()[0]
 
-    def delete(self, name: str) -> None:
-        info = self.get(name)
-        if info.builtin:
+    def scan(self) -> tuple[_Infos, _Broken]:
+        """(readable models, damaged records), by name. A record that cannot be read never
+        hides the others."""
+        models: _Infos = []
+        broken: _Broken = []
+        for d in sorted(self.root.iterdir()):
+            if not d.is_dir() or not _plausible_name(d.name):
+                continue
+            try:
+                info = self._read(d.name)
+            except ModelRecordDamaged as e:
+                broken.append(
+                    BrokenModel(name=d.name, version=e.details["version"], error=e.details["error"])
+                )
+                continue
+            except OSError as e:  # unreadable file: reported, never a failed listing
+                broken.append(BrokenModel(name=d.name, error=f"the record cannot be read: {e}"))
+                continue
+            if info is not None:
+                models.append(info)
+        return models, broken
+
+    def delete(self, name: str) -> _Names:
+        """Delete the model and all its versions; the versions whose files were removed.
+        A damaged record is deleted too (its builtin flag cannot be trusted; the built-in
+        model registers itself again at start-up)."""
+        try:
+            info: ModelInfo | None = self.get(name)
+        except ModelRecordDamaged:
+            info = None
+        if info is not None and info.builtin:
             raise ModelProtected(
                 f"{name!r} is the built-in model and cannot be deleted.",
                 details={"model": name},
             )
-        shutil.rmtree(self._dir(name), ignore_errors=True)
+        d = self._dir(name)
+        versions = sorted(p.stem for p in d.glob("*.onnx"))
+        shutil.rmtree(d, ignore_errors=True)
+        return versions
 
 
 def capabilities(
@@ -211,17 +313,14 @@ def _plausible_name(name: str) -> bool:
 
 def parse_manifest(raw: str | bytes) -> ModelManifest:
     """Parse a manifest sent by a caller, as an error with a sentence when it is wrong."""
-    from pydantic import ValidationError
-
     try:
         return ModelManifest.model_validate_json(raw)
     except ValidationError as e:
-        errors = [
-            {"loc": ".".join(str(p) for p in err["loc"]), "msg": err["msg"]} for err in e.errors()
-        ]
-        first = errors[0] if errors else {"loc": "", "msg": "invalid"}
+        errors = describe_validation_errors(e.errors())
         raise InvalidManifest(
-            f"The manifest is invalid at {first['loc'] or 'top level'}: {first['msg']}. "
-            "Send a JSON manifest with name, layout, input_size, mean, std and labels.",
+            validation_message("The manifest is invalid", errors, MANIFEST_HINT),
             details={"errors": errors},
         ) from None
+
+
+MANIFEST_HINT = "Send a JSON manifest with name, layout, input_size, mean, std and labels."

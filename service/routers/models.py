@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -9,16 +10,17 @@ from api_schemas.errors import ErrorBody
 from api_schemas.models import (
     ModelInfo,
     ModelList,
+    ModelManifest,
     Prediction,
     PredictRequest,
     PredictResponse,
 )
-from engine.errors import InvalidInput, PayloadTooLarge
+from engine.errors import InvalidInput, InvalidManifest, PayloadTooLarge
 from engine.modalities.image import decode_image, prepare_image
 from engine.models.runtime import softmax
-from engine.models.store import parse_manifest
+from engine.models.store import MANIFEST_HINT
 from service.auth import AUTH_RESPONSES, Principal, require_admin, require_user
-from service.inputs import decode_base64_image, read_body, validate_as
+from service.inputs import decode_base64_image, loads_json, read_body, validate_as
 from service.state import ServiceState, get_state
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=AUTH_RESPONSES)
@@ -53,11 +55,32 @@ _UPLOAD_DOC: dict[str, Any] = {
 }
 
 
-@router.get("", response_model=ModelList, summary="List registered models.")
+@router.get(
+    "",
+    response_model=ModelList,
+    summary="List registered models (and, apart, stored records that cannot be read).",
+)
 def list_models(
     state: ServiceState = Depends(get_state), _: Principal = Depends(require_user)
 ) -> ModelList:
-    return ModelList(models=state.rt.models.list())
+    models, broken = state.rt.models.scan()
+    return ModelList(models=models, broken=broken)
+
+
+def parse_manifest_field(raw: str) -> ModelManifest:
+    """The manifest field of an upload, or invalid_manifest naming what is wrong (not
+    JSON, nested too deep, a number that is not finite, a field pydantic refuses)."""
+    try:
+        obj = loads_json(raw, "manifest")
+    except InvalidInput as e:
+        raise InvalidManifest(f"{e.message} {MANIFEST_HINT}", details=e.details) from None
+    return validate_as(
+        ModelManifest,
+        obj,
+        what="The manifest is invalid",
+        hint=MANIFEST_HINT,
+        error_cls=InvalidManifest,
+    )
 
 
 @router.post(
@@ -81,8 +104,15 @@ async def upload_model(
         )
     if "manifest" not in fields:
         raise InvalidInput("The 'manifest' field is missing. Add the manifest as JSON.")
-    manifest = parse_manifest(str(fields["manifest"]))
-    info = await run_in_threadpool(state.rt.models.add, data, manifest)
+    manifest = parse_manifest_field(str(fields["manifest"]))
+    info = await run_in_threadpool(
+        functools.partial(
+            state.rt.models.add,
+            data,
+            manifest,
+            max_tensor_bytes=state.rt.settings.max_model_tensor_bytes,
+        )
+    )
     return info
 
 
@@ -90,7 +120,7 @@ async def upload_model(
     "/{model}",
     response_model=ModelInfo,
     summary="A model's manifest, inputs, outputs and layers.",
-    responses=ERRORS,
+    responses={**ERRORS, 409: {"model": ErrorBody, "description": "The record is damaged."}},
 )
 def get_model(
     model: str, state: ServiceState = Depends(get_state), _: Principal = Depends(require_user)
@@ -107,9 +137,8 @@ def get_model(
 def delete_model(
     model: str, state: ServiceState = Depends(get_state), _: Principal = Depends(require_admin)
 ) -> Response:
-    info = state.rt.models.get(model)
-    state.rt.models.delete(model)
-    state.rt.sessions.evict(info.version)
+    for version in state.rt.models.delete(model):  # a damaged record is deleted too
+        state.rt.sessions.evict(version)
     return Response(status_code=204)
 
 
@@ -164,7 +193,13 @@ async def predict(
 
     def run() -> PredictResponse:
         loaded = state.rt.load(info.name, info.version)
-        image = decode_image(data, state.rt.settings.max_pixels)
+        h, w = info.manifest.input_size
+        image = decode_image(
+            data,
+            state.rt.settings.max_pixels,
+            target_size=(w, h),
+            max_bytes=state.rt.settings.max_decode_bytes,
+        )
         pixels = prepare_image(image, loaded.manifest).pixels
         logits = loaded.scores(pixels[None])
         probs = softmax(logits)[0]

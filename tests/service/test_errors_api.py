@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -126,7 +127,7 @@ def test_predict_errors(client: TestClient) -> None:
 def test_oversized_streamed_multipart_is_413(client: TestClient) -> None:
     boundary = "lanternboundary"
     head = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.png\"\r\n"
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n'
         "Content-Type: image/png\r\n\r\n"
     ).encode()
 
@@ -142,3 +143,120 @@ def test_oversized_streamed_multipart_is_413(client: TestClient) -> None:
         headers={"content-type": f"multipart/form-data; boundary={boundary}"},
     )
     assert r.status_code == 413 and r.json()["code"] == "payload_too_large"
+
+
+# -- non-finite numbers and deep nesting in JSON ---------------------------------------------
+
+
+def raw_body(params_text: str) -> bytes:
+    """An explanation request whose params are given as raw JSON text."""
+    text = json.dumps(body(params={"__p__": 0}))
+    return text.replace('{"__p__": 0}', params_text).encode()
+
+
+@pytest.mark.parametrize(
+    "params_text",
+    [
+        '{"window": 4, "stride": NaN}',
+        '{"window": 4, "stride": Infinity}',
+        '{"window": 4, "stride": -Infinity}',
+        '{"window": 4, "stride": 1e999}',
+        '{"window": 4, "stride": -1e999}',
+    ],
+)
+def test_non_finite_numbers_in_json_bodies_are_refused(
+    client: TestClient, params_text: str
+) -> None:
+    r = client.post(
+        "/v1/explanations",
+        content=raw_body(params_text),
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 422, r.text
+    err = r.json()
+    assert err["code"] == "invalid_input"
+    assert "params.stride" in err["message"] and "finite" in err["message"], err
+    assert err["details"]["field"] == "params.stride"
+
+
+def test_non_finite_numbers_in_multipart_json_fields_are_refused(client: TestClient) -> None:
+    png = png_bytes(np.zeros((8, 8, 3), np.uint8))
+    for text in ('{"window": NaN}', '{"window": 1e999}', "[Infinity]"):
+        r = client.post(
+            "/v1/explanations",
+            files={"file": ("x.png", png)},
+            data={"model": "tiny", "method": "occlusion", "target": "0", "params": text},
+        )
+        assert r.status_code == 422, r.text
+        assert r.json()["code"] == "invalid_input" and "finite" in r.json()["message"]
+        assert "params" in r.json()["message"]
+
+
+def test_a_nan_param_says_it_must_be_finite(client: TestClient) -> None:
+    """json.dumps writes NaN: the answer names the field and says it must be finite, not
+    that it should be <= some bound."""
+    text = json.dumps(body(method="smoothgrad", params={"noise": float("nan")}))
+    r = client.post("/v1/explanations", content=text, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert "finite" in r.json()["message"] and "params.noise" in r.json()["message"]
+    assert "less than" not in r.json()["message"]
+
+
+def test_huge_integers_are_refused_not_500(client: TestClient) -> None:
+    r = client.post(
+        "/v1/explanations",
+        content=raw_body('{"window": ' + "9" * 5000 + "}"),
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 422 and r.json()["code"] == "invalid_input", r.text
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        raw_body('{"a": ' * 100_000 + "1" + "}" * 100_000),
+        raw_body("[" * 100_000 + "]" * 100_000),
+        b"[" * 1_000_000,
+        b'{"a": ' + b"[" * 1_000_000,
+        raw_body('{"a": ' * 65 + "1" + "}" * 65),
+    ],
+    ids=["objects-100k", "arrays-100k", "open-1m", "open-in-object-1m", "65-levels"],
+)
+def test_deeply_nested_json_is_refused_before_parsing(client: TestClient, content: bytes) -> None:
+    r = client.post(
+        "/v1/explanations", content=content, headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 422, r.text[:500]
+    err = r.json()
+    assert err["code"] == "invalid_input" and "64" in err["message"], err
+
+
+def test_brackets_inside_strings_do_not_count(client: TestClient) -> None:
+    deep_string = "[" * 10_000 + '\\"{' * 100
+    r = client.post(
+        "/v1/explanations",
+        content=raw_body('{"baseline": "' + deep_string + '"}'),
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 422, r.text[:500]
+    assert r.json()["code"] == "invalid_params", r.text[:500]
+
+
+def test_deep_multipart_json_fields_are_refused(client: TestClient) -> None:
+    png = png_bytes(np.zeros((8, 8, 3), np.uint8))
+    for text in ('{"a": ' * 100_000 + "1" + "}" * 100_000, "[" * 200_000):
+        r = client.post(
+            "/v1/explanations",
+            files={"file": ("x.png", png)},
+            data={"model": "tiny", "method": "occlusion", "target": "0", "params": text},
+        )
+        assert r.status_code == 422, r.text[:500]
+        assert r.json()["code"] == "invalid_input" and "64" in r.json()["message"]
+
+
+def test_json_at_the_depth_limit_is_parsed(client: TestClient) -> None:
+    nested: object = 1
+    for _ in range(60):
+        nested = [nested]
+    r = client.post("/v1/explanations", json=body(params={"window": 4, "deep": nested}))
+    assert r.status_code == 422 and r.json()["code"] == "invalid_params", r.text[:500]

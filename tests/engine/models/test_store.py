@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -188,3 +189,85 @@ def test_parse_manifest_errors_say_where() -> None:
         parse_manifest("not json")
     with pytest.raises(InvalidManifest, match="name"):
         parse_manifest('{"name": "../../x", "labels": ["a"]}')
+
+
+# -- damaged records --------------------------------------------------------------------------
+
+
+def _write_record(root: Path, name: str, raw: bytes) -> None:
+    """As the store lays records out: <root>/<name>/record.json."""
+    (root / name).mkdir(parents=True, exist_ok=True)
+    (root / name / "record.json").write_bytes(raw)
+
+
+def test_damaged_records_are_listed_apart(tmp_path: Path) -> None:
+    from engine.errors import ModelRecordDamaged
+
+    store = ModelStore(tmp_path)
+    good = store.add(tiny(), mf())
+    bad = good.model_dump(mode="json")
+    bad["name"], bad["manifest"]["name"], bad["manifest"]["scale"] = "nulled", "nulled", None
+    _write_record(tmp_path, "nulled", json.dumps(bad).encode())
+    _write_record(tmp_path, "corrupt", b'{"name": "corrupt"')
+    _write_record(tmp_path, "array", b"[1, 2]")
+    models, broken = store.scan()
+    assert [m.name for m in models] == ["tiny"] and [m.name for m in store.list()] == ["tiny"]
+    assert [(b.name, b.version) for b in broken] == [
+        ("array", None),
+        ("corrupt", None),
+        ("nulled", good.version),
+    ]
+    assert all(b.error for b in broken)
+    for name in ("nulled", "corrupt", "array"):
+        with pytest.raises(ModelRecordDamaged) as e:
+            store.get(name)
+        assert e.value.status == 409 and e.value.code == "model_damaged"
+        assert name in e.value.message
+    with pytest.raises(ModelRecordDamaged):
+        store.add(tiny(), mf("corrupt"))
+    assert store.delete("corrupt") == []
+    assert not (tmp_path / "corrupt").exists()
+    with pytest.raises(UnknownModel):
+        store.get("corrupt")
+    assert [b.name for b in store.scan()[1]] == ["array", "nulled"]
+
+
+def test_a_damaged_version_record(tmp_path: Path) -> None:
+    from engine.errors import ModelRecordDamaged
+
+    store = ModelStore(tmp_path)
+    a = store.add(tiny(), mf())
+    store.add(linear_classifier(np.ones((2, 3, 8, 8), np.float32)).SerializeToString(), mf())
+    (tmp_path / "tiny" / f"{a.version}.json").write_bytes(b"{")
+    with pytest.raises(ModelRecordDamaged):
+        store.info("tiny", a.version)
+    assert len(store.delete("tiny")) == 2
+
+
+def test_a_damaged_builtin_record_is_repaired_by_the_builtin_registration(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    _write_record(tmp_path, "tiny", b"{")
+    info = store.add(tiny(), mf(), builtin=True)
+    assert store.get("tiny") == info and store.scan()[1] == []
+
+
+def test_delete_returns_the_versions_removed(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    a = store.add(tiny(), mf())
+    b = store.add(linear_classifier(np.ones((2, 3, 8, 8), np.float32)).SerializeToString(), mf())
+    assert sorted(store.delete("tiny")) == sorted([a.version, b.version])
+
+
+def test_non_finite_manifest_numbers_are_refused() -> None:
+    for text in (
+        '{"name": "x", "labels": ["a"], "scale": 1e999}',
+        '{"name": "x", "labels": ["a"], "scale": NaN}',
+        '{"name": "x", "labels": ["a"], "mean": [0, Infinity, 0]}',
+        '{"name": "x", "labels": ["a"], "std": [1, 1, NaN]}',
+    ):
+        with pytest.raises(InvalidManifest, match="must be a finite number"):
+            parse_manifest(text)
+    with pytest.raises(ValueError, match="finite"):
+        ModelManifest(name="x", labels=["a"], scale=float("inf"))
+    with pytest.raises(ValueError, match="finite"):
+        ModelManifest(name="x", labels=["a"], std=(1.0, float("nan"), 1.0))

@@ -96,11 +96,6 @@ class ModelTooLarge(LanternError):
     code = "model_too_large"
 
 
-class ModelExists(LanternError):
-    status = 409
-    code = "model_exists"
-
-
 class ModelProtected(LanternError):
     status = 409
     code = "model_protected"
@@ -198,6 +193,14 @@ class JobCancelled(LanternError):
 class InputExpired(LanternError):
     status = 410
     code = "input_expired"
+
+
+class QueueFull(LanternError):
+    """A key's queued and running jobs would pass its cost cap."""
+
+    status = 429
+    code = "queue_full"
+    headers = {"Retry-After": "30"}  # noqa: RUF012
 
 
 class BackendUnavailable(LanternError):

@@ -12,6 +12,10 @@ from jobs.runtime import Runtime
 
 class Dispatcher(Protocol):
     def submit(self, job_id: str, time_limit_s: float) -> None: ...
+    def submit_chunk(self, job_id: str, start: int, stop: int) -> None: ...
+    def submit_assemble(self, job_id: str) -> None: ...
+    def pending(self) -> set[tuple[str, str, int]] | None:
+        """What waits in the queue: (task, job id, chunk start or -1); None: unknown."""
     def cancel(self, job_id: str) -> None: ...
     def close(self) -> None: ...
 
@@ -26,6 +30,15 @@ class EmbeddedDispatcher:
     def submit(self, job_id: str, time_limit_s: float) -> None:
         """The runner enforces the limit itself, between forward batches."""
         self.pool.submit(run_job, self.rt, job_id)
+
+    def submit_chunk(self, job_id: str, start: int, stop: int) -> None:
+        raise NotImplementedError("embedded jobs are never split")
+
+    def submit_assemble(self, job_id: str) -> None:
+        raise NotImplementedError("embedded jobs are never split")
+
+    def pending(self) -> set[tuple[str, str, int]] | None:
+        return None
 
     def cancel(self, job_id: str) -> None:
         """The runner sees the cancelled state at its next progress report."""

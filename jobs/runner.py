@@ -26,6 +26,7 @@ from api_schemas.jobs import JobState
 from api_schemas.objectives import ObjectiveRequest
 from engine.artifacts import pack
 from engine.errors import (
+    BackendUnavailable,
     Cancelled,
     InputExpired,
     LanternError,
@@ -39,6 +40,7 @@ from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
 from engine.objectives import Objective, ScoreKind, resolve_objective
 from engine.quality.metrics import MetricsRequest
+from jobs.leases import Heartbeat, LeaseLost, new_token
 from jobs.runtime import Runtime
 from jobs.store import JobRecord
 from lantern import logs
@@ -50,13 +52,20 @@ OBJECTIVE = TypeAdapter[ObjectiveRequest](ObjectiveRequest)
 
 
 class JobProgress:
-    """Writes progress to the store at most every ``interval`` s and honours cancel."""
+    """Writes progress at most every ``interval`` s (fenced: a superseded run stops), and
+    honours cancel and the time limit."""
 
     def __init__(
-        self, rt: Runtime, job_id: str, time_limit_s: float = 900.0, interval: float = 0.2
+        self,
+        rt: Runtime,
+        job_id: str,
+        run: Run | None = None,
+        time_limit_s: float = 900.0,
+        interval: float = 0.2,
     ) -> None:
         self.rt = rt
         self.job_id = job_id
+        self.run = run
         self.interval = interval
         self.time_limit_s = time_limit_s
         self._deadline = time.monotonic() + time_limit_s
@@ -70,12 +79,32 @@ class JobProgress:
                 "Ask for fewer samples or steps.",
                 details={"time_limit_s": self.time_limit_s},
             )
+        if self.run is not None:
+            self.run.heartbeat.check()
         if now - self._last < self.interval and fraction < 1.0:
             return
         self._last = now
-        if self.rt.jobs.get_state(self.job_id) == JobState.cancelled.value:
-            raise Cancelled()
-        self.rt.jobs.update_job(self.job_id, progress=round(min(max(fraction, 0.0), 1.0), 4))
+        value = round(min(max(fraction, 0.0), 1.0), 4)
+        try:
+            if self.rt.jobs.get_state(self.job_id) == JobState.cancelled.value:
+                raise Cancelled()
+            if self.run is None:
+                self.rt.jobs.update_job(self.job_id, progress=value)
+            elif not self.rt.jobs.fenced_update(
+                self.job_id, self.run.token, self.run.attempt, progress=value
+            ):
+                raise LeaseLost()
+        except BackendUnavailable:
+            pass  # Redis restarting: keep computing; the heartbeat decides
+
+
+@dataclass
+class Run:
+    """One attempt at a job, under its lease."""
+
+    token: str
+    attempt: int
+    heartbeat: Heartbeat
 
 
 @dataclass
@@ -145,10 +174,11 @@ def resolved_objective(rt: Runtime, job: Prepared) -> tuple[Objective, NDArray[n
     return objective, logits
 
 
-def _fail(rt: Runtime, job_id: str, error: dict[str, Any]) -> None:
-    rt.jobs.update_job(job_id, state=JobState.failed.value, error=error, finished_at=time.time())
-    rec = rt.jobs.get_job(job_id)
-    if rec is not None:
+def _fail(rt: Runtime, rec: JobRecord, run: Run, error: dict[str, Any]) -> None:
+    if rt.jobs.fenced_end(
+        rec, run.token, run.attempt, state=JobState.failed.value, error=error,
+        finished_at=time.time(),
+    ):
         rt.jobs.record_job(rec.method, JobState.failed.value, 0.0, 0)
 
 
@@ -166,15 +196,16 @@ def run_job(
     splitter: Any = None,
     time_limit_errors: tuple[type[BaseException], ...] = (),
 ) -> str:
-    """Run the job if it still needs running; returns its state.
+    """Run the job if it still needs running, under its lease; returns its state.
 
+    A job whose lease another worker holds is not run again ("leased"); a run that loses
+    its lease stops and writes nothing ("superseded"); a run that cannot reach the store
+    gives up ("store_unavailable") and the reconciler re-queues it once its lease lapses.
     With a ``splitter`` (Celery), a perturbation job that costs at least
     ``split_min_samples`` passes is split into chunks for several workers and this returns
     "running"; the last round's assembly completes it. ``time_limit_errors``: what the
     shell raises at a soft time limit (Celery's SoftTimeLimitExceeded).
     """
-    from jobs.split import start_split  # split imports this module
-
     logs.job_id.set(job_id)
     rec = rt.jobs.get_job(job_id)
     if rec is None:
@@ -182,11 +213,36 @@ def run_job(
         return "missing"
     if rec.state in _TERMINAL:
         return rec.state
+    token = new_token()
+    if not rt.jobs.acquire(rt.jobs.lease_key(job_id), token, rt.settings.lease_s):
+        log.info("job %s is leased by another worker; not run twice", job_id)
+        return "leased"
+    try:
+        with Heartbeat(rt.jobs, rt.jobs.lease_key(job_id), token, rt.settings.lease_s) as hb:
+            run = Run(token, rt.jobs.start_attempt(job_id, token), hb)
+            return _run(rt, rec, run, splitter, time_limit_errors)
+    except BackendUnavailable:
+        log.warning("job %s: the store is unavailable; it is re-queued later", job_id)
+        return "store_unavailable"
+
+
+def _run(
+    rt: Runtime,
+    rec: JobRecord,
+    run: Run,
+    splitter: Any,
+    time_limit_errors: tuple[type[BaseException], ...],
+) -> str:
+    from jobs.split import start_split  # split imports this module
+
+    job_id = rec.id
     started = time.time()
-    rt.jobs.update_job(
-        job_id, state=JobState.running.value, started_at=started, attempts=rec.attempts + 1
-    )
+    if not rt.jobs.fenced_update(
+        job_id, run.token, run.attempt, state=JobState.running.value, started_at=started
+    ):
+        return "superseded"
     rec.started_at = started
+    rec.attempts = run.attempt
     try:
         job = prepare(rt, rec)
         objective, logits = resolved_objective(rt, job)
@@ -197,7 +253,7 @@ def run_job(
         ):
             start_split(rt, job, objective, logits, splitter)
             return JobState.running.value
-        progress = JobProgress(rt, job_id, rec.time_limit_s)
+        progress = JobProgress(rt, job_id, run, rec.time_limit_s)
         metrics = MetricsRequest.model_validate(rec.metrics) if rec.metrics else None
         wants_metrics = metrics is not None and bool(metrics.names)
         share = 0.6 if wants_metrics else 1.0
@@ -218,28 +274,46 @@ def run_job(
         )
     except Cancelled:
         return JobState.cancelled.value
+    except LeaseLost:
+        return "superseded"
+    except BackendUnavailable:
+        raise
     except time_limit_errors:
-        _fail(rt, job_id, _time_limit(rec))
+        _fail(rt, rec, run, _time_limit(rec))
         return JobState.failed.value
     except LanternError as e:
-        _fail(rt, job_id, e.to_dict())
+        _fail(rt, rec, run, e.to_dict())
         return JobState.failed.value
     except Exception as e:
         log.exception("job %s failed", job_id)
-        _fail(rt, job_id, internal_error(e))
+        _fail(rt, rec, run, internal_error(e))
         return JobState.failed.value
-    return complete(rt, rec, explanation)
+    return complete(rt, rec, explanation, run)
 
 
-def complete(rt: Runtime, rec: JobRecord, result: Explanation) -> str:
-    """Store the artifacts and mark the job succeeded (unless it was cancelled meanwhile)."""
+def _until_held(run: Run, fn: Any) -> Any:
+    """``fn()``, retried while Redis restarts, as long as the run still holds its lease."""
+    while True:
+        try:
+            return fn()
+        except BackendUnavailable:
+            if time.monotonic() > run.heartbeat.held_until:
+                raise
+            time.sleep(0.25)
+
+
+def complete(rt: Runtime, rec: JobRecord, result: Explanation, run: Run) -> str:
+    """Store the artifacts and mark the job succeeded, fenced: exactly one run completes a
+    job (unless it was cancelled meanwhile)."""
     job_id = rec.id
     model_calls = result.cost["forward_passes"]
-    if rt.jobs.get_state(job_id) == JobState.cancelled.value:
+    if _until_held(run, lambda: rt.jobs.get_state(job_id)) == JobState.cancelled.value:
         return JobState.cancelled.value
+    run.heartbeat.check()
     finished = time.time()
     artifacts = result.artifacts
-    rt.jobs.put_artifacts(job_id, pack(artifacts, result.result.views))
+    packed = pack(artifacts, result.result.views)
+    _until_held(run, lambda: rt.jobs.put_artifacts(job_id, packed))
     started = rec.started_at or finished
     compute_ms = round((finished - started) * 1000.0, 2)
     primary = result.result.primary
@@ -257,14 +331,22 @@ def complete(rt: Runtime, rec: JobRecord, result: Explanation) -> str:
             "compute_ms": compute_ms,
         },
     }
-    rt.jobs.update_job(
-        job_id,
-        state=JobState.succeeded.value,
-        progress=1.0,
-        finished_at=finished,
-        model_calls=model_calls,
-        summary=summary,
+    ended = _until_held(
+        run,
+        lambda: rt.jobs.fenced_end(
+            rec,
+            run.token,
+            run.attempt,
+            state=JobState.succeeded.value,
+            progress=1.0,
+            finished_at=finished,
+            model_calls=model_calls,
+            summary=summary,
+        ),
     )
+    if not ended:
+        log.warning("job %s: superseded before it could complete; wrote nothing", job_id)
+        return "superseded"
     rt.jobs.record_job(rec.method, JobState.succeeded.value, finished - started, model_calls)
     log.info(
         "job succeeded",

@@ -7,6 +7,7 @@ import logging
 import redis
 
 from api_schemas.models import ModelInfo
+from engine.modalities.image import configure_decoding
 from engine.models.runtime import GraphIO, LoadedModel, RuntimeOptions, SessionCache
 from engine.models.store import ModelStore
 from engine.models.zoo import BUILTIN_MODEL_ID, builtin_manifest, ensure_builtin
@@ -19,7 +20,14 @@ log = logging.getLogger("lantern")
 class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.models = ModelStore(settings.models_dir, settings.max_model_bytes)
+        self.models = ModelStore(
+            settings.models_dir,
+            settings.max_model_bytes,
+            max_tensor_bytes=settings.max_model_tensor_bytes,
+        )
+        configure_decoding(
+            max_concurrent=settings.max_concurrent_decodes, max_bytes=settings.max_decode_bytes
+        )
         self.sessions = SessionCache(
             RuntimeOptions(
                 intra_op_threads=settings.ort_threads,
@@ -37,7 +45,9 @@ class Runtime:
             )
             self.jobs = JobStore(RedisKV(client), settings.result_ttl_s)
         else:
-            self.jobs = JobStore(MemoryKV(), settings.result_ttl_s)
+            self.jobs = JobStore(
+                MemoryKV(settings.embedded_store_max_mb * 1024 * 1024), settings.result_ttl_s
+            )
 
     def ensure_builtin(self) -> None:
         """Build EfficientNet-Lite0 into the data dir if needed and register it."""

@@ -21,14 +21,16 @@ import numpy as np
 from numpy.typing import NDArray
 
 from api_schemas.jobs import JobState
-from engine.errors import Cancelled, LanternError, internal_error
+from engine.errors import BackendUnavailable, Cancelled, LanternError, internal_error
 from engine.explain import finish
 from engine.methods.perturbation import EvalStats, References, dump_plan, load_plan
 from engine.modalities.image import ImageInput
 from engine.objectives import Objective
 from engine.quality.metrics import MetricsRequest
-from jobs.runner import Prepared, complete, prepare, resolved_objective
+from jobs.leases import Heartbeat, LeaseLost, new_token
+from jobs.runner import Prepared, Run, complete, prepare, resolved_objective
 from jobs.runtime import Runtime
+from jobs.store import JobRecord
 from lantern import logs
 
 log = logging.getLogger("lantern.split")
@@ -37,7 +39,10 @@ Ranges = list[tuple[int, int]]
 
 
 class Splitter(Protocol):
+    """Hands a split job's work to workers: a round's chunks, and the assembly."""
+
     def submit_round(self, job_id: str, ranges: Ranges) -> None: ...
+    def submit_assemble(self, job_id: str) -> None: ...
 
 
 def _item(job: Prepared) -> ImageInput:
@@ -71,6 +76,8 @@ def start_split(
         "expected": builder.expected_samples(plan),
         "refs": [refs.f_x, refs.f_baseline, refs.forward_passes + (0 if logits is None else 1)],
         "chunk": rt.settings.split_chunk_samples,
+        "round_chunks": len(ranges(0, plan.n_samples, rt.settings.split_chunk_samples)),
+        "attempt": job.rec.attempts,
         # the output on the input, when resolving the objective ran it (for the target score)
         "logits": None if logits is None else np.asarray(logits, np.float64).ravel().tolist(),
     }
@@ -79,13 +86,34 @@ def start_split(
     log.info("job %s split: %d samples in chunks of %d", rec.id, plan.n_samples, state["chunk"])
 
 
-def run_chunk(rt: Runtime, job_id: str, start: int, stop: int) -> None:
-    """Evaluate samples [start, stop) of the job's current plan and store their scores."""
+def run_chunk(
+    rt: Runtime, job_id: str, start: int, stop: int, splitter: Splitter | None = None
+) -> str:
+    """Evaluate samples [start, stop) of the job's current plan under the chunk's lease and
+    store their scores; the chunk that completes its round hands the job to the assembly."""
     logs.job_id.set(job_id)
     rec = rt.jobs.get_job(job_id)
     state = rt.jobs.split_state(job_id)
     if rec is None or state is None or rec.state != JobState.running.value:
-        return
+        return "skipped"
+    lease = rt.jobs.lease_key(job_id, f"c{start}")
+    token = new_token()
+    if not rt.jobs.acquire(lease, token, rt.settings.lease_s):
+        return "leased"
+    try:
+        with Heartbeat(rt.jobs, lease, token, rt.settings.lease_s) as hb:
+            completed = _chunk(rt, rec, state, start, stop, hb)
+    except BackendUnavailable:
+        return "store_unavailable"
+    if completed and splitter is not None:
+        splitter.submit_assemble(job_id)
+    return "done"
+
+
+def _chunk(
+    rt: Runtime, rec: JobRecord, state: dict[str, Any], start: int, stop: int, hb: Heartbeat
+) -> bool:
+    job_id = rec.id
     try:
         job = prepare(rt, rec)
         builder = job.spec.plan
@@ -96,40 +124,70 @@ def run_chunk(rt: Runtime, job_id: str, start: int, stop: int) -> None:
         expected = max(int(state["expected"]), 1)
 
         def progress(fraction: float) -> None:
+            hb.check()
             if rt.jobs.get_state(job_id) == JobState.cancelled.value:
                 raise Cancelled()
 
         scores = builder.evaluate(
             job.model, _item(job), objective, job.params, plan, start, stop, progress, stats
         )
-    except Cancelled:
-        return
+    except (Cancelled, LeaseLost):
+        return False
     except LanternError as e:
-        rt.jobs.update_job(
-            job_id, state=JobState.failed.value, error=e.to_dict(), finished_at=time.time()
-        )
-        return
+        rt.jobs.end_job(rec, state=JobState.failed.value, error=e.to_dict(),
+                        finished_at=time.time())
+        return False
     except Exception as e:
         log.exception("chunk %s[%d:%d] failed", job_id, start, stop)
-        rt.jobs.update_job(
-            job_id, state=JobState.failed.value, error=internal_error(e), finished_at=time.time()
-        )
-        return
-    rt.jobs.put_chunk(job_id, start, scores, stats.forward_passes)
+        rt.jobs.end_job(rec, state=JobState.failed.value, error=internal_error(e),
+                        finished_at=time.time())
+        return False
+    hb.check()
+    completed = rt.jobs.put_chunk(job_id, int(state["round"]), start, scores,
+                                  stats.forward_passes)
     finished = sum(b - a for a, b in _all(state) if rt.jobs.chunk_done(job_id, a))
     if rt.jobs.get_state(job_id) == JobState.running.value:
         rt.jobs.update_job(job_id, progress=round(min(0.99, finished / expected), 4))
+    return completed
+
+
+def pending_chunks(rt: Runtime, job_id: str) -> Ranges:
+    """The current round's chunks with no scores yet (for the reconciler)."""
+    state = rt.jobs.split_state(job_id)
+    if state is None:
+        return []
+    n = int(state["rounds"][-1])
+    first = int(state["rounds"][-2]) if len(state["rounds"]) > 1 else 0
+    return [(a, b) for a, b in ranges(first, n, int(state["chunk"]))
+            if not rt.jobs.chunk_done(job_id, a)]
 
 
 def finish_round(rt: Runtime, job_id: str, splitter: Splitter) -> str:
-    """The chord callback: assemble, or refine and start the next round."""
+    """After a round's last chunk: assemble, or refine and start the next round — under
+    the job's lease, as a new attempt whose writes are fenced."""
     logs.job_id.set(job_id)
     rec = rt.jobs.get_job(job_id)
-    state = rt.jobs.split_state(job_id)
-    if rec is None or state is None:
+    if rec is None or rt.jobs.split_state(job_id) is None:
         return "missing"
     if rec.state != JobState.running.value:
         return rec.state
+    token = new_token()
+    lease = rt.jobs.lease_key(job_id)
+    if not rt.jobs.acquire(lease, token, rt.settings.lease_s):
+        return "leased"
+    try:
+        with Heartbeat(rt.jobs, lease, token, rt.settings.lease_s) as hb:
+            run = Run(token, rt.jobs.start_attempt(job_id, token), hb)
+            return _finish_round(rt, rec, run, splitter)
+    except BackendUnavailable:
+        return "store_unavailable"
+
+
+def _finish_round(rt: Runtime, rec: JobRecord, run: Run, splitter: Splitter) -> str:
+    job_id = rec.id
+    state = rt.jobs.split_state(job_id)
+    assert state is not None
+    rec.attempts = run.attempt
     try:
         job = prepare(rt, rec)
         builder = job.spec.plan
@@ -140,37 +198,41 @@ def finish_round(rt: Runtime, job_id: str, splitter: Splitter) -> str:
         for a, _b in _all(state):
             chunk = rt.jobs.get_chunk(job_id, a)
             if chunk is None:
-                raise LanternError("A chunk of this job is missing its scores; submit it again.")
+                return "running"  # a chunk is still out: its own completion assembles
             parts.append(np.asarray(chunk, np.float64))
         scores = np.concatenate(parts)
         plan = load_plan(rt.jobs.get_plan(job_id, state["round"]) or b"")
         f_x, f_b, ref_passes = state["refs"]
         refs = References(f_x=f_x, f_baseline=f_b, forward_passes=int(ref_passes))
-        nxt = builder.refine(job.model, _item(job), objective, job.params, plan, scores, refs)
+        item = _item(job)
+        nxt = builder.refine(job.model, item, objective, job.params, plan, scores, refs)
         if nxt is not None:
+            new = ranges(n, nxt.n_samples, int(state["chunk"]))
             state["round"] += 1
             state["rounds"].append(nxt.n_samples)
+            state["round_chunks"] = len(new)
             rt.jobs.put_plan(job_id, state["round"], dump_plan(nxt))
-            rt.jobs.update_job(job_id, split=state)
-            splitter.submit_round(job_id, ranges(n, nxt.n_samples, int(state["chunk"])))
+            if not rt.jobs.fenced_update(job_id, run.token, run.attempt, split=state):
+                return "superseded"
+            splitter.submit_round(job_id, new)
             return "running"
         passes = rt.jobs.chunk_passes(job_id) + int(ref_passes)
-        result = builder.assemble(
-            job.model, _item(job), objective, job.params, plan, scores, refs, passes
-        )
+        result = builder.assemble(job.model, item, objective, job.params, plan, scores, refs,
+                                  passes)
         metrics = MetricsRequest.model_validate(rec.metrics) if rec.metrics else None
         logits = state.get("logits")
         explanation = finish(
-            job.model, job.spec, job.item, objective, job.params, result,
+            job.model, job.spec, item, objective, job.params, result,
             None if logits is None else np.asarray(logits, np.float32)[None],
-            lambda f: None, metrics,
+            lambda f: run.heartbeat.check(), metrics,
         )
+    except LeaseLost:
+        return "superseded"
     except LanternError as e:
-        rt.jobs.update_job(
-            job_id, state=JobState.failed.value, error=e.to_dict(), finished_at=time.time()
-        )
+        rt.jobs.fenced_end(rec, run.token, run.attempt, state=JobState.failed.value,
+                           error=e.to_dict(), finished_at=time.time())
         return JobState.failed.value
-    return complete(rt, rec, explanation)
+    return complete(rt, rec, explanation, run)
 
 
 def _all(state: dict[str, Any]) -> Ranges:

@@ -1,8 +1,17 @@
-"""Jobs, inputs and results, kept in Redis (or in memory in embedded mode) with a TTL.
+"""Jobs, inputs and results, kept in Redis (or in memory in embedded mode).
 
 A job is a hash of JSON-encoded fields, so the API (cancel) and a worker (progress,
 state) update different fields without overwriting each other. Inputs are stored once
 by content hash; tasks carry only the job id.
+
+Nothing accepted is lost:
+
+* a live job (queued or running) has no expiry — its TTL counts from its end, not its
+  submission — and is listed in the ``active`` set that the reconciler walks;
+* a worker runs a job (or a chunk) under a **lease** it renews with a heartbeat, and each run
+  is an **attempt** with a number; every write of a run is **fenced**: it lands only while
+  the run holds the lease and its attempt is the job's current one, so a worker paused past
+  its lease, or cut off during a Redis restart, writes nothing.
 """
 
 from __future__ import annotations
@@ -10,16 +19,17 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any
 
 import numpy as np
-import redis
 from numpy.typing import NDArray
 
 from api_schemas.jobs import JobState
+from jobs.kv import KV, MemoryKV, RedisKV
+
+__all__ = ["KV", "JobRecord", "JobStore", "MemoryKV", "RedisKV"]
 
 
 @dataclass
@@ -47,6 +57,12 @@ class JobRecord:
     metrics: dict[str, Any] | None = None
     #: The objective once resolved (a class index instead of "top1"): chunks reuse it.
     resolved: dict[str, Any] | None = None
+    #: The forward passes the request was estimated at (the per-key cap counts them).
+    cost: int = 0
+    #: When the job was last handed to the queue (the reconciler re-queues lost messages).
+    dispatched_at: float | None = None
+    #: Successful completions (1 for a succeeded job: never more).
+    completions: int = 0
 
     @property
     def input_key(self) -> str | None:
@@ -59,153 +75,6 @@ class JobRecord:
     def from_fields(cls, raw: dict[str, str]) -> JobRecord:
         known = set(cls.__dataclass_fields__)
         return cls(**{k: json.loads(v) for k, v in raw.items() if k in known})
-
-
-class KV(Protocol):
-    """The few storage operations the job store needs."""
-
-    def set(self, key: str, value: bytes, ttl: int) -> None: ...
-    def get(self, key: str) -> bytes | None: ...
-    def hsetnx(self, key: str, fld: str, value: str) -> bool: ...
-    def hset(self, key: str, mapping: dict[str, str], ttl: int) -> None: ...
-    def hget(self, key: str, fld: str) -> str | None: ...
-    def hgetall(self, key: str) -> dict[str, str]: ...
-    def incr(self, key: str, ttl: int, amount: int = 1) -> int: ...
-    def setnx(self, key: str, value: bytes, ttl: int) -> bool: ...
-    def hincr(self, key: str, counts: dict[str, int]) -> None: ...
-    def llen(self, key: str) -> int: ...
-    def ping(self) -> bool: ...
-
-
-class RedisKV:
-    def __init__(self, client: redis.Redis[bytes]) -> None:
-        self.r = client
-
-    def set(self, key: str, value: bytes, ttl: int) -> None:
-        self.r.set(key, value, ex=ttl)
-
-    def get(self, key: str) -> bytes | None:
-        v = self.r.get(key)
-        return bytes(v) if v is not None else None
-
-    def hsetnx(self, key: str, fld: str, value: str) -> bool:
-        return bool(self.r.hsetnx(key, fld, value))
-
-    def hset(self, key: str, mapping: dict[str, str], ttl: int) -> None:
-        p = self.r.pipeline()
-        p.hset(key, mapping=cast("dict[str | bytes, str]", mapping))
-        p.expire(key, ttl)
-        p.execute()
-
-    def hget(self, key: str, fld: str) -> str | None:
-        v = self.r.hget(key, fld)
-        return v.decode() if isinstance(v, bytes) else None
-
-    def hgetall(self, key: str) -> dict[str, str]:
-        raw = self.r.hgetall(key)
-        return {k.decode(): v.decode() for k, v in raw.items()}
-
-    def incr(self, key: str, ttl: int, amount: int = 1) -> int:
-        p = self.r.pipeline()
-        p.incrby(key, amount)
-        p.expire(key, ttl, nx=True)
-        return int(p.execute()[0])
-
-    def setnx(self, key: str, value: bytes, ttl: int) -> bool:
-        return bool(self.r.set(key, value, ex=ttl, nx=True))
-
-    def hincr(self, key: str, counts: dict[str, int]) -> None:
-        p = self.r.pipeline()
-        for fld, amount in counts.items():
-            p.hincrby(key, fld, amount)
-        p.execute()
-
-    def llen(self, key: str) -> int:
-        return int(self.r.llen(key))
-
-    def ping(self) -> bool:
-        return bool(self.r.ping())
-
-
-class MemoryKV:
-    """An in-process KV with expiry, for embedded mode (one process, no Redis)."""
-
-    def __init__(self) -> None:
-        self._data: dict[str, tuple[float, Any]] = {}
-        self._lock = threading.Lock()
-
-    def _live(self, key: str) -> Any:
-        item = self._data.get(key)
-        if item is None:
-            return None
-        if item[0] < time.time():
-            del self._data[key]
-            return None
-        return item[1]
-
-    def set(self, key: str, value: bytes, ttl: int) -> None:
-        with self._lock:
-            self._data[key] = (time.time() + ttl, value)
-
-    def get(self, key: str) -> bytes | None:
-        with self._lock:
-            v = self._live(key)
-            return v if isinstance(v, bytes) else None
-
-    def hsetnx(self, key: str, fld: str, value: str) -> bool:
-        with self._lock:
-            h = self._live(key)
-            if h is None:
-                self._data[key] = (time.time() + 3600, {fld: value})
-                return True
-            if fld in h:
-                return False
-            h[fld] = value
-            return True
-
-    def hset(self, key: str, mapping: dict[str, str], ttl: int) -> None:
-        with self._lock:
-            h = self._live(key) or {}
-            h.update(mapping)
-            self._data[key] = (time.time() + ttl, h)
-
-    def hget(self, key: str, fld: str) -> str | None:
-        with self._lock:
-            h = self._live(key)
-            return None if h is None else h.get(fld)
-
-    def hgetall(self, key: str) -> dict[str, str]:
-        with self._lock:
-            h = self._live(key)
-            return dict(h) if h else {}
-
-    def incr(self, key: str, ttl: int, amount: int = 1) -> int:
-        with self._lock:
-            v = self._live(key)
-            n = (int(v) if isinstance(v, bytes) else 0) + amount
-            expiry = self._data[key][0] if v is not None else time.time() + ttl
-            self._data[key] = (expiry, str(n).encode())  # as Redis keeps counters
-            return n
-
-    def setnx(self, key: str, value: bytes, ttl: int) -> bool:
-        with self._lock:
-            if self._live(key) is not None:
-                return False
-            self._data[key] = (time.time() + ttl, value)
-            return True
-
-    def hincr(self, key: str, counts: dict[str, int]) -> None:
-        with self._lock:
-            h = self._live(key) or {}
-            for fld, amount in counts.items():
-                h[fld] = str(int(h.get(fld, "0")) + amount)
-            self._data[key] = (float("inf"), h)
-
-    def llen(self, key: str) -> int:
-        return 0
-
-    def ping(self) -> bool:
-        return True
 
 
 DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -240,40 +109,130 @@ class JobStore:
     def get_input(self, key: str) -> bytes | None:
         return self.kv.get(self._k("input", key))
 
+    def touch_input(self, key: str) -> None:
+        """An input lives as long as a result made from it."""
+        self.kv.expire(self._k("input", key), self.ttl)
+
     # jobs ---------------------------------------------------------------------------
+    def _job(self, job_id: str) -> str:
+        return self._k("job", job_id)
+
+    def lease_key(self, job_id: str, part: str = "") -> str:
+        return self._k("lease", f"{job_id}:{part}" if part else job_id)
+
     def create_job(self, rec: JobRecord) -> tuple[JobRecord, bool]:
         """Store a new job, or return the live one with the same id (same request).
 
-        A failed or cancelled job with the same id is reset and counts as new.
+        A failed or cancelled job with the same id is reset and counts as new. A new job
+        has no expiry until it ends, and is listed as active.
         """
-        key = self._k("job", rec.id)
+        key = self._job(rec.id)
         if self.kv.hsetnx(key, "id", json.dumps(rec.id)):
-            self.kv.hset(key, rec.to_fields(), self.ttl)
+            self.kv.hset(key, rec.to_fields(), None)
+            self._activate(rec)
             return rec, True
         existing = self.get_job(rec.id)
         if existing is None:  # expired between the two calls
-            self.kv.hset(key, rec.to_fields(), self.ttl)
+            self.kv.hset(key, rec.to_fields(), None)
+            self._activate(rec)
             return rec, True
         if existing.state in (JobState.failed.value, JobState.cancelled.value):
             rec.attempts = existing.attempts
-            self.kv.hset(key, rec.to_fields(), self.ttl)
+            self.kv.hset(key, rec.to_fields(), None)
+            self._activate(rec)
             return rec, True
         return existing, False
 
+    def _activate(self, rec: JobRecord) -> None:
+        self.kv.sadd(self._k("active", "jobs"), rec.id)
+        self.kv.hset(self._k("cost", rec.owner), {rec.id: str(rec.cost)}, None)
+
+    def _deactivate(self, rec: JobRecord) -> None:
+        self.kv.srem(self._k("active", "jobs"), rec.id)
+        self.kv.hdel(self._k("cost", rec.owner), rec.id)
+
+    def forget(self, job_id: str, rec: JobRecord | None) -> None:
+        """Drop a finished or vanished job from the active set (and its cost)."""
+        self.kv.srem(self._k("active", "jobs"), job_id)
+        if rec is not None:
+            self.kv.hdel(self._k("cost", rec.owner), job_id)
+
+    def active_jobs(self) -> set[str]:
+        return self.kv.smembers(self._k("active", "jobs"))
+
+    def active_cost(self, owner: str) -> int:
+        """Forward passes of the owner's queued and running jobs (their estimates)."""
+        return sum(int(v) for v in self.kv.hgetall(self._k("cost", owner)).values())
+
     def get_job(self, job_id: str) -> JobRecord | None:
-        raw = self.kv.hgetall(self._k("job", job_id))
+        raw = self.kv.hgetall(self._job(job_id))
         if "method" not in raw or "objective" not in raw:
             return None
         return JobRecord.from_fields(raw)
 
     def update_job(self, job_id: str, **fields: Any) -> None:
+        """Unfenced fields of a live job (the API's and the reconciler's writes)."""
+        self.kv.hset(self._job(job_id), {k: json.dumps(v) for k, v in fields.items()}, None)
+
+    def end_job(self, rec: JobRecord, **fields: Any) -> None:
+        """Unfenced end of a job (cancel, or a job failed before any run): its TTL starts."""
         self.kv.hset(
-            self._k("job", job_id), {k: json.dumps(v) for k, v in fields.items()}, self.ttl
+            self._job(rec.id), {k: json.dumps(v) for k, v in fields.items()}, self.ttl
         )
+        self._deactivate(rec)
 
     def get_state(self, job_id: str) -> str | None:
-        v = self.kv.hget(self._k("job", job_id), "state")
+        v = self.kv.hget(self._job(job_id), "state")
         return None if v is None else str(json.loads(v))
+
+    # runs: leases, attempts, fenced writes ---------------------------------------------
+    def acquire(self, lease: str, token: str, lease_s: float) -> bool:
+        return self.kv.lease_acquire(lease, token, int(lease_s * 1000))
+
+    def renew(self, lease: str, token: str, lease_s: float) -> bool:
+        return self.kv.lease_renew(lease, token, int(lease_s * 1000))
+
+    def release(self, lease: str, token: str) -> None:
+        self.kv.lease_release(lease, token)
+
+    def leased(self, lease: str) -> bool:
+        return self.kv.get(lease) is not None
+
+    def start_attempt(self, job_id: str, token: str) -> int:
+        """A new attempt of a job whose lease ``token`` holds: its number."""
+        return self.kv.hincrby(self._job(job_id), "attempts", 1)
+
+    def fenced_update(self, job_id: str, token: str, attempt: int, **fields: Any) -> bool:
+        """Fields written only while this run holds the job's lease and is its current
+        attempt; False: the run was superseded (write nothing more)."""
+        return self.kv.fenced_hset(
+            self._job(job_id),
+            self.lease_key(job_id),
+            token,
+            attempt,
+            {k: json.dumps(v) for k, v in fields.items()},
+            None,
+        )
+
+    def fenced_end(
+        self, rec: JobRecord, token: str, attempt: int, **fields: Any
+    ) -> bool:
+        """The end of a run's job (succeeded or failed), fenced; its TTL starts."""
+        ok = self.kv.fenced_hset(
+            self._job(rec.id),
+            self.lease_key(rec.id),
+            token,
+            attempt,
+            {k: json.dumps(v) for k, v in fields.items()},
+            self.ttl,
+        )
+        if ok:
+            if fields.get("state") == JobState.succeeded.value:
+                self.kv.hincrby(self._job(rec.id), "completions", 1)
+            self._deactivate(rec)
+            if rec.input_key is not None:
+                self.touch_input(rec.input_key)
+        return ok
 
     # results ------------------------------------------------------------------------
     def put_artifacts(self, job_id: str, packed: bytes) -> None:
@@ -294,12 +253,20 @@ class JobStore:
         raw = self.kv.hget(self._k("job", job_id), "split")
         return None if raw is None else dict(json.loads(raw))
 
-    def put_chunk(self, job_id: str, start: int, scores: NDArray[Any], passes: int) -> None:
+    def put_chunk(
+        self, job_id: str, round_: int, start: int, scores: NDArray[Any], passes: int
+    ) -> bool:
         """A chunk's scores; a redelivered chunk rewrites the same scores and its passes
-        are counted once."""
+        are counted once. True when this chunk completed its round (exactly one caller)."""
         self.kv.set(self._k("chunk", f"{job_id}:{start}"), array_to_bytes(scores), self.ttl)
         if self.kv.setnx(self._k("done", f"{job_id}:{start}"), b"1", self.ttl):
             self.kv.incr(self._k("passes", job_id), self.ttl, passes)
+        state = self.split_state(job_id) or {}
+        total = int(state.get("round_chunks", 0))
+        added, count = self.kv.sadd_count(
+            self._k("round", f"{job_id}:{round_}"), str(start), self.ttl
+        )
+        return added and total > 0 and count >= total
 
     def get_chunk(self, job_id: str, start: int) -> NDArray[Any] | None:
         raw = self.kv.get(self._k("chunk", f"{job_id}:{start}"))

@@ -74,7 +74,31 @@ class Settings(BaseSettings):
     )
     split_chunk_samples: int = Field(default=128, ge=1, description="Samples per chunk task.")
     visibility_timeout_s: int = Field(
-        default=3600, ge=1, description="Redelivery delay of a task whose worker vanished."
+        default=3600,
+        ge=1,
+        description="Celery's redelivery of a task whose worker vanished: the last resort "
+        "(leases re-queue such work within lease_s).",
+    )
+    lease_s: float = Field(
+        default=30.0,
+        gt=0.5,
+        le=3600,
+        description="A running job's (or chunk's) lease, renewed by its worker's heartbeat; "
+        "expired, the work is re-queued elsewhere.",
+    )
+    reconcile_interval_s: float = Field(
+        default=5.0,
+        gt=0.05,
+        le=600,
+        description="How often the API repairs jobs whose state and queue disagree.",
+    )
+    max_queued_cost_per_key: int = Field(
+        default=2_000_000,
+        ge=1,
+        description="Forward passes one key may have queued and running at once.",
+    )
+    embedded_store_max_mb: int = Field(
+        default=512, ge=1, description="Embedded mode: memory for jobs and results (LRU)."
     )
     api_keys: list[ApiKey] = Field(
         default_factory=list,

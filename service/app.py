@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 
 from jobs.dispatch import Dispatcher, EmbeddedDispatcher
+from jobs.reconciler import Reconciler
 from jobs.runtime import Runtime
 from lantern import __version__, logs
 from lantern.settings import Settings
@@ -62,7 +63,10 @@ def create_app(
     if settings.auth_required and not settings.api_keys:
         raise ValueError("LANTERN_AUTH_REQUIRED is set but LANTERN_API_KEYS is empty.")
     state = ServiceState(
-        rt=rt, dispatcher=disp, keys={k.sha256: k for k in settings.api_keys}
+        rt=rt,
+        dispatcher=disp,
+        keys={k.sha256: k for k in settings.api_keys},
+        reconciler=Reconciler(rt, disp) if settings.redis_url and dispatcher else None,
     )
 
     @asynccontextmanager
@@ -71,7 +75,11 @@ def create_app(
             _prepare(state)
         else:
             threading.Thread(target=_prepare, args=(state,), daemon=True).start()
+        if state.reconciler is not None:
+            state.reconciler.start()
         yield
+        if state.reconciler is not None:
+            state.reconciler.stop()
         disp.close()
         state.sync_pool.shutdown(wait=False, cancel_futures=True)
 

@@ -22,6 +22,7 @@ from api_schemas.jobs import JobLinks, JobState, JobStatus
 from api_schemas.objectives import ClassObjective, ObjectiveRequest
 from engine.artifacts import Artifact, AttributionMap, unpack
 from engine.errors import (
+    BackendUnavailable,
     InputExpired,
     InvalidInput,
     InvalidParams,
@@ -29,6 +30,7 @@ from engine.errors import (
     JobFailed,
     JobNotReady,
     JobTooCostly,
+    QueueFull,
     UnknownJob,
 )
 from engine.explain import check_method
@@ -157,6 +159,16 @@ def submit(
             "Lower the method's sample, step or window count.",
             details={"cost": cost, "limit": limit},
         )
+    if spec.execution == "job":
+        queued = rt.jobs.active_cost(owner)
+        cap = rt.settings.max_queued_cost_per_key
+        if queued + cost > cap:
+            raise QueueFull(
+                f"This key has jobs of about {queued} forward passes queued or running; with "
+                f"this one ({cost}) it would pass its limit of {cap}. Wait for them to "
+                "finish, or cancel some.",
+                details={"queued_cost": queued, "cost": cost, "limit": cap},
+            )
     input_ref = None
     if data is not None:
         input_ref = {"modality": model.manifest.modality, "key": rt.jobs.put_input(data)}
@@ -183,6 +195,7 @@ def submit(
             input=input_ref,
             owner=owner,
             metrics=canon_metrics,
+            cost=cost,
             time_limit_s=(
                 rt.settings.sync_time_limit_s
                 if spec.execution == "sync"
@@ -197,17 +210,21 @@ def submit(
 def dispatch(state: ServiceState, rec: JobRecord) -> None:
     """Hand a new job to the workers (or fail it, so that a resubmit starts afresh)."""
     try:
+        state.rt.jobs.update_job(rec.id, dispatched_at=time.time())
         state.dispatcher.submit(rec.id, rec.time_limit_s)
     except Exception:
-        state.rt.jobs.update_job(
-            rec.id,
-            state=JobState.failed.value,
-            error={
-                "code": "backend_unavailable",
-                "message": "The job could not be queued; submit it again.",
-                "details": {},
-            },
-        )
+        try:
+            state.rt.jobs.end_job(
+                rec,
+                state=JobState.failed.value,
+                error={
+                    "code": "backend_unavailable",
+                    "message": "The job could not be queued; submit it again.",
+                    "details": {},
+                },
+            )
+        except BackendUnavailable:
+            pass  # the reconciler re-queues it once Redis is back
         raise
 
 
@@ -259,9 +276,7 @@ def _reap_if_stale(state: ServiceState, rec: JobRecord) -> JobRecord:
         "Ask for fewer samples or steps.",
         "details": {"time_limit_s": rec.time_limit_s},
     }
-    state.rt.jobs.update_job(
-        rec.id, state=JobState.failed.value, error=error, finished_at=time.time()
-    )
+    state.rt.jobs.end_job(rec, state=JobState.failed.value, error=error, finished_at=time.time())
     rec.state, rec.error = JobState.failed.value, error
     return rec
 

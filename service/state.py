@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from fastapi import Request
 
 from jobs.dispatch import Dispatcher
+from jobs.reconciler import Reconciler
 from jobs.runner import run_job
 from jobs.runtime import Runtime
 from lantern.settings import ApiKey
@@ -21,6 +22,8 @@ class ServiceState:
     ready: bool = False
     startup_error: str | None = None
     keys: dict[str, ApiKey] = field(default_factory=dict)
+    #: Redis mode: repairs jobs whose state and queue disagree (None when embedded).
+    reconciler: Reconciler | None = None
     #: The sync lane: cheap methods asked with ?wait run here, never behind long jobs.
     sync_pool: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="lantern-sync")

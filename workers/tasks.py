@@ -1,9 +1,11 @@
 """Celery tasks: thin shells over jobs.runner and jobs.split. Each process builds its
-Runtime lazily, after the fork, so ONNX Runtime sessions are never shared across processes."""
+Runtime lazily, after the fork, so ONNX Runtime sessions are never shared across processes.
+
+A split job's chunks are plain tasks (no chord): the chunk that completes a round queues the
+assembly, and the reconciler re-queues chunks and assemblies whose workers vanished."""
 
 from __future__ import annotations
 
-from celery import chord
 from celery.exceptions import SoftTimeLimitExceeded
 
 from jobs.runner import run_job
@@ -23,11 +25,14 @@ def runtime() -> Runtime:
 
 
 class CelerySplitter:
-    """A round of chunks as a group, with the assembly as the chord's callback."""
+    """A round of chunks as tasks, and the assembly as a task."""
 
     def submit_round(self, job_id: str, ranges: Ranges) -> None:
-        header = [chunk_task.si(job_id, a, b) for a, b in ranges]
-        chord(header)(assemble_task.si(job_id))
+        for a, b in ranges:
+            chunk_task.delay(job_id, a, b)
+
+    def submit_assemble(self, job_id: str) -> None:
+        assemble_task.delay(job_id)
 
 
 @app.task(name="lantern.explain")  # type: ignore[untyped-decorator]
@@ -35,10 +40,9 @@ def explain_task(job_id: str) -> str:
     return run_job(runtime(), job_id, CelerySplitter(), (SoftTimeLimitExceeded,))
 
 
-@app.task(name="lantern.chunk", ignore_result=False)  # type: ignore[untyped-decorator]
-def chunk_task(job_id: str, start: int, stop: int) -> int:
-    run_chunk(runtime(), job_id, start, stop)
-    return stop - start
+@app.task(name="lantern.chunk")  # type: ignore[untyped-decorator]
+def chunk_task(job_id: str, start: int, stop: int) -> str:
+    return run_chunk(runtime(), job_id, start, stop, CelerySplitter())
 
 
 @app.task(name="lantern.assemble")  # type: ignore[untyped-decorator]

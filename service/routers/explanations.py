@@ -133,6 +133,9 @@ async def create_explanation(
             rec = await run_in_threadpool(get_record, state, rec.id, principal)
         else:
             await run_in_threadpool(dispatch, state, rec)
+    elif not JobState(rec.state).terminal and state.reconciler is not None:
+        # the same request joins its live job, never a stuck one: repair it first
+        await run_in_threadpool(state.reconciler.run_once, rec.id)
     deadline = time.monotonic() + wait
     while wait > 0 and not JobState(rec.state).terminal and time.monotonic() < deadline:
         await asyncio.sleep(0.02)

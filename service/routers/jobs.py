@@ -132,6 +132,6 @@ def cancel_job(
             details={"job": job, "state": rec.state},
         )
     if rec.state != JobState.cancelled.value:
-        state.rt.jobs.update_job(job, state=JobState.cancelled.value, finished_at=time.time())
+        state.rt.jobs.end_job(rec, state=JobState.cancelled.value, finished_at=time.time())
         state.dispatcher.cancel(job)
     return job_status(get_record(state, job, p))

@@ -97,15 +97,16 @@ def test_cancel_stops_a_running_job(rt: Runtime) -> None:
         rt, png_bytes(np.zeros((8, 8, 3), np.uint8)), {"window": 1, "stride": 1, "batch_size": 1}
     )
     seen = threading.Event()
-    original = rt.jobs.update_job
+    original = rt.jobs.fenced_update
 
-    def update(job_id: str, **fields: object) -> None:
-        original(job_id, **fields)
+    def update(job_id: str, token: str, attempt: int, **fields: object) -> bool:
+        ok = original(job_id, token, attempt, **fields)
         if "progress" in fields and not seen.is_set():
             seen.set()
-            original(job_id, state="cancelled")
+            rt.jobs.update_job(job_id, state="cancelled")
+        return ok
 
-    rt.jobs.update_job = update  # type: ignore[method-assign]
+    rt.jobs.fenced_update = update  # type: ignore[method-assign]
     assert run_job(rt, "job") == "cancelled"
     rec = rt.jobs.get_job("job")
     assert rec is not None and rec.state == "cancelled" and rec.progress < 1.0

@@ -20,21 +20,34 @@ from lantern_testing.results import result_values
 
 
 class InlineSplitter:
-    """Runs a round's chunks here, in a shuffled order, then the chord's callback."""
+    """A queue drained here, as workers would: a round's chunks in a shuffled order (one of
+    them delivered twice), and the assembly that the round's last chunk queues."""
 
     def __init__(self, rt: Runtime, seed: int = 0) -> None:
         self.rt = rt
         self.rng = random.Random(seed)
         self.rounds: list[Ranges] = []
+        self.queue: list[tuple[str, str, int, int]] = []
+        self.assemblies = 0
 
     def submit_round(self, job_id: str, chunk_ranges: Ranges) -> None:
         self.rounds.append(chunk_ranges)
         order = list(chunk_ranges)
         self.rng.shuffle(order)
-        for a, b in order:
-            run_chunk(self.rt, job_id, a, b)
-        run_chunk(self.rt, job_id, *order[0])  # a redelivered chunk changes nothing
-        finish_round(self.rt, job_id, self)
+        self.queue += [("chunk", job_id, a, b) for a, b in order]
+        self.queue.append(("chunk", job_id, *order[0]))  # a redelivered chunk changes nothing
+
+    def submit_assemble(self, job_id: str) -> None:
+        self.queue.append(("assemble", job_id, 0, 0))
+
+    def drain(self) -> None:
+        while self.queue:
+            kind, job_id, a, b = self.queue.pop(0)
+            if kind == "chunk":
+                run_chunk(self.rt, job_id, a, b, self)
+            else:
+                self.assemblies += 1
+                finish_round(self.rt, job_id, self)
 
 
 def runtime(tmp_path: Path, **settings: object) -> Runtime:
@@ -79,10 +92,12 @@ def test_split_equals_one_run(tmp_path: Path, method: str, params: dict[str, obj
     split = runtime(tmp_path / "split", split_min_samples=1, split_chunk_samples=37)
     splitter = InlineSplitter(split)
     submit(split, "j", method, params)
-    assert run_job(split, "j", splitter) in ("running", "succeeded")
+    assert run_job(split, "j", splitter) == "running"
+    splitter.drain()
     rec = split.jobs.get_job("j")
     assert rec is not None and rec.state == "succeeded", rec
     assert sum(len(r) for r in splitter.rounds) > 1
+    assert splitter.assemblies == len(splitter.rounds)  # one per round: the last chunk's
     if params.get("mode") == "drilldown":
         assert len(splitter.rounds) == 2  # coarse, then fine over the top regions
     got = result_values(split.jobs, "j")
@@ -111,7 +126,9 @@ def test_a_cancelled_split_job_stays_cancelled(tmp_path: Path) -> None:
             super().submit_round(job_id, chunk_ranges)
 
     submit(rt, "j", "occlusion", {"window": 4, "stride": 2})
-    run_job(rt, "j", CancelFirst(rt))
+    cancel_first = CancelFirst(rt)
+    run_job(rt, "j", cancel_first)
+    cancel_first.drain()
     rec = rt.jobs.get_job("j")
     assert rec is not None and rec.state == "cancelled"
     assert result_values(rt.jobs, "j") is None

@@ -92,14 +92,61 @@ def test_state_field(store: JobStore) -> None:
     assert store.get_job("nope") is None
 
 
-def test_ttl_expires_everything(request: pytest.FixtureRequest) -> None:
+def test_ttl_counts_from_the_end_of_a_job(request: pytest.FixtureRequest) -> None:
+    # a queued job behind long ones must not vanish: a live record has no expiry; once it
+    # ends, it and its result expire after the TTL
     url = request.getfixturevalue("redis_url")
     for kv in (MemoryKV(), RedisKV(redis.Redis.from_url(url))):
         s = JobStore(kv, ttl_s=1, prefix=f"ttl{time.monotonic_ns()}")
         key = s.put_input(b"x")
-        s.create_job(record())
+        rec, _ = s.create_job(record())
+        time.sleep(1.5)
+        live = s.get_job("j1")
+        assert live is not None and live.state == "queued"  # older than the TTL, still here
+        assert "j1" in s.active_jobs()
         s.put_artifacts("j1", pack([AttributionMap("attribution", np.zeros((1, 2), np.float32))]))
+        s.end_job(rec, state="cancelled")
+        assert "j1" not in s.active_jobs()
         time.sleep(2.1)
         assert s.get_input(key) is None
         assert s.get_job("j1") is None
         assert s.get_artifacts("j1") is None
+
+
+def test_fenced_writes_need_the_lease_and_the_current_attempt(store: JobStore) -> None:
+    rec, _ = store.create_job(record())
+    lease = store.lease_key("j1")
+    assert store.acquire(lease, "a", 5.0)
+    assert not store.acquire(lease, "b", 5.0)  # one holder at a time
+    first = store.start_attempt("j1", "a")
+    assert store.fenced_update("j1", "a", first, progress=0.5)
+    assert not store.fenced_update("j1", "b", first, progress=0.9)  # not the holder
+    store.release(lease, "a")
+    assert not store.fenced_update("j1", "a", first, progress=0.9)  # lease gone
+    assert store.acquire(lease, "b", 5.0)
+    second = store.start_attempt("j1", "b")
+    assert second == first + 1
+    assert not store.fenced_end(rec, "a", first, state="succeeded")  # a stale attempt
+    assert store.fenced_end(rec, "b", second, state="succeeded")
+    got = store.get_job("j1")
+    assert got is not None and got.state == "succeeded" and got.progress == 0.5
+    assert got.completions == 1 and "j1" not in store.active_jobs()
+
+
+def test_a_lease_lapses_and_renews(store: JobStore) -> None:
+    lease = store.lease_key("j1", "c0")
+    assert store.acquire(lease, "a", 0.3)
+    assert store.renew(lease, "a", 0.3) and not store.renew(lease, "b", 0.3)
+    time.sleep(0.5)
+    assert not store.leased(lease) and not store.renew(lease, "a", 0.3)
+    assert store.acquire(lease, "b", 0.3)
+
+
+def test_the_embedded_store_is_bounded() -> None:
+    kv = MemoryKV(max_bytes=10_000)
+    s = JobStore(kv, ttl_s=3600)
+    rec, _ = s.create_job(record())  # live: never dropped
+    for i in range(50):
+        s.put_artifacts(f"r{i}", b"x" * 1000)
+    assert s.get_artifacts("r0") is None and s.get_artifacts("r49") is not None
+    assert s.get_job("j1") is not None

@@ -106,6 +106,7 @@ def run_chunk(
     except BackendUnavailable:
         return "store_unavailable"
     if completed and splitter is not None:
+        rt.jobs.update_job(job_id, dispatched_at=time.time())  # the reconciler waits a lease
         splitter.submit_assemble(job_id)
     return "done"
 

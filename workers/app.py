@@ -20,7 +20,13 @@ def make_celery(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         task_default_queue=settings.queue,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        broker_transport_options={
+            # the last resort: leases re-queue lost work within lease_s; a redelivered
+            # message finds its job leased or finished and does nothing
+            "visibility_timeout": settings.visibility_timeout_s,
+            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 4)),
+            "unacked_restore_throttle": 1,
+        },
         result_expires=settings.result_ttl_s,
         worker_hijack_root_logger=False,
     )

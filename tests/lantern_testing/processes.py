@@ -62,6 +62,8 @@ class RedisServer:
                 "",
                 "--appendonly",
                 "yes" if self.appendonly else "no",
+                "--appendfsync",
+                "always",  # every accepted write is on disk: a kill -9 loses nothing
                 "--dir",
                 str(self.workdir),
             ],
@@ -70,6 +72,12 @@ class RedisServer:
         )
         client = redis.Redis.from_url(self.url)
         wait_for(client.ping, 10, "redis-server")
+
+    def kill(self) -> None:
+        """kill -9: no shutdown, no last flush."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -139,6 +147,10 @@ class Proc:
                 os.killpg(self.p.pid, signal.SIGKILL)
                 self.p.wait(5)
         self.fh.close()
+
+    def signal_group(self, sig: int) -> None:
+        """Signal the whole process group (a worker's master and its pool)."""
+        os.killpg(self.p.pid, sig)
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:]

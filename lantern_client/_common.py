@@ -111,16 +111,30 @@ def manifest_json(manifest: ManifestInput) -> str:
 
 
 def explanation_form(
-    model: str, method: str, target: Target, params: Mapping[str, Any] | None
+    model: str,
+    method: str,
+    target: Target,
+    params: Mapping[str, Any] | None,
+    objective: Mapping[str, Any] | None = None,
 ) -> dict[str, str]:
-    """The multipart text fields of POST /v1/explanations (the image goes in ``file``)."""
-    return {
+    """The multipart text fields of POST /v1/explanations (the image goes in ``file``);
+    an ``objective`` (e.g. ``{"kind": "channel", "layer": ..., "channel": 3}``) replaces
+    the ``target`` class."""
+    form = {
         "model": model,
         "method": method,
-        "target": str(target),
         "params": json.dumps(dict(params or {})),
         "outputs": json.dumps(["values"]),
     }
+    if objective is not None:
+        form["objective"] = json.dumps(dict(objective))
+    else:
+        form["target"] = str(target)
+    return form
+
+
+def artifact_path(job_id: str, name: str) -> str:
+    return job_path(job_id, f"/artifacts/{quote(name, safe='')}")
 
 
 def check(response: httpx.Response) -> httpx.Response:
@@ -148,8 +162,13 @@ def result_params(fmt: ResultFormat, colormap: Colormap, alpha: float) -> dict[s
 
 
 def load_array(response: httpx.Response) -> NDArray[np.float32]:
-    arr = np.load(io.BytesIO(check(response).content), allow_pickle=False)
-    return np.asarray(arr, dtype=np.float32)
+    return np.asarray(load_npy(response), dtype=np.float32)
+
+
+def load_npy(response: httpx.Response) -> NDArray[Any]:
+    """A ``.npy`` download as stored (uint8 pixels stay uint8, labels int32)."""
+    arr: NDArray[Any] = np.load(io.BytesIO(check(response).content), allow_pickle=False)
+    return arr
 
 
 def load_image(response: httpx.Response) -> Image.Image:

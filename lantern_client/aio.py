@@ -104,6 +104,7 @@ class AsyncLanternClient:
         target: c.Target,
         params: Mapping[str, Any] | None,
         wait: float | None,
+        objective: Mapping[str, Any] | None = None,
     ) -> ExplanationResult | JobStatus:
         fname, data = c.image_bytes(image)
         query = {"wait": repr(float(wait))} if wait else {}
@@ -111,7 +112,7 @@ class AsyncLanternClient:
             "/v1/explanations",
             params=query,
             files={"file": (fname, data)},
-            data=c.explanation_form(model, method, target, params),
+            data=c.explanation_form(model, method, target, params, objective),
             timeout=self.timeout + (wait or 0.0),
         )
         return c.explanation_answer(r)
@@ -123,9 +124,13 @@ class AsyncLanternClient:
         method: str,
         target: c.Target = "top1",
         params: Mapping[str, Any] | None = None,
+        *,
+        objective: Mapping[str, Any] | None = None,
     ) -> JobStatus:
         """Submit an explanation job; its status (already succeeded when it was cached)."""
-        answer = await self._post_explanation(image, model, method, target, params, None)
+        answer = await self._post_explanation(
+            image, model, method, target, params, None, objective
+        )
         return await self.job(answer.job) if isinstance(answer, ExplanationResult) else answer
 
     async def explain(
@@ -136,6 +141,7 @@ class AsyncLanternClient:
         target: c.Target = "top1",
         params: Mapping[str, Any] | None = None,
         *,
+        objective: Mapping[str, Any] | None = None,
         wait: float | None = None,
         poll: bool = True,
         progress: c.ProgressCallback | None = None,
@@ -148,10 +154,13 @@ class AsyncLanternClient:
         exponential backoff (0.05 s, ×1.5, at most 1 s) until it ends or ``timeout`` seconds
         have passed, calling ``progress(value, state)``. With ``poll=False`` an unfinished
         job raises :class:`LanternTimeoutError` at once. A failed or cancelled job raises
-        :class:`LanternAPIError`.
+        :class:`LanternAPIError`. ``objective`` names what to explain instead of the
+        ``target`` class (a channel, a neuron, a layer's norm, a direction).
         """
         deadline = time.monotonic() + timeout
-        answer = await self._post_explanation(image, model, method, target, params, wait)
+        answer = await self._post_explanation(
+            image, model, method, target, params, wait, objective
+        )
         if isinstance(answer, ExplanationResult):
             if progress is not None:
                 progress(1.0, JobState.succeeded.value)
@@ -222,5 +231,31 @@ class AsyncLanternClient:
         r = await self._http.get(
             c.job_path(job_id, "/result"),
             params=c.result_params(format, colormap, alpha),
+        )
+        return c.load_image(r)
+
+    async def artifact(self, job_id: str, name: str) -> dict[str, Any]:
+        """One artifact of a result as JSON: name, type, shape, axes, meta and data."""
+        r = await self._http.get(c.artifact_path(job_id, name), params={"format": "json"})
+        body: dict[str, Any] = c.check(r).json()
+        return body
+
+    async def artifact_array(self, job_id: str, name: str) -> NDArray[Any]:
+        """An artifact's array (its ``.npy``): values, pixels, segment labels, ..."""
+        r = await self._http.get(c.artifact_path(job_id, name), params={"format": "npy"})
+        return c.load_npy(r)
+
+    async def artifact_image(
+        self,
+        job_id: str,
+        name: str,
+        format: str = "png",
+        colormap: c.Colormap = "jet",
+        alpha: float = 0.5,
+    ) -> Image.Image:
+        """An artifact drawn as an image (``png``; ``overlay`` for an attribution)."""
+        r = await self._http.get(
+            c.artifact_path(job_id, name),
+            params={"format": format, "colormap": colormap, "alpha": repr(float(alpha))},
         )
         return c.load_image(r)

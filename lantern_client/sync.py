@@ -103,6 +103,7 @@ class LanternClient:
         target: c.Target,
         params: Mapping[str, Any] | None,
         wait: float | None,
+        objective: Mapping[str, Any] | None = None,
     ) -> ExplanationResult | JobStatus:
         fname, data = c.image_bytes(image)
         query = {"wait": repr(float(wait))} if wait else {}
@@ -110,7 +111,7 @@ class LanternClient:
             "/v1/explanations",
             params=query,
             files={"file": (fname, data)},
-            data=c.explanation_form(model, method, target, params),
+            data=c.explanation_form(model, method, target, params, objective),
             timeout=self.timeout + (wait or 0.0),
         )
         return c.explanation_answer(r)
@@ -122,9 +123,13 @@ class LanternClient:
         method: str,
         target: c.Target = "top1",
         params: Mapping[str, Any] | None = None,
+        *,
+        objective: Mapping[str, Any] | None = None,
     ) -> JobStatus:
         """Submit an explanation job; its status (already succeeded when it was cached)."""
-        answer = self._post_explanation(image, model, method, target, params, None)
+        answer = self._post_explanation(
+            image, model, method, target, params, None, objective
+        )
         return self.job(answer.job) if isinstance(answer, ExplanationResult) else answer
 
     def explain(
@@ -135,6 +140,7 @@ class LanternClient:
         target: c.Target = "top1",
         params: Mapping[str, Any] | None = None,
         *,
+        objective: Mapping[str, Any] | None = None,
         wait: float | None = None,
         poll: bool = True,
         progress: c.ProgressCallback | None = None,
@@ -147,10 +153,13 @@ class LanternClient:
         exponential backoff (0.05 s, ×1.5, at most 1 s) until it ends or ``timeout`` seconds
         have passed, calling ``progress(value, state)``. With ``poll=False`` an unfinished
         job raises :class:`LanternTimeoutError` at once. A failed or cancelled job raises
-        :class:`LanternAPIError`.
+        :class:`LanternAPIError`. ``objective`` names what to explain instead of the
+        ``target`` class (a channel, a neuron, a layer's norm, a direction).
         """
         deadline = time.monotonic() + timeout
-        answer = self._post_explanation(image, model, method, target, params, wait)
+        answer = self._post_explanation(
+            image, model, method, target, params, wait, objective
+        )
         if isinstance(answer, ExplanationResult):
             if progress is not None:
                 progress(1.0, JobState.succeeded.value)
@@ -221,5 +230,31 @@ class LanternClient:
         r = self._http.get(
             c.job_path(job_id, "/result"),
             params=c.result_params(format, colormap, alpha),
+        )
+        return c.load_image(r)
+
+    def artifact(self, job_id: str, name: str) -> dict[str, Any]:
+        """One artifact of a result as JSON: name, type, shape, axes, meta and data."""
+        r = self._http.get(c.artifact_path(job_id, name), params={"format": "json"})
+        body: dict[str, Any] = c.check(r).json()
+        return body
+
+    def artifact_array(self, job_id: str, name: str) -> NDArray[Any]:
+        """An artifact's array (its ``.npy``): values, pixels, segment labels, ..."""
+        r = self._http.get(c.artifact_path(job_id, name), params={"format": "npy"})
+        return c.load_npy(r)
+
+    def artifact_image(
+        self,
+        job_id: str,
+        name: str,
+        format: str = "png",
+        colormap: c.Colormap = "jet",
+        alpha: float = 0.5,
+    ) -> Image.Image:
+        """An artifact drawn as an image (``png``; ``overlay`` for an attribution)."""
+        r = self._http.get(
+            c.artifact_path(job_id, name),
+            params={"format": format, "colormap": colormap, "alpha": repr(float(alpha))},
         )
         return c.load_image(r)

@@ -275,3 +275,33 @@ def test_async_client(server: str) -> None:
 def test_result_image_format_is_checked(client: LanternClient) -> None:
     with pytest.raises(ValueError, match="format"):
         client.result_image("x", "npy")  # type: ignore[arg-type]
+
+
+def test_artifacts_and_objectives_through_the_client(client: LanternClient) -> None:
+    res = client.explain(chelsea_png(), BUILTIN, "activation_maps", params={"top_k": 4},
+                         wait=30)
+    names = [a.name for a in res.artifacts]
+    assert names == ["attribution", "grid", "channel_stats"]
+    grid = client.artifact_image(res.job, "grid")
+    assert grid.mode == "RGB" and grid.size[0] > 0
+    pixels = client.artifact_array(res.job, "grid")
+    assert pixels.dtype == np.uint8 and pixels.shape == (grid.size[1], grid.size[0], 3)
+    stats = client.artifact(res.job, "channel_stats")
+    assert stats["type"] == "table" and stats["data"]["columns"][0] == "channel"
+    layer = next(ly.name for ly in client.get_model(BUILTIN).layers if ly.spatial)
+    inner = client.explain(chelsea_png(), BUILTIN, "saliency", wait=30,
+                           objective={"kind": "neuron", "layer": layer, "channel": 2})
+    assert inner.objective["kind"] == "neuron" and inner.target is None
+    assert client.result_array(inner.job).shape == (224, 224)
+
+
+def test_the_async_client_reads_artifacts(server: str) -> None:
+    async def go() -> None:
+        async with AsyncLanternClient(server) as ac:
+            res = await ac.explain(chelsea_png(), BUILTIN, "grad_cam", 285, wait=30)
+            cam = await ac.artifact_array(res.job, "cam")
+            assert cam.shape == (7, 7)
+            png = await ac.artifact_image(res.job, "attribution", "overlay", alpha=0.4)
+            assert png.size == (451, 300)
+
+    asyncio.run(go())

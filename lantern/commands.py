@@ -128,6 +128,16 @@ def _models_rm(client: LanternClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_objective(text: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError:
+        raise argparse.ArgumentTypeError(f"not JSON: {text!r}") from None
+    if not isinstance(obj, dict) or "kind" not in obj:
+        raise argparse.ArgumentTypeError('an objective is a JSON object with a "kind"')
+    return obj
+
+
 def _explain(client: LanternClient, args: argparse.Namespace) -> int:
     params = dict(args.param or [])
     bar = ProgressBar(sys.stderr)
@@ -138,6 +148,7 @@ def _explain(client: LanternClient, args: argparse.Namespace) -> int:
             args.method,
             args.target,
             params,
+            objective=args.objective,
             wait=args.wait,
             progress=bar,
             timeout=args.timeout,
@@ -260,6 +271,14 @@ def register(sub: Any) -> None:
         type=parse_target,
         default="top1",
         help="A class index, a label, or top1 (default).",
+    )
+    ex.add_argument(
+        "--objective",
+        type=parse_objective,
+        default=None,
+        help='What to explain instead of a class, as JSON: e.g. \'{"kind": "channel", '
+        '"layer": "head.act", "channel": 3}\' (kinds: class, channel, neuron, layer_norm, '
+        "direction).",
     )
     ex.add_argument("--out", help="Write the heatmap PNG here (model input size).")
     ex.add_argument(

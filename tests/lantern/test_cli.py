@@ -261,3 +261,15 @@ def test_serve_api_only_needs_redis() -> None:
         timeout=60,
     )
     assert r.returncode == 2 and "LANTERN_REDIS_URL" in r.stderr
+
+
+def test_explain_an_objective(server: str, files: dict[str, Path]) -> None:
+    r = lantern(
+        "--url", server, "explain", str(files["corner"]), "--model", "efficientnet-lite0",
+        "--method", "saliency", "--wait", "30",
+        "--objective", '{"kind": "channel", "layer": "head.act", "channel": 3}',
+    )
+    assert r.returncode == 0, r.stderr
+    assert "objective: {'kind': 'channel', 'layer': 'head.act', 'channel': 3}" in r.stdout
+    bad = lantern("--url", server, "explain", str(files["corner"]), "--objective", "[1]")
+    assert bad.returncode == 2 and "kind" in bad.stderr

@@ -142,11 +142,16 @@ class _Items:
                 details={"part": "input"},
             )
         item = model.codec.decode(data)
+        self.put(key, model.version, item)
+        return item
+
+    def put(self, key: str, version: str, item: ImageInput) -> None:
+        """An input decoded already (the API's check at submit: the sync lane reuses it)."""
         with self._lock:
-            self._items[(key, model.version)] = item
+            self._items[(key, version)] = item
+            self._items.move_to_end((key, version))
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)
-        return item
 
 
 ITEMS = _Items()

@@ -41,6 +41,7 @@ from engine.objectives import resolve_objective
 from engine.quality.metrics import MetricsRequest
 from engine.render.registry import RenderContext, dumps, formats_of, needs_input, render
 from engine.targets import canonical_target
+from jobs.runner import ITEMS
 from jobs.store import JobRecord
 from service.auth import Principal
 from service.inputs import validation_error
@@ -136,8 +137,7 @@ def submit(
         )
     model = rt.load(info.name, info.version)
     check_method(spec, model, objective)
-    if data is not None:
-        model.codec.validate(data)
+    item = model.codec.decode(data) if data is not None else None  # the check, and the item
     spec.check(params, model)
     resolved = resolve_objective(objective, model, getattr(params, "score", "logit"))
     if spec.kind == "gradient" and resolved.layer is not None:
@@ -170,8 +170,9 @@ def submit(
                 details={"queued_cost": queued, "cost": cost, "limit": cap},
             )
     input_ref = None
-    if data is not None:
+    if data is not None and item is not None:
         input_ref = {"modality": model.manifest.modality, "key": rt.jobs.put_input(data)}
+        ITEMS.put(input_ref["key"], model.version, item)  # decoded once in this process
     canon_params = params.model_dump(mode="json")
     canon_metrics = metrics.model_dump(mode="json") if metrics is not None else None
     canon_objective = objective.model_dump(mode="json")

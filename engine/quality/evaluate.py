@@ -26,10 +26,10 @@ from engine.methods.base import no_progress
 from engine.methods.registry import get_method
 from engine.modalities.image import ImageInput, prepare_image, to_rgb
 from engine.models.runtime import LoadedModel
+from engine.objectives import class_score
 from engine.quality.deletion_insertion import deletion, insertion
 from engine.quality.metrics import DeletionParams, InsertionParams
 from engine.quality.pointing import Box, PointingResult, Ties, hit_rate, pointing_game
-from engine.objectives import class_score
 from engine.targets import resolve_target
 
 TableStyle = Literal["markdown", "plain"]

@@ -238,7 +238,9 @@ def model_randomisation(
     with tempfile.TemporaryDirectory(prefix="lantern-sanity-") as tmp:
         variant = load_variant(model, proto, Path(tmp), f"random-k{top_k}-{mode}-s{seed}")
         spec.check(params, variant)
-        att = spec.fn(variant, image, objective, params, lambda f: progress(start + (1 - start) * f))
+        att = spec.fn(
+            variant, image, objective, params, lambda f: progress(start + (1 - start) * f),
+        )
     forward += att.model_calls
     backward += int(att.extras.get("backward_passes", 0))
     values = np.asarray(att.values, dtype=np.float32)

@@ -145,7 +145,7 @@ def test_a_lease_lapses_and_renews(store: JobStore) -> None:
 def test_the_embedded_store_is_bounded() -> None:
     kv = MemoryKV(max_bytes=10_000)
     s = JobStore(kv, ttl_s=3600)
-    rec, _ = s.create_job(record())  # live: never dropped
+    _rec, _ = s.create_job(record())  # live: never dropped
     for i in range(50):
         s.put_artifacts(f"r{i}", b"x" * 1000)
     assert s.get_artifacts("r0") is None and s.get_artifacts("r49") is not None

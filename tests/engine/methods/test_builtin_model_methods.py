@@ -18,8 +18,8 @@ from engine.methods.saliency import SaliencyParams, saliency
 from engine.modalities.image import ImageInput, prepare_image
 from engine.models.runtime import LoadedModel
 from engine.objectives import ClassScore
-from lantern.settings import Settings
 from jobs.runtime import Runtime
+from lantern.settings import Settings
 
 EGYPTIAN_CAT = 285
 CAT_COLUMNS = 176  # at 224 x 224, chelsea's face fills columns 0..~185; the rest is wall
@@ -46,8 +46,12 @@ def test_grad_cam_peaks_inside_the_cat(model: LoadedModel, chelsea: ImageInput) 
 
 
 def test_grad_cam_equals_cam_on_the_builtin_head(model: LoadedModel, chelsea: ImageInput) -> None:
-    c = cam(model, chelsea, ClassScore(EGYPTIAN_CAT), CamParams(), no_progress).artifact("cam").values
-    g = grad_cam(model, chelsea, ClassScore(EGYPTIAN_CAT), GradCamParams(), no_progress).artifact("cam").values
+    c = cam(
+        model, chelsea, ClassScore(EGYPTIAN_CAT), CamParams(), no_progress,
+    ).artifact("cam").values
+    g = grad_cam(
+        model, chelsea, ClassScore(EGYPTIAN_CAT), GradCamParams(), no_progress,
+    ).artifact("cam").values
     np.testing.assert_allclose(g / g.max(), c / c.max(), atol=1e-5)
 
 
@@ -94,7 +98,9 @@ def test_incremental_occlusion_equals_full_passes(model: LoadedModel, chelsea: I
     params = {"window": 16, "stride": 48, "batch_size": 16}
     on = occlusion(model, chelsea, ClassScore(EGYPTIAN_CAT), OcclusionParams(**params), no_progress)
     off = occlusion(
-        model, chelsea, ClassScore(EGYPTIAN_CAT), OcclusionParams(**params, incremental=False), no_progress
+        model, chelsea, ClassScore(
+            EGYPTIAN_CAT,
+        ), OcclusionParams(**params, incremental=False), no_progress
     )
     assert on.model_calls == off.model_calls == 1 + 25
     assert np.abs(off.values).max() > 0.1

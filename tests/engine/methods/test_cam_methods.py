@@ -86,7 +86,9 @@ def test_grad_cam_plus_plus_by_hand(model: LoadedModel, image: ImageInput) -> No
 
 
 def test_named_layer_and_bad_layer(model: LoadedModel, image: ImageInput) -> None:
-    out = grad_cam(model, image, ClassScore(0), GradCamParams(layer="conv", relu=False), no_progress)
+    out = grad_cam(
+        model, image, ClassScore(0), GradCamParams(layer="conv", relu=False), no_progress,
+    )
     assert out.extras["layer"] == "conv"
     with pytest.raises(InvalidParams, match="not a spatial layer"):
         grad_cam(model, image, ClassScore(0), GradCamParams(layer="flat"), no_progress)
@@ -157,8 +159,12 @@ def test_activation_maps(model: LoadedModel, image: ImageInput) -> None:
                                (a > 0).mean(axis=(1, 2)))
     grid = out.artifact("grid").pixels
     assert grid.dtype == np.uint8 and grid.ndim == 3 and grid.shape[2] == 3
-    chosen = activation_maps(model, image, ClassScore(0), ActivationMapsParams(channels=[3, 1]), no_progress)
+    chosen = activation_maps(
+        model, image, ClassScore(0), ActivationMapsParams(channels=[3, 1]), no_progress,
+    )
     assert chosen.extras["channels"] == [3, 1]
     np.testing.assert_allclose(chosen.values, a[[3, 1]].mean(axis=0), rtol=1e-5, atol=1e-5)
     with pytest.raises(InvalidParams, match="do not exist"):
-        activation_maps(model, image, ClassScore(0), ActivationMapsParams(channels=[4]), no_progress)
+        activation_maps(
+            model, image, ClassScore(0), ActivationMapsParams(channels=[4]), no_progress,
+        )

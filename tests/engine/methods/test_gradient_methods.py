@@ -60,15 +60,17 @@ def test_saliency_of_a_probability(linear: LoadedModel) -> None:
     small = ImageInput(PIXELS / 1000.0)
     z = (W * chw(small.pixels)).reshape(2, -1).sum(axis=1)
     p0 = 1 / (1 + np.exp(z[1] - z[0]))
-    a = saliency(linear, small, ClassScore(0, "probability"), SaliencyParams(reduce="signed", score="probability"),
-                 no_progress)
+    params = SaliencyParams(reduce="signed", score="probability")
+    a = saliency(linear, small, ClassScore(0, "probability"), params, no_progress)
     np.testing.assert_allclose(a.values, (p0 * (1 - p0) * (W[0] - W[1])).sum(axis=0),
                                rtol=1e-4, atol=1e-7)
     assert a.model_calls == 2  # the seed needs the logits first
 
 
 def test_gradient_x_input(linear: LoadedModel) -> None:
-    a = gradient_x_input(linear, ImageInput(PIXELS), ClassScore(0), GradientXInputParams(), no_progress)
+    a = gradient_x_input(
+        linear, ImageInput(PIXELS), ClassScore(0), GradientXInputParams(), no_progress,
+    )
     np.testing.assert_allclose(a.values, (W[0] * chw(PIXELS)).sum(axis=0), rtol=1e-4)
 
 
@@ -76,7 +78,9 @@ def test_preprocessing_is_part_of_the_gradient(tmp_path: Path) -> None:
     # x = (p * s - mean) / std: d logit / d x = W, whatever the preprocessing
     model = loaded(tmp_path, linear_classifier(W), 8, ["a", "b"], scale=0.5,
                    mean=[1.0, 2.0, 3.0], std=[2.0, 4.0, 8.0])
-    a = saliency(model, ImageInput(PIXELS), ClassScore(0), SaliencyParams(reduce="signed"), no_progress)
+    a = saliency(
+        model, ImageInput(PIXELS), ClassScore(0), SaliencyParams(reduce="signed"), no_progress,
+    )
     np.testing.assert_allclose(a.values, W[0].sum(axis=0), rtol=1e-5)
 
 
@@ -149,7 +153,9 @@ def test_integrated_gradients_stops_at_the_first_round_within_tolerance(tmp_path
     model = loaded(tmp_path, conv_classifier(16, 16, 3), 16, ["a", "b", "c"])
     img = ImageInput(np.random.default_rng(1).uniform(0, 255, (16, 16, 3)).astype(np.float32))
     every = integrated_gradients(
-        model, img, ClassScore(2), IntegratedGradientsParams(steps=3, tolerance=1e-12, max_steps=65),
+        model, img, ClassScore(
+            2,
+        ), IntegratedGradientsParams(steps=3, tolerance=1e-12, max_steps=65),
         no_progress).extras["rounds"]
     errors = [r["completeness_error"] for r in every]
     tolerance = min(errors[1:])
@@ -157,7 +163,9 @@ def test_integrated_gradients_stops_at_the_first_round_within_tolerance(tmp_path
     assert first > 0  # the first round alone is not enough
     seen: list[float] = []
     out = integrated_gradients(
-        model, img, ClassScore(2), IntegratedGradientsParams(steps=3, tolerance=tolerance, max_steps=65),
+        model, img, ClassScore(
+            2,
+        ), IntegratedGradientsParams(steps=3, tolerance=tolerance, max_steps=65),
         seen.append)
     assert out.extras["tolerance_met"] is True
     assert [r["steps"] for r in out.extras["rounds"]] == [r["steps"] for r in every[: first + 1]]
@@ -197,8 +205,8 @@ def test_integrated_gradients_reports_progress(linear: LoadedModel) -> None:
 
 def test_smoothgrad_of_a_linear_model_is_the_weight(linear: LoadedModel) -> None:
     # the gradient is W at every noisy copy, so the mean is W whatever the noise
-    a = smoothgrad(linear, ImageInput(PIXELS), ClassScore(1), SmoothGradParams(samples=5, reduce="abs_sum"),
-                   no_progress)
+    params = SmoothGradParams(samples=5, reduce="abs_sum")
+    a = smoothgrad(linear, ImageInput(PIXELS), ClassScore(1), params, no_progress)
     np.testing.assert_allclose(a.values, np.abs(W[1]).sum(axis=0), rtol=1e-5)
     sq = smoothgrad(linear, ImageInput(PIXELS), ClassScore(1),
                     SmoothGradParams(samples=5, squared=True, reduce="abs_sum"), no_progress)

@@ -107,7 +107,9 @@ def test_uncovered_pixels_are_zero(tmp_path: Path) -> None:
     w = np.ones((2, 3, 8, 8), np.float32)
     model = load(tmp_path, linear_classifier(w), 8)
     pixels = np.ones((8, 8, 3), np.float32)
-    attr = occlusion(model, ImageInput(pixels), ClassScore(0), OcclusionParams(window=3, stride=3), no_progress)
+    attr = occlusion(
+        model, ImageInput(pixels), ClassScore(0), OcclusionParams(window=3, stride=3), no_progress,
+    )
     assert np.all(attr.values[6:, :] == 0) and np.all(attr.values[:, 6:] == 0)
     # each window hides 9 pixels x 3 channels of value 1 -> drop 27
     np.testing.assert_allclose(attr.values[:6, :6], 27.0, rtol=1e-6)
@@ -226,11 +228,15 @@ def test_a_failing_incremental_runner_falls_back_to_full_passes(
     counter = CountingModel(model)
     pixels = np.random.default_rng(2).uniform(0, 255, (32, 32, 3)).astype(np.float32)
     params = {"window": 4, "stride": 2, "batch_size": batch_size}
-    got = occlusion(model, ImageInput(pixels), ClassScore(0), OcclusionParams(**params), no_progress)
+    got = occlusion(
+        model, ImageInput(pixels), ClassScore(0), OcclusionParams(**params), no_progress,
+    )
     assert calls == [1]  # tried once, then full passes for the rest of the evaluation
     assert counter.images == 1 + 15 * 15
     assert got.model_calls == 1 + 15 * 15  # no batch counted twice
     full = occlusion(
-        model, ImageInput(pixels), ClassScore(0), OcclusionParams(**params, incremental=False), no_progress
+        model, ImageInput(
+            pixels,
+        ), ClassScore(0), OcclusionParams(**params, incremental=False), no_progress
     )
     assert np.array_equal(got.values, full.values)

@@ -48,7 +48,9 @@ def test_fraction_one_is_exact_occlusion_at_the_fine_stride(tmp_path: Path, coar
     model = load_tiny(tmp_path, conv_classifier(SIZE, SIZE, 3), SIZE, ["a", "b", "c"])
     img = ImageInput(np.random.default_rng(0).uniform(0, 255, (SIZE, SIZE, 3)).astype(np.float32))
     exact = occlusion(model, img, ClassScore(0), OcclusionParams(window=4, stride=2), no_progress)
-    dd = occlusion(model, img, ClassScore(0), drill(fraction=1.0, coarse_stride=coarse), no_progress)
+    dd = occlusion(
+        model, img, ClassScore(0), drill(fraction=1.0, coarse_stride=coarse), no_progress,
+    )
     np.testing.assert_allclose(dd.values, exact.values, rtol=1e-6, atol=1e-6)
     assert dd.model_calls == exact.model_calls == 1 + 15 * 15
     n_coarse = len(range(0, 15, coarse // 2)) ** 2
@@ -61,7 +63,9 @@ def test_drilldown_agrees_with_exact_and_saves_passes(tmp_path: Path) -> None:
     # only rows 12..16, cols 20..24 matter
     model = load_tiny(tmp_path, region_classifier(SIZE, 12, 16, 20, 24), SIZE)
     counter = CountingModel(model)
-    exact = occlusion(model, flat(), ClassScore(0), OcclusionParams(window=4, stride=2), no_progress)
+    exact = occlusion(
+        model, flat(), ClassScore(0), OcclusionParams(window=4, stride=2), no_progress,
+    )
     counter.batches.clear()
     dd = occlusion(model, flat(), ClassScore(0), drill(fraction=0.1), no_progress)
     e = dd.extras
@@ -88,7 +92,9 @@ def test_incremental_inference_gives_the_same_drilldown(tmp_path: Path) -> None:
     on = occlusion(model, img, ClassScore(0), drill(fraction=0.3, baseline="blur"), no_progress)
     assert counter.images == 1  # the reference only: the windows of both rounds incremental
     off = occlusion(
-        model, img, ClassScore(0), drill(fraction=0.3, baseline="blur", incremental=False), no_progress
+        model, img, ClassScore(
+            0,
+        ), drill(fraction=0.3, baseline="blur", incremental=False), no_progress
     )
     assert counter.images == 1 + off.model_calls
     assert (
@@ -115,8 +121,12 @@ def test_affine_drops_are_filled_exactly(tmp_path: Path, window: int, coarse: in
     w[0, 0] = rows + 2 * cols
     model = load_tiny(tmp_path, linear_classifier(w), SIZE)
     ones = ImageInput(np.ones((SIZE, SIZE, 3), np.float32))
-    exact = occlusion(model, ones, ClassScore(0), OcclusionParams(window=window, stride=2), no_progress)
-    dd = occlusion(model, ones, ClassScore(0), drill(window=window, coarse_stride=coarse), no_progress)
+    exact = occlusion(
+        model, ones, ClassScore(0), OcclusionParams(window=window, stride=2), no_progress,
+    )
+    dd = occlusion(
+        model, ones, ClassScore(0), drill(window=window, coarse_stride=coarse), no_progress,
+    )
     assert dd.extras["windows_fine"] < dd.extras["windows_exact"] - dd.extras["windows_coarse"]
     np.testing.assert_allclose(dd.values, exact.values, rtol=1e-6, atol=1e-6)
 
@@ -214,7 +224,9 @@ def test_plan_rounds() -> None:
     back = load_plan(dump_plan(nxt))  # split jobs ship the plan between processes
     assert np.array_equal(back.positions, nxt.positions) and back.refined
     assert (back.ys, back.xs, back.fraction, back.rank) == (nxt.ys, nxt.xs, 0.02, "spread")
-    assert OCCLUSION.refine(M(), img, ClassScore(0), drill(), nxt, np.zeros(nxt.n_samples), refs) is None  # type: ignore[arg-type]
+    assert OCCLUSION.refine(
+        M(), img, ClassScore(0), drill(), nxt, np.zeros(nxt.n_samples), refs,
+    ) is None  # type: ignore[arg-type]
 
 
 def test_params(tmp_path: Path) -> None:

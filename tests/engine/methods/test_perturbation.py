@@ -81,14 +81,18 @@ def test_split_into_chunks_is_bit_identical_to_one_chunk(tmp_path: Path, case: s
         bounds = [done, done + 1, done + 7, done + 20, plan.n_samples]
         bounds = sorted({min(b, plan.n_samples) for b in bounds})
         for a, b in itertools.pairwise(bounds):
-            parts.append(builder.evaluate(model, img, ClassScore(1), other, plan, a, b, no_progress))
+            parts.append(
+                builder.evaluate(model, img, ClassScore(1), other, plan, a, b, no_progress),
+            )
         done = plan.n_samples
         scores = np.concatenate(parts)
         nxt = builder.refine(model, img, ClassScore(1), params, plan, scores, refs)
         if nxt is None:
             break
         plan = nxt
-    split = builder.assemble(model, img, ClassScore(1), params, plan, scores, refs, whole.model_calls)
+    split = builder.assemble(
+        model, img, ClassScore(1), params, plan, scores, refs, whole.model_calls,
+    )
     assert split.values.dtype == whole.values.dtype == np.float32
     assert np.array_equal(split.values, whole.values)
     assert split.extras == whole.extras
@@ -195,7 +199,9 @@ def test_evaluate_rejects_samples_outside_the_plan(tmp_path: Path) -> None:
     plan = builder.build_plan(model, image(), ClassScore(0), CASES["rise"])
     with pytest.raises(ValueError, match="outside"):
         builder.evaluate(model, image(), ClassScore(0), CASES["rise"], plan, 60, 71, no_progress)
-    assert builder.evaluate(model, image(), ClassScore(0), CASES["rise"], plan, 5, 5, no_progress).shape == (0,)
+    assert builder.evaluate(
+        model, image(), ClassScore(0), CASES["rise"], plan, 5, 5, no_progress,
+    ).shape == (0,)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -207,7 +213,9 @@ def test_plans_travel_as_bytes(tmp_path: Path, case: str) -> None:
     img = image()
     plan = builder.build_plan(model, img, ClassScore(0), params)
     refs = builder.references(model, img, ClassScore(0), params, plan)
-    scores = builder.evaluate(model, img, ClassScore(0), params, plan, 0, plan.n_samples, no_progress)
+    scores = builder.evaluate(
+        model, img, ClassScore(0), params, plan, 0, plan.n_samples, no_progress,
+    )
     refined = builder.refine(model, img, ClassScore(0), params, plan, scores, refs)
     for p in (plan, refined) if refined is not None else (plan,):
         data = dump_plan(p)

@@ -65,7 +65,8 @@ def test_rise_agrees_with_exact_occlusion(tmp_path: Path) -> None:
     # Only the 4x4 block at rows 4..8, cols 8..12 matters: both maps peak there.
     model = load_tiny(tmp_path, region_classifier(SIZE, 4, 8, 8, 12), SIZE)
     img = ImageInput(np.full((SIZE, SIZE, 3), 150.0, np.float32))
-    r = rise(model, img, ClassScore(0), RiseParams(num_masks=1500, grid_size=4, hide="zero"), no_progress)
+    params = RiseParams(num_masks=1500, grid_size=4, hide="zero")
+    r = rise(model, img, ClassScore(0), params, no_progress)
     o = occlusion(model, img, ClassScore(0), OcclusionParams(window=4, stride=1), no_progress)
     assert r.model_calls == 1501
     corr = np.corrcoef(r.values.ravel(), o.values.ravel())[0, 1]

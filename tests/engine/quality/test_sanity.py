@@ -94,7 +94,9 @@ def test_identity_check_and_drop_after_randomisation(
     spec = get_method(method)
     params = spec.parse_params({})
     original = spec.fn(model, image, ClassScore(0), params, lambda f: None).values
-    same = model_randomisation(model, image, ClassScore(0), spec, params, top_k=0, original=original)
+    same = model_randomisation(
+        model, image, ClassScore(0), spec, params, top_k=0, original=original,
+    )
     assert same.layers == []
     assert same.spearman == pytest.approx(1.0, abs=1e-9)
     assert same.ssim == pytest.approx(1.0, abs=1e-6)

@@ -42,6 +42,7 @@ def jobs_of(c: Cluster, first: int, n: int) -> list[str]:
 def redis_fault(root: Path, data: Path, lease: float, how: str) -> tuple[float, float, int]:
     c = Cluster(root, data, lease_s=lease, LANTERN_SPLIT_MIN_SAMPLES="100000")
     try:
+        c.wait_done(jobs_of(c, 200, 2), 600)  # warm: both workers' sessions built
         t0 = time.monotonic()
         base = jobs_of(c, 0, 4)
         c.wait_done(base, 600)

@@ -74,4 +74,9 @@ class JobStatus(BaseModel):
     model_calls: int | None = None
     error: ErrorBody | None = None
     result_summary: dict[str, Any] | None = None
+    preview: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Artifacts the running job has published so far (name, type, shape, "
+        "links): readable at /v1/jobs/{id}/artifacts/{name} before the result.",
+    )
     links: JobLinks

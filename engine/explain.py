@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 from api_schemas.objectives import ClassObjective, ObjectiveRequest
 from engine.artifacts import Artifact, Result
 from engine.errors import InvalidObjective, UnsupportedModality
-from engine.methods.base import MethodSpec, Progress
+from engine.methods.base import MethodSpec, Progress, ScaledProgress
 from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
 from engine.objectives import ClassScore, Objective, resolve_objective, softmax
@@ -113,13 +113,6 @@ def resolve(
     return objective, logits
 
 
-def _scaled(progress: Progress, start: float, width: float) -> Progress:
-    def report(fraction: float) -> None:
-        progress(start + width * min(max(fraction, 0.0), 1.0))
-
-    return report
-
-
 def finish(
     model: LoadedModel,
     spec: MethodSpec[Any],
@@ -162,7 +155,7 @@ def explain(
     objective, logits = resolve(model, spec, item, request, params)
     wants_metrics = metrics is not None and bool(metrics.names)
     share = 0.6 if wants_metrics else 1.0
-    result = spec.fn(model, item, objective, params, _scaled(progress, 0.0, share))
+    result = spec.fn(model, item, objective, params, ScaledProgress(progress, 0.0, share))
     return finish(
         model,
         spec,
@@ -171,7 +164,7 @@ def explain(
         params,
         result,
         logits,
-        _scaled(progress, share, 1.0 - share),
+        ScaledProgress(progress, share, 1.0 - share),
         metrics,
         extra_calls=0 if logits is None else 1,
     )

@@ -24,7 +24,7 @@ from pydantic import TypeAdapter
 
 from api_schemas.jobs import JobState
 from api_schemas.objectives import ObjectiveRequest
-from engine.artifacts import pack
+from engine.artifacts import Artifact, pack
 from engine.errors import (
     BackendUnavailable,
     Cancelled,
@@ -34,7 +34,7 @@ from engine.errors import (
     internal_error,
 )
 from engine.explain import Explanation, finish, resolve
-from engine.methods.base import MethodSpec
+from engine.methods.base import MethodSpec, ScaledProgress
 from engine.methods.registry import get_method
 from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
@@ -96,6 +96,22 @@ class JobProgress:
                 raise LeaseLost()
         except BackendUnavailable:
             pass  # Redis restarting: keep computing; the heartbeat decides
+
+    def preview(self, artifacts: list[Artifact]) -> None:
+        """Artifacts readable while the job runs (replaced by the result at its end)."""
+        if self.run is not None:
+            self.run.heartbeat.check()
+        infos = [a.info() for a in artifacts]
+        try:
+            self.rt.jobs.put_preview(self.job_id, pack(artifacts))
+            if self.run is None:
+                self.rt.jobs.update_job(self.job_id, preview=infos)
+            elif not self.rt.jobs.fenced_update(
+                self.job_id, self.run.token, self.run.attempt, preview=infos
+            ):
+                raise LeaseLost()
+        except BackendUnavailable:
+            pass
 
 
 @dataclass
@@ -263,7 +279,7 @@ def _run(
         wants_metrics = metrics is not None and bool(metrics.names)
         share = 0.6 if wants_metrics else 1.0
         result = job.spec.fn(
-            job.model, job.item, objective, job.params, lambda f: progress(share * f)
+            job.model, job.item, objective, job.params, ScaledProgress(progress, 0.0, share)
         )
         explanation = finish(
             job.model,
@@ -273,7 +289,7 @@ def _run(
             job.params,
             result,
             logits,
-            lambda f: progress(share + (1.0 - share) * f),
+            ScaledProgress(progress, share, 1.0 - share),
             metrics,
             extra_calls=0 if logits is None else 1,
         )

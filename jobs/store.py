@@ -63,6 +63,8 @@ class JobRecord:
     dispatched_at: float | None = None
     #: Successful completions (1 for a succeeded job: never more).
     completions: int = 0
+    #: The artifacts a running job published so far (name, type, shape, ...).
+    preview: list[dict[str, Any]] | None = None
 
     @property
     def input_key(self) -> str | None:
@@ -241,6 +243,13 @@ class JobStore:
 
     def get_artifacts(self, job_id: str) -> bytes | None:
         return self.kv.get(self._k("artifacts", job_id))
+
+    def put_preview(self, job_id: str, packed: bytes) -> None:
+        """Artifacts a running job publishes (previews), readable before its result."""
+        self.kv.set(self._k("preview", job_id), packed, self.ttl)
+
+    def get_preview(self, job_id: str) -> bytes | None:
+        return self.kv.get(self._k("preview", job_id))
 
     # split jobs: the plan of each round, each chunk's scores and passes -----------------
     def put_plan(self, job_id: str, round_: int, plan: bytes) -> None:

@@ -80,6 +80,11 @@ def job_status(rec: JobRecord) -> JobStatus:
         model_calls=rec.model_calls,
         error=ErrorBody.model_validate(rec.error) if rec.error else None,
         result_summary=rec.summary,
+        preview=[
+            {**info, "links": artifact_links(rec.id, info)}
+            for info in (rec.preview or [])
+            if rec.state == JobState.running.value
+        ],
         links=job_links(rec.id),
     )
 
@@ -336,6 +341,16 @@ def require_result(state: ServiceState, rec: JobRecord) -> Stored:
         )
     artifacts, views = unpack(packed)
     return Stored(artifacts, views)
+
+
+def require_artifacts(state: ServiceState, rec: JobRecord) -> Stored:
+    """A succeeded job's artifacts, or the previews a running one has published."""
+    if rec.state == JobState.running.value:
+        packed = state.rt.jobs.get_preview(rec.id)
+        if packed is not None:
+            artifacts, _ = unpack(packed)
+            return Stored(artifacts, {})
+    return require_result(state, rec)
 
 
 def _context(state: ServiceState, rec: JobRecord, colormap: str, alpha: float) -> RenderContext:

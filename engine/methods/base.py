@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel
 
-from engine.artifacts import Result
+from engine.artifacts import Artifact, Result
 from engine.objectives import ObjectiveKind
 
 if TYPE_CHECKING:
@@ -42,6 +42,29 @@ class Progress(Protocol):
 
 def no_progress(fraction: float) -> None:
     """A Progress that does nothing (for direct calls and tests)."""
+
+
+def publish_preview(progress: Progress, artifacts: list[Artifact]) -> None:
+    """Hand artifacts readable while the job runs (e.g. a feature visualisation every 64
+    steps) to the job layer, when the progress it was given takes them."""
+    preview = getattr(progress, "preview", None)
+    if preview is not None:
+        preview(artifacts)
+
+
+class ScaledProgress:
+    """A Progress reporting ``start + width · f`` to another, passing previews through."""
+
+    def __init__(self, progress: Progress, start: float, width: float) -> None:
+        self.progress = progress
+        self.start = start
+        self.width = width
+
+    def __call__(self, fraction: float) -> None:
+        self.progress(self.start + self.width * min(max(fraction, 0.0), 1.0))
+
+    def preview(self, artifacts: list[Artifact]) -> None:
+        publish_preview(self.progress, artifacts)
 
 
 P = TypeVar("P", bound=BaseModel)

@@ -19,6 +19,7 @@ from service.jobs import (
     job_status,
     render_artifact,
     render_view,
+    require_artifacts,
     require_result,
 )
 from service.state import ServiceState, get_state
@@ -110,7 +111,7 @@ async def get_artifact(
     principal: Principal = Depends(require_user),
 ) -> Response:
     rec = get_record(state, job, principal)
-    stored = await run_in_threadpool(require_result, state, rec)
+    stored = await run_in_threadpool(require_artifacts, state, rec)
     artifact = stored.get(name)
     body = await run_in_threadpool(render_artifact, state, rec, artifact, format, colormap, alpha)
     headers = {}

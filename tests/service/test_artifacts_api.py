@@ -106,3 +106,29 @@ def test_a_failed_job_keeps_its_status() -> None:
     assert status_of("backend_unavailable") == 503
     assert status_of("invalid_params") == 422
     assert status_of("internal_error") == 500
+
+
+def test_a_running_job_publishes_previews(client: TestClient) -> None:
+    from engine.artifacts import ImageArtifact
+    from engine.methods.base import ScaledProgress, publish_preview
+    from jobs.runner import JobProgress
+    from jobs.store import JobRecord
+
+    rt = client.app.state.lantern.rt  # type: ignore[attr-defined]
+    rec, _ = rt.jobs.create_job(JobRecord(
+        id="preview-job", model=BUILTIN, version="v", method="saliency", params={},
+        objective={"kind": "class", "target": 0}, input=None, owner="anonymous"))
+    rt.jobs.update_job(rec.id, state="running")
+    r = client.get(f"/v1/jobs/{rec.id}/artifacts/step64")
+    assert r.status_code == 409 and r.json()["code"] == "job_not_ready"  # nothing yet
+    pixels = np.zeros((4, 6, 3), np.uint8)
+    pixels[..., 1] = 200
+    # through a scaled progress, as a method receives it from the runner
+    publish_preview(ScaledProgress(JobProgress(rt, rec.id), 0.0, 0.6),
+                    [ImageArtifact("step64", pixels, "step 64")])
+    st = client.get(f"/v1/jobs/{rec.id}").json()
+    assert [p["name"] for p in st["preview"]] == ["step64"]
+    png = client.get(st["preview"][0]["links"]["png"])
+    assert png.status_code == 200
+    assert np.asarray(Image.open(io.BytesIO(png.content)))[0, 0, 1] == 200
+    publish_preview(lambda f: None, [])  # a plain progress takes no previews: nothing happens

@@ -75,6 +75,12 @@ def check_method(spec: MethodSpec[Any], model: LoadedModel, request: ObjectiveRe
             f"{model.name!r} is {modality}. Use one of: {', '.join(fits)}.",
             details={"method": spec.name, "modality": modality, "methods": fits},
         )
+    if spec.inputs != "item" and needs_output(request):
+        raise InvalidObjective(
+            f'Method {spec.name!r} takes no input, so "top1" has no prediction to name: give a '
+            "class index or label, or another objective.",
+            details={"method": spec.name, "target": "top1"},
+        )
     if request.kind not in spec.objectives:
         raise InvalidObjective(
             f"Method {spec.name!r} takes objectives of kind {', '.join(spec.objectives)}, not "

@@ -500,6 +500,8 @@ def test_activation_maps_show_an_image_card(page: Any, server: str, chelsea: Pat
         "img => img.complete && img.naturalWidth > 0", arg=img.element_handle(), timeout=30_000
     )
     expect(page.locator("#job-state")).to_have_text("succeeded")
+    # the overlay's heatmap loads on its own: the canvas names the job once it is drawn
+    expect(page.locator("#canvas")).to_have_attribute("data-state", "overlay", timeout=60_000)
     job = page.get_attribute("#canvas", "data-job")
     src = img.get_attribute("src") or ""
     name = card.get_attribute("data-artifact")

@@ -13,7 +13,6 @@ import time
 from typing import Any
 
 import numpy as np
-from fastapi.concurrency import run_in_threadpool
 from PIL import Image
 
 from api_schemas.errors import ErrorBody
@@ -39,7 +38,7 @@ from engine.methods.registry import get_method
 from engine.modalities.image import decode_image
 from engine.objectives import resolve_objective
 from engine.quality.metrics import MetricsRequest
-from engine.render.registry import RenderContext, dumps, formats_of, needs_input, render
+from engine.render.registry import RenderContext, dumps, formats_of, render
 from engine.targets import canonical_target
 from jobs.runner import ITEMS
 from jobs.store import JobRecord
@@ -440,17 +439,6 @@ def build_result(
         "images": images,
     }
     return dumps(body)
-
-
-def needs_input_for(stored: Stored, fmt: str) -> bool:
-    a = stored.view(fmt)
-    return needs_input(a.type, fmt)
-
-
-async def submit_async(
-    state: ServiceState, req: ExplanationRequest, data: bytes | None, owner: str
-) -> tuple[JobRecord, bool]:
-    return await run_in_threadpool(submit, state, req, data, owner)
 
 
 __all__ = [

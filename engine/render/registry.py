@@ -84,10 +84,6 @@ def formats_of(artifact_type: str) -> list[str]:
     return ["json", "npy", *[f for (t, f) in _RENDERERS if t == artifact_type]]
 
 
-def needs_input(artifact_type: str, fmt: str) -> bool:
-    return fmt == "overlay" or (artifact_type == "segments" and fmt == "png")
-
-
 def render(artifact: Artifact, fmt: str, ctx: RenderContext | None = None) -> bytes:
     """The artifact in format ``fmt``, or InvalidFormat naming the formats it has."""
     _load()

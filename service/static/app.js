@@ -9,6 +9,14 @@
  *
  * The current answer can be pinned: it stays on the left while the next one (another
  * method or target on the same image) is drawn beside it.
+ *
+ * "Explain" is the objective: the class target (the default), or another kind among those
+ * the method lists (GET /v1/methods `objectives`: channel, neuron, layer_norm, direction),
+ * on a layer picked from GET /v1/models/{model} `layers`; it is sent as `objective`.
+ * A method whose `inputs` is "none" (feature visualisation) runs without an image (a JSON
+ * body with no input) and its artifacts are drawn with no overlay. While a job runs, the
+ * artifacts it has published so far (GET /v1/jobs/{id} `preview`) are drawn in the current
+ * pane by the same renderers, and replaced by the result's when it succeeds.
  */
 "use strict";
 
@@ -29,6 +37,8 @@
     pollToken: 0,
     predictToken: 0,
     current: null, // the pane of the latest answer (see makePane)
+    request: null, // what the running request asked: {method, objective, noInput}
+    previewSeq: 0, // previews drawn so far (each gets its own URLs: no stale images)
     pinned: null, // the pinned pane, or null
     display: { opacity: 0.5, colormap: "jet" },
   };
@@ -159,8 +169,14 @@
     return state.methods.find((m) => m.name === $("method").value) || null;
   }
 
+  /** Whether a method explains an input (its `inputs` is "item"; older servers: always). */
+  function takesInput(method) {
+    return !method || !method.inputs || method.inputs === "item";
+  }
+
   function updateRunButton() {
-    $("run").disabled = !(state.image && currentModel() && currentMethod());
+    const method = currentMethod();
+    $("run").disabled = !(currentModel() && method && (state.image || !takesInput(method)));
   }
 
   // ---------------------------------------------------------------- models
@@ -322,6 +338,11 @@
   }
 
   function chooseTarget(index) {
+    const kind = $("objective-kind");
+    if (kind.value !== "class" && Array.from(kind.options).some((o) => o.value === "class")) {
+      kind.value = "class";
+      onObjectiveKind();
+    }
     $("target-kind").value = "index";
     $("target-index").value = String(index);
     onTargetKind();
@@ -339,9 +360,16 @@
 
   async function loadMethods() {
     const body = await apiJson("/v1/methods");
-    state.methods = body.methods.filter((m) => m.modality === "image");
+    const modalities = (m) => (Array.isArray(m.modalities) && m.modalities.length ? m.modalities : [m.modality]);
+    state.methods = body.methods.filter((m) => modalities(m).includes("image"));
     $("method").replaceChildren(
-      ...state.methods.map((m) => el("option", { value: m.name, text: `${m.name} (${m.kind})` }))
+      ...state.methods.map((m) =>
+        el("option", {
+          value: m.name,
+          text: `${m.name} (${m.kind})` + (takesInput(m) ? "" : " · no input"),
+          "data-inputs": m.inputs || "item",
+        })
+      )
     );
     onMethodChange();
   }
@@ -349,7 +377,16 @@
   function onMethodChange() {
     const m = currentMethod();
     $("method-info").textContent = m ? m.description : "";
+    const note = $("method-inputs");
+    note.hidden = takesInput(m);
+    note.textContent = takesInput(m)
+      ? ""
+      : m.inputs === "none"
+        ? "Takes no input: no image is sent; it works from the objective alone."
+        : `Takes a ${m.inputs}, not one image.`;
     renderParams(m ? m.params_schema : { properties: {} });
+    refreshObjectiveKinds();
+    if (state.current && !state.current.result && !state.current.preview) drawPreview();
     updateRunButton();
   }
 
@@ -646,10 +683,172 @@
 
   function refreshLayerLists() {
     for (const f of state.layerFields) fillLayerSelect(f);
+    fillObjectiveLayers();
   }
 
   function collectParams() {
     return collect(state.paramFields);
+  }
+
+  // ---------------------------------------------------------------- objective ("Explain")
+
+  /** The objective kinds the viewer can build, in the order of the pick list. */
+  const OBJECTIVE_KINDS = {
+    class: "Class score",
+    channel: "Channel of a layer",
+    neuron: "Neuron (one position of a channel)",
+    layer_norm: "Layer norm (mean squared activation)",
+    direction: "Direction in a layer's channels",
+  };
+
+  /** The kinds a method takes (GET /v1/methods `objectives`; older servers: class only). */
+  function methodKinds(method) {
+    const listed = method && Array.isArray(method.objectives) && method.objectives.length
+      ? method.objectives
+      : ["class"];
+    return Object.keys(OBJECTIVE_KINDS).filter((k) => listed.includes(k));
+  }
+
+  function refreshObjectiveKinds() {
+    const method = currentMethod();
+    const sel = $("objective-kind");
+    const previous = sel.value;
+    const kinds = methodKinds(method);
+    sel.replaceChildren(...kinds.map((k) => el("option", { value: k, text: OBJECTIVE_KINDS[k] })));
+    sel.value = kinds.includes(previous) ? previous : kinds[0] || "";
+    sel.disabled = kinds.length < 2;
+    sel.title = method
+      ? `${method.name} takes: ${kinds.join(", ")}`
+      : "";
+    // without an input there is no prediction for "top1" to name
+    const noInput = !takesInput(method);
+    const top1 = $("target-kind").querySelector("option[value=top1]");
+    top1.disabled = noInput;
+    top1.title = noInput ? "This method takes no input: there is no prediction to name." : "";
+    if (noInput && $("target-kind").value === "top1") {
+      $("target-kind").value = "index";
+      onTargetKind();
+    }
+    onObjectiveKind();
+  }
+
+  function onObjectiveKind() {
+    const kind = $("objective-kind").value || "class";
+    $("class-target").hidden = kind !== "class";
+    $("objective-fields").hidden = kind === "class";
+    $("objective-channel-field").hidden = !["channel", "neuron"].includes(kind);
+    $("objective-y-field").hidden = kind !== "neuron";
+    $("objective-x-field").hidden = kind !== "neuron";
+    $("objective-vector-field").hidden = kind !== "direction";
+    const method = currentMethod();
+    const what = {
+      class: takesInput(method) ? "explains a class score." : "maximises a class score.",
+      channel: "the mean of one channel over its positions.",
+      neuron: "one channel at one position of a spatial layer (default: the centre).",
+      layer_norm: "the mean squared activation of the layer.",
+      direction: "the dot product with a vector in the layer's channel space.",
+    }[kind];
+    $("objective-info").textContent = method && what
+      ? kind === "class"
+        ? `${method.name} ${what}`
+        : `${method.name} ${takesInput(method) ? "explains" : "maximises"} ${what}`
+      : "";
+    fillObjectiveLayers();
+    updateMetricsAvailability();
+  }
+
+  /** Channels and positions of a layer: {channels, h, w} (null where not known). */
+  function layerGeometry(l) {
+    const dims = Array.isArray(l && l.shape) ? l.shape : [];
+    const known = (d) => (Number.isInteger(d) && d > 0 ? d : null);
+    const m = currentModel();
+    const nhwc = m && m.manifest && m.manifest.layout === "NHWC" && dims.length > 2;
+    const channels = known(dims[nhwc ? dims.length - 1 : 1]);
+    const spatial = dims.length === 4;
+    return {
+      channels,
+      h: spatial ? known(dims[nhwc ? 1 : 2]) : null,
+      w: spatial ? known(dims[nhwc ? 2 : 3]) : null,
+      spatial: Boolean(l && l.spatial) && spatial,
+    };
+  }
+
+  function objectiveLayers() {
+    const m = currentModel();
+    const info = m ? state.layers[layerKey(m)] : null;
+    if (!info) return null;
+    const kind = $("objective-kind").value;
+    return info.layers.filter((l) => kind !== "neuron" || layerGeometry(l).spatial);
+  }
+
+  function fillObjectiveLayers() {
+    const select = $("objective-layer");
+    const layers = objectiveLayers();
+    const previous = select.value;
+    if (!layers) {
+      select.replaceChildren(el("option", { value: "", text: "(loading the model's layers…)" }));
+      select.dataset.layers = "pending";
+      updateObjectiveLayerInfo();
+      return;
+    }
+    const m = currentModel();
+    const info = state.layers[layerKey(m)];
+    select.replaceChildren(
+      ...(layers.length ? [] : [el("option", { value: "", text: "(no layers listed)" })]),
+      ...layers.map((l) => el("option", { value: l.name, text: layerText(l) }))
+    );
+    const names = layers.map((l) => l.name);
+    select.value = names.includes(previous)
+      ? previous
+      : names.includes(info.defaultLayer)
+        ? info.defaultLayer
+        : names[names.length - 1] || "";
+    select.dataset.layers = String(layers.length);
+    select.title = $("objective-kind").value === "neuron"
+      ? "Spatial layers (N, C, H, W) of the model, with their shapes"
+      : "Layers of the model, with their shapes (channels × height × width)";
+    updateObjectiveLayerInfo();
+  }
+
+  function currentObjectiveLayer() {
+    const m = currentModel();
+    const info = m ? state.layers[layerKey(m)] : null;
+    const name = $("objective-layer").value;
+    return (info && info.layers.find((l) => l.name === name)) || null;
+  }
+
+  /** The chosen layer's channel range (and positions): the inputs' limits and the hint. */
+  function updateObjectiveLayerInfo() {
+    const l = currentObjectiveLayer();
+    const g = layerGeometry(l);
+    const parts = [];
+    if (l && g.channels) parts.push(`${g.channels} channels (0–${g.channels - 1})`);
+    if (l && g.h && g.w) parts.push(`${g.h}×${g.w} positions (y 0–${g.h - 1}, x 0–${g.w - 1})`);
+    $("objective-layer-info").textContent = l ? `${l.name}: ${parts.join(" · ") || "shape unknown"}` : "";
+    const setMax = (id, n) => {
+      if (n) $(id).max = String(n - 1);
+      else $(id).removeAttribute("max");
+    };
+    setMax("objective-channel", g.channels);
+    setMax("objective-y", g.h);
+    setMax("objective-x", g.w);
+    $("objective-vector").placeholder = g.channels
+      ? `${g.channels} numbers, comma-separated`
+      : "comma-separated numbers";
+  }
+
+  function updateMetricsAvailability() {
+    const method = currentMethod();
+    const kind = $("objective-kind").value || "class";
+    let why = "";
+    if (!takesInput(method)) why = "Quality scores need an input: this method takes none.";
+    else if (kind !== "class") why = "Quality scores score a class: pick the class objective.";
+    for (const input of document.querySelectorAll("#metrics input")) {
+      input.disabled = Boolean(why);
+      input.title = why;
+    }
+    $("metrics-info").textContent = why;
+    $("metrics-info").hidden = !why;
   }
 
   // ---------------------------------------------------------------- target
@@ -661,12 +860,13 @@
     markSelectedPrediction();
   }
 
+  /** The class target: a class index (a number), a label, or "top1". */
   function targetValue() {
     const kind = $("target-kind").value;
     if (kind === "index") {
       const v = $("target-index").value.trim();
       if (!/^\d+$/.test(v)) throw new ApiError(0, "invalid_target", "Enter a class index (0, 1, 2, …).");
-      return v;
+      return Number(v);
     }
     if (kind === "label") {
       const v = $("target-label").value.trim();
@@ -676,25 +876,94 @@
     return "top1";
   }
 
+  function intField(id, what, required) {
+    const raw = $(id).value.trim();
+    if (raw === "") {
+      if (required) throw new ApiError(0, "invalid_objective", `Enter the ${what}.`);
+      return undefined;
+    }
+    if (!/^\d+$/.test(raw)) {
+      throw new ApiError(0, "invalid_objective", `The ${what} is a whole number (0, 1, 2, …), not ${raw}.`);
+    }
+    return Number(raw);
+  }
+
+  function parseVector(raw) {
+    const parts = raw.split(/[\s,;]+/).filter((t) => t !== "");
+    if (!parts.length) {
+      throw new ApiError(0, "invalid_objective", "Enter the direction: numbers separated by commas.");
+    }
+    return parts.map((t, i) => {
+      const v = Number(t);
+      if (!isFinite(v)) {
+        throw new ApiError(0, "invalid_objective", `Component ${i} of the direction is not a number: ${t}.`);
+      }
+      return v;
+    });
+  }
+
+  /** What the request asks for: {target} (the class shorthand) or {objective}. */
+  function explainValue() {
+    const kind = $("objective-kind").value || "class";
+    if (kind === "class") {
+      const target = targetValue();
+      const score = $("objective-score").value;
+      return score ? { objective: { kind: "class", target, score } } : { target };
+    }
+    const layer = $("objective-layer").value;
+    if (!layer) throw new ApiError(0, "invalid_objective", "Pick a layer for the objective.");
+    const o = { kind, layer };
+    if (kind === "channel" || kind === "neuron") o.channel = intField("objective-channel", "channel", true);
+    if (kind === "neuron") {
+      const y = intField("objective-y", "neuron's y", false);
+      const x = intField("objective-x", "neuron's x", false);
+      if (y !== undefined) o.y = y;
+      if (x !== undefined) o.x = x;
+    }
+    if (kind === "direction") o.vector = parseVector($("objective-vector").value);
+    return { objective: o };
+  }
+
   // ---------------------------------------------------------------- explanations and jobs
 
   async function run() {
     clearError();
     const m = currentModel();
     const method = currentMethod();
-    if (!state.image || !m || !method) return;
-    const form = new FormData();
-    form.append("file", state.image.blob, state.image.name);
-    form.append("model", m.name);
-    form.append("method", method.name);
-    form.append("target", targetValue());
-    form.append("params", JSON.stringify(collectParams()));
-    form.append("outputs", JSON.stringify([]));
-    const metrics = Array.from(document.querySelectorAll("#metrics input:checked")).map(
+    const withInput = takesInput(method);
+    if (!m || !method || (withInput && !state.image)) return;
+    const ask = explainValue();
+    const params = collectParams();
+    const metrics = Array.from(document.querySelectorAll("#metrics input:checked:not(:disabled)")).map(
       (i) => i.value,
     );
-    if (metrics.length) form.append("metrics", JSON.stringify(metrics));
+    let options;
+    if (withInput) {
+      const form = new FormData();
+      form.append("file", state.image.blob, state.image.name);
+      form.append("model", m.name);
+      form.append("method", method.name);
+      if (ask.objective) form.append("objective", JSON.stringify(ask.objective));
+      else form.append("target", String(ask.target));
+      form.append("params", JSON.stringify(params));
+      form.append("outputs", JSON.stringify([]));
+      if (metrics.length) form.append("metrics", JSON.stringify(metrics));
+      options = { method: "POST", body: form };
+    } else {
+      // no input: a JSON body (a multipart one carries a file), and no image in it
+      const body = { model: m.name, method: method.name, params, outputs: [], ...ask };
+      options = {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(body),
+      };
+    }
     const token = ++state.pollToken;
+    state.request = {
+      method: method.name,
+      objective: ask.objective || { kind: "class", target: ask.target },
+      noInput: !withInput,
+    };
     resetResult();
     $("run").disabled = true;
     // sync methods answer inline (the API runs them at once); jobs are followed by polling
@@ -703,10 +972,7 @@
     try {
       let response;
       try {
-        response = await api("/v1/explanations" + (inline ? "?wait=30" : ""), {
-          method: "POST",
-          body: form,
-        });
+        response = await api("/v1/explanations" + (inline ? "?wait=30" : ""), options);
       } catch (e) {
         if (inline && token === state.pollToken) showJob({ id: null, state: "failed", progress: 0 });
         throw e;
@@ -716,7 +982,7 @@
       if (response.status === 200) {
         // the result itself: computed inline, or already computed (the same request)
         showJob({ id: body.job, state: "succeeded", progress: 1 });
-        showResult(readResult(body, { cached: !inline }));
+        showResult(readResult(body, { cached: !inline, noInput: !withInput }));
       } else {
         await follow(body, token);
       }
@@ -740,6 +1006,7 @@
 
   async function follow(st, token) {
     $("run").disabled = true;
+    const noInput = Boolean(state.request && state.request.noInput);
     for (;;) {
       if (token !== state.pollToken) return;
       showJob(st);
@@ -747,19 +1014,70 @@
         // the result itself: every field, and its artifacts where the server lists them
         const body = await apiJson(resultUrl(st.id, { format: "json" }));
         if (token !== state.pollToken) return;
-        showResult(readResult(body, { cached: false }));
+        showResult(readResult(body, { cached: false, noInput }));
         return;
       }
       if (st.state === "failed") {
         const err = st.error || { code: "job_failed", message: "The job failed." };
+        markPreviewEnded("failed");
         showError(new ApiError(422, err.code, err.message, err.details));
         return;
       }
-      if (st.state === "cancelled") return;
+      if (st.state === "cancelled") {
+        markPreviewEnded("cancelled");
+        return;
+      }
+      if (Array.isArray(st.preview) && st.preview.length) showPreview(st);
       await new Promise((r) => setTimeout(r, POLL_MS));
       if (token !== state.pollToken) return;
       st = await apiJson(`/v1/jobs/${encodeURIComponent(st.id)}`);
     }
+  }
+
+  /** What a running job has published so far, drawn in the current pane (once per change). */
+  function showPreview(st) {
+    const pane = state.current;
+    const signature = JSON.stringify(
+      st.preview.map((a) => [a && a.name, a && a.type, a && a.shape, a && a.meta, a && a.links])
+    );
+    if (pane.previewSignature === signature && pane.preview && pane.preview.job === st.id) return;
+    pane.previewSignature = signature;
+    const seq = ++state.previewSeq;
+    // the same names (and links) are republished: each preview gets its own URLs, so that
+    // neither the browser nor the JSON cache shows an older one
+    const artifacts = st.preview
+      .filter((a) => a && typeof a === "object")
+      .map((a) => {
+        const links = {};
+        for (const [k, v] of Object.entries(a.links || {})) {
+          if (typeof v === "string") links[k] = withQuery(v, { preview: seq });
+        }
+        return Object.assign({}, a, { links });
+      });
+    const req = state.request || {};
+    pane.preview = {
+      job: st.id,
+      method: st.method || req.method,
+      params: {},
+      target: null,
+      objective: req.objective || null,
+      timings: {},
+      progress: st.progress,
+      artifacts: orderArtifacts(artifacts, {}),
+      noInput: Boolean(req.noInput),
+      seq,
+      ended: null,
+    };
+    renderCards(pane, pane.preview, false);
+    pane.el.dataset.preview = String(seq);
+  }
+
+  /** A job that stopped before its result: its last preview stays, marked as such. */
+  function markPreviewEnded(how) {
+    const pane = state.current;
+    if (!pane.preview) return;
+    pane.preview.ended = how;
+    renderPaneHead(pane);
   }
 
   async function cancel() {
@@ -768,6 +1086,7 @@
     const st = await apiJson(`/v1/jobs/${encodeURIComponent(state.job)}`, { method: "DELETE" });
     state.pollToken++;
     showJob(st);
+    if (st.state === "cancelled") markPreviewEnded("cancelled");
     updateRunButton();
   }
 
@@ -803,6 +1122,8 @@
       shape: attribution.shape || body.shape || null,
       views: body.views || {},
       cached: Boolean(extra && extra.cached),
+      // a method without an input: nothing to draw its maps over
+      noInput: Boolean(extra && extra.noInput),
     };
     r.legacy = !Array.isArray(body.artifacts);
     r.artifacts = r.legacy ? legacyArtifacts(r) : orderArtifacts(body.artifacts, r.views);
@@ -1321,12 +1642,19 @@
 
   // ---------------------------------------------------------------- panes (side by side)
 
-  let preview = null; // {node, canvas, placeholder}: the input image before an answer
+  let preview = null; // {node, canvas, placeholder, text}: the input image before an answer
 
   function drawPreview() {
     const canvas = preview.canvas;
-    const img = state.image && state.image.img;
+    const method = currentMethod();
+    // a method without an input shows no image: what it will do instead
+    const img = takesInput(method) ? state.image && state.image.img : null;
     preview.placeholder.hidden = Boolean(img);
+    preview.placeholder.textContent = takesInput(method)
+      ? preview.text
+      : `${method.name} takes no input: press Explain to run it on the objective alone` +
+        (method.execution === "job" ? "; its previews appear here while it runs." : ".");
+    preview.node.dataset.input = takesInput(method) ? "item" : "none";
     if (!img) {
       canvas.dataset.state = "empty";
       return;
@@ -1337,6 +1665,9 @@
   function resetResult() {
     const pane = state.current;
     pane.result = null;
+    pane.preview = null;
+    pane.previewSignature = null;
+    delete pane.el.dataset.preview;
     pane.cards = [];
     preview.canvas.id = "canvas";
     preview.placeholder.id = "placeholder";
@@ -1351,6 +1682,9 @@
   function showResult(result) {
     const pane = state.current;
     pane.result = result;
+    pane.preview = null; // the result's artifacts replace the previews
+    pane.previewSignature = null;
+    delete pane.el.dataset.preview;
     renderPane(pane, true);
     renderSummary(result);
     renderExtras(Object.assign({}, result.extras, { metrics: result.metrics }));
@@ -1359,12 +1693,17 @@
 
   /** Draw a pane's result, one card per artifact; only the current pane's cards get ids. */
   function renderPane(pane, primary) {
-    const result = pane.result;
+    renderCards(pane, pane.result, primary);
+  }
+
+  /** One card per artifact of ``result`` (the pane's result, or a running job's preview). */
+  function renderCards(pane, result, primary) {
     const claimed = new Set();
     const seen = new Set();
     const ctx = {
       result,
-      image: state.image,
+      // no input, nothing to overlay: attribution maps are drawn as pictures
+      image: result.noInput ? null : state.image,
       display: state.display,
       // whether this card gets the page's element ids (#canvas, #dl-png, ...): the first
       // of its kind in the current pane
@@ -1392,10 +1731,21 @@
     const o = r.objective;
     if (o && o.kind && o.kind !== "class") return objectiveText(o);
     const t = o && o.kind === "class" && o.label !== undefined ? o : r.target;
-    return t ? `${t.label} (#${t.index})` : "";
+    const score = o && o.kind === "class" && o.score ? ` · ${o.score}` : "";
+    if (t) return `${t.label} (#${t.index})${score}`;
+    return o && o.kind === "class" ? objectiveText(o) : "";
+  }
+
+  function classText(target) {
+    if (target === undefined || target === null || target === "top1") return "top-1 prediction";
+    const m = currentModel();
+    const labels = (m && m.manifest && m.manifest.labels) || [];
+    if (typeof target === "number") return labels[target] !== undefined ? `${labels[target]} (#${target})` : `class #${target}`;
+    return String(target);
   }
 
   function objectiveText(o) {
+    if (o.kind === "class") return classText(o.target) + (o.score ? ` · ${o.score}` : "");
     const layer = o.layer ? ` of ${o.layer}` : "";
     if (o.kind === "channel") return `channel ${o.channel}${layer}`;
     if (o.kind === "layer_norm") return `norm${layer}`;
@@ -1443,6 +1793,27 @@
     const head = pane.head;
     const r = pane.result;
     const comparing = Boolean(state.pinned);
+    if (!r && pane.preview) {
+      const p = pane.preview;
+      const first = p.artifacts.find((a) => a.meta && typeof a.meta.caption === "string");
+      const caption = first ? " · " + first.meta.caption : "";
+      const note = p.ended
+        ? `the job ${p.ended === "cancelled" ? "was cancelled" : p.ended}: its last preview${caption}`
+        : `updated while the job runs${caption}`;
+      head.hidden = false;
+      head.replaceChildren(
+        el(
+          "div",
+          { class: "pane-title" },
+          el("span", { class: "badge preview", text: "Preview" }),
+          el("strong", { class: "pane-method", text: p.method }),
+          el("span", { class: "pane-target", text: "→ " + targetText(p) })
+        ),
+        el("div", { class: "pane-preview-note muted", text: note })
+      );
+      pane.el.setAttribute("aria-label", `Preview of the running job: ${p.method}, ${targetText(p)}`);
+      return;
+    }
     if (!r) {
       head.hidden = !comparing;
       head.replaceChildren(
@@ -1530,7 +1901,9 @@
     if (r.method) rows.push(["method", r.method]);
     const params = paramsText(r.params);
     if (params) rows.push(["params", el("code", { class: "params-text", text: params })]);
-    if (r.shape) rows.push(["attribution", r.shape.join(" × ")]);
+    if (r.shape && r.artifacts.some((a) => a.type === "attribution")) {
+      rows.push(["attribution", r.shape.join(" × ")]);
+    }
     if (!r.legacy && r.artifacts.length) {
       rows.push(["artifacts", r.artifacts.map((a) => a.name).join(", ")]);
     }
@@ -1598,7 +1971,12 @@
       cards: [],
       result: null,
     };
-    preview = { node: $("preview"), canvas: $("canvas"), placeholder: $("placeholder") };
+    preview = {
+      node: $("preview"),
+      canvas: $("canvas"),
+      placeholder: $("placeholder"),
+      text: $("placeholder").textContent,
+    };
     $("error-close").addEventListener("click", clearError);
     $("model").addEventListener("change", onModelChange);
     $("model-upload").addEventListener("click", guarded(uploadModel));
@@ -1612,6 +1990,8 @@
     $("sample").addEventListener("click", guarded(useSample));
     $("method").addEventListener("change", onMethodChange);
     $("target-kind").addEventListener("change", onTargetKind);
+    $("objective-kind").addEventListener("change", onObjectiveKind);
+    $("objective-layer").addEventListener("change", updateObjectiveLayerInfo);
     $("target-index").addEventListener("input", markSelectedPrediction);
     $("run").addEventListener("click", guarded(run));
     $("cancel").addEventListener("click", guarded(cancel));

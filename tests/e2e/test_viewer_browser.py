@@ -729,3 +729,534 @@ def test_every_artifact_type_is_drawn_by_its_renderer(page: Any, chelsea: Path) 
     expect(page.locator("#summary")).to_contain_text("channel 7 of head.act")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "viewer-artifacts.png"), full_page=True)
+
+
+# ---------------------------------------------------------------- objectives ("Explain")
+
+
+def methods_of(server: str) -> dict[str, dict[str, Any]]:
+    return {m["name"]: m for m in httpx.get(server + "/v1/methods").json()["methods"]}
+
+
+KNOWN_KINDS = ["class", "channel", "neuron", "layer_norm", "direction"]
+
+
+def use_sample(page: Any) -> None:
+    """The built-in model and the bundled sample (Chelsea), with its predictions shown."""
+    from playwright.sync_api import expect
+
+    page.select_option("#model", "efficientnet-lite0")
+    page.click("#sample")
+    expect(page.locator("#image-info")).to_contain_text("chelsea.jpg", timeout=30_000)
+    expect(page.locator("#canvas")).to_have_attribute("data-state", "image")
+    first = page.locator("#predictions tr[data-index]").first
+    expect(first).to_have_attribute("data-index", "285", timeout=30_000)
+
+
+def choose_objective(page: Any, kind: str, layer: str | None = None) -> None:
+    from playwright.sync_api import expect
+
+    page.select_option("#objective-kind", kind)
+    if layer is not None:
+        select = page.locator("#objective-layer")
+        expect(select).not_to_have_attribute("data-layers", "pending", timeout=30_000)
+        select.select_option(layer)
+
+
+def test_objective_picker_lists_only_the_kinds_the_method_takes(page: Any, server: str) -> None:
+    from playwright.sync_api import expect
+
+    methods = methods_of(server)
+    info = httpx.get(server + "/v1/models/efficientnet-lite0").json()
+    layers = info["layers"]
+    spatial = [layer["name"] for layer in layers if layer["spatial"] and len(layer["shape"]) == 4]
+    page.select_option("#model", "efficientnet-lite0")
+    kind = page.locator("#objective-kind")
+
+    # grad_cam explains a class only: the picker has that one kind, and the class target
+    assert methods["grad_cam"]["objectives"] == ["class"]
+    page.select_option("#method", "grad_cam")
+    values = kind.locator("option").evaluate_all("os => os.map(o => o.value)")
+    assert values == ["class"]
+    expect(kind).to_be_disabled()
+    expect(page.locator("#class-target")).to_be_visible()
+    expect(page.locator("#objective-fields")).to_be_hidden()
+
+    # saliency takes every kind the server lists for it, in the viewer's order
+    page.select_option("#method", "saliency")
+    expected = [k for k in KNOWN_KINDS if k in methods["saliency"]["objectives"]]
+    assert expected == KNOWN_KINDS
+    values = kind.locator("option").evaluate_all("os => os.map(o => o.value)")
+    assert values == expected
+    expect(kind).to_be_enabled()
+
+    # channel: every layer of the model, each with its shape; the channel range is shown
+    choose_objective(page, "channel")
+    expect(page.locator("#class-target")).to_be_hidden()
+    expect(page.locator("#objective-fields")).to_be_visible()
+    layer = page.locator("#objective-layer")
+    expect(layer).to_have_attribute("data-layers", str(len(layers)), timeout=30_000)
+    expect(layer).to_have_value(info["capabilities"]["default_layer"])  # head.act
+    head = layer.locator("option[value='head.act']")
+    expect(head).to_have_text("head.act · Clip · 1280×7×7")
+    expect(page.locator("#objective-layer-info")).to_contain_text("1280 channels (0–1279)")
+    expect(page.locator("#objective-channel")).to_be_visible()
+    expect(page.locator("#objective-channel")).to_have_attribute("max", "1279")
+    expect(page.locator("#objective-y")).to_be_hidden()
+    expect(page.locator("#objective-vector")).to_be_hidden()
+    layer.select_option("blocks.15.project")
+    expect(page.locator("#objective-layer-info")).to_contain_text("320 channels (0–319)")
+    expect(page.locator("#objective-channel")).to_have_attribute("max", "319")
+    # quality scores score a class: not offered for another objective
+    expect(page.locator("#metrics input[value=deletion]")).to_be_disabled()
+    expect(page.locator("#metrics-info")).to_be_visible()
+
+    # neuron: spatial layers only, with optional y and x within the layer's positions
+    choose_objective(page, "neuron")
+    expect(layer).to_have_attribute("data-layers", str(len(spatial)))
+    names = layer.locator("option").evaluate_all("os => os.map(o => o.value)")
+    assert names == spatial and "flatten" not in names
+    expect(page.locator("#objective-y")).to_be_visible()
+    expect(page.locator("#objective-x")).to_be_visible()
+    layer.select_option("head.act")
+    expect(page.locator("#objective-y")).to_have_attribute("max", "6")
+    expect(page.locator("#objective-layer-info")).to_contain_text("7×7 positions")
+
+    # layer_norm: a layer alone; direction: a layer and a vector of its channels' size
+    choose_objective(page, "layer_norm")
+    expect(page.locator("#objective-channel")).to_be_hidden()
+    expect(page.locator("#objective-vector")).to_be_hidden()
+    choose_objective(page, "direction", "head.act")
+    expect(page.locator("#objective-vector")).to_be_visible()
+    expect(page.locator("#objective-vector")).to_have_attribute(
+        "placeholder", "1280 numbers, comma-separated"
+    )
+
+    # back to a class-only method: the picker falls back to the class target
+    page.select_option("#method", "grad_cam")
+    expect(kind).to_have_value("class")
+    expect(page.locator("#class-target")).to_be_visible()
+    expect(page.locator("#objective-fields")).to_be_hidden()
+    expect(page.locator("#metrics input[value=deletion]")).to_be_enabled()
+
+
+# Records what the page posts to /v1/explanations: the multipart fields (files as their
+# name, size and type) or the JSON body. (Playwright does not expose a multipart body
+# holding a file, so the page's fetch is wrapped instead.)
+RECORD_POSTS = """() => {
+  const real = window.fetch;
+  window.__posts = [];
+  window.fetch = function (input, init) {
+    if (init && init.method === 'POST' && String(input).includes('/v1/explanations')) {
+      const b = init.body;
+      let fields = null;
+      if (b instanceof FormData) {
+        fields = {};
+        for (const [k, v] of b.entries()) {
+          fields[k] = typeof v === 'string' ? v : {file: v.name, size: v.size, type: v.type};
+        }
+      }
+      window.__posts.push({url: String(input), fields, json: typeof b === 'string' ? b : null});
+    }
+    return real.apply(this, arguments);
+  };
+}"""
+
+
+def last_post(page: Any) -> dict[str, Any]:
+    posts: list[dict[str, Any]] = page.evaluate("() => window.__posts")
+    assert posts, "nothing was posted to /v1/explanations"
+    return posts[-1]
+
+
+def test_saliency_explains_a_channel_objective(page: Any, server: str) -> None:
+    from playwright.sync_api import expect
+
+    use_sample(page)
+    page.select_option("#method", "saliency")
+    choose_objective(page, "channel", "head.act")
+    page.fill("#objective-channel", "3")
+    page.evaluate(RECORD_POSTS)
+    with page.expect_request(lambda r: r.method == "POST" and "/v1/explanations" in r.url) as sent:
+        job = run_and_wait(page)
+    assert sent.value.headers["content-type"].startswith("multipart/form-data")
+    fields = last_post(page)["fields"]
+    assert json.loads(fields["objective"]) == {"kind": "channel", "layer": "head.act", "channel": 3}
+    assert "target" not in fields  # one or the other: the API refuses both
+    assert fields["method"] == "saliency"
+    assert fields["file"]["file"] == "chelsea.jpg" and fields["file"]["type"] == "image/jpeg"
+
+    # the caption and the summary name the objective; the attribution card is drawn
+    pane = page.locator("#pane-current")
+    expect(pane.locator(".pane-target")).to_have_text("→ channel 3 of head.act")
+    expect(page.locator("#summary")).to_contain_text("channel 3 of head.act")
+    card = pane.locator(".card[data-type=attribution][data-artifact=attribution]")
+    expect(card).to_have_count(1)
+    expect(card.locator("canvas.heat")).to_have_attribute("data-state", "overlay")
+    drawn: dict[str, Any] = page.evaluate(READ_CANVAS)
+    assert drawn["job"] == job and drawn["distinct"] > 50
+    body = httpx.get(f"{server}/v1/jobs/{job}/result?format=json").json()
+    assert body["target"] is None
+    assert body["objective"] == {"kind": "channel", "layer": "head.act", "channel": 3}
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "viewer-objective.png"), full_page=True)
+
+    # a neuron at a chosen position is another request, drawn the same way
+    choose_objective(page, "neuron", "head.act")
+    page.fill("#objective-channel", "3")
+    page.fill("#objective-y", "2")
+    page.fill("#objective-x", "5")
+    run_and_wait(page, job)
+    fields = last_post(page)["fields"]
+    assert json.loads(fields["objective"]) == {
+        "kind": "neuron",
+        "layer": "head.act",
+        "channel": 3,
+        "y": 2,
+        "x": 5,
+    }
+    expect(pane.locator(".pane-target")).to_have_text("→ neuron 3 at (2, 5) of head.act")
+    neuron = page.get_attribute("#canvas", "data-job")
+
+    # a class with another score than the method's: sent as a class objective
+    choose_objective(page, "class")
+    page.locator("#predictions tr[data-index='281']").click()
+    page.select_option("#objective-score", "probability")
+    run_and_wait(page, neuron)
+    fields = last_post(page)["fields"]
+    assert json.loads(fields["objective"]) == {
+        "kind": "class",
+        "target": 281,
+        "score": "probability",
+    }
+    expect(pane.locator(".pane-target")).to_have_text("→ tabby, tabby cat (#281) · probability")
+
+
+def test_a_refused_objective_shows_the_error_banner(page: Any, server: str) -> None:
+    from playwright.sync_api import expect
+
+    use_sample(page)
+    page.select_option("#method", "saliency")
+    error = page.locator("#error")
+
+    # a channel out of the layer's range: the API's invalid_objective
+    choose_objective(page, "channel", "head.act")
+    page.fill("#objective-channel", "5000")
+    page.click("#run")
+    expect(error).to_be_visible(timeout=30_000)
+    expect(page.locator("#error-code")).to_have_text("invalid_objective")
+    expect(page.locator("#error-message")).to_contain_text("0..1279")
+    expect(page.locator("#run")).to_be_enabled()
+    page.screenshot(path=str(ARTIFACTS / "viewer-objective-error.png"), full_page=True)
+    page.click("#error-close")
+
+    # a direction of the wrong length
+    choose_objective(page, "direction", "head.act")
+    page.fill("#objective-vector", "1, 0.5, -2")
+    page.click("#run")
+    expect(page.locator("#error-code")).to_have_text("invalid_objective", timeout=30_000)
+    expect(page.locator("#error-message")).to_contain_text("3 components")
+    page.click("#error-close")
+    # ... or not numbers at all: refused before anything is sent
+    page.fill("#objective-vector", "1, two, 3")
+    page.click("#run")
+    expect(page.locator("#error-code")).to_have_text("invalid_objective")
+    expect(page.locator("#error-message")).to_contain_text("not a number: two")
+    page.click("#error-close")
+
+    # a layer the model does not have (the pick list only offers real ones: add one)
+    choose_objective(page, "channel")
+    page.evaluate(
+        "() => { const s = document.getElementById('objective-layer');"
+        " s.append(new Option('no.such.layer', 'no.such.layer')); s.value = 'no.such.layer'; }"
+    )
+    page.fill("#objective-channel", "1")
+    page.click("#run")
+    expect(page.locator("#error-code")).to_have_text("unknown_layer", timeout=30_000)
+    # (nothing was drawn: the pane still shows the input)
+    expect(page.locator("#canvas")).to_have_attribute("data-state", "image")
+
+
+# ---------------------------------------------------------------- no input, previews
+
+FAKE_METHOD = "fake_visualisation"
+
+
+def test_a_method_without_input_runs_and_draws_its_previews(page: Any, server: str) -> None:
+    """A method with `inputs: "none"` and a job that publishes previews, answered by the
+    page's own routes (the method list is the server's plus a faked one; the job's status,
+    previews and result are faked too): the Run button needs no image, none is sent, the
+    previews are drawn in the pane while the job runs and the result's artifacts replace them,
+    with no overlay canvas."""
+    from playwright.sync_api import expect
+
+    job = "e" * 32
+    base = f"/v1/jobs/{job}/artifacts"
+    fake = {
+        "name": FAKE_METHOD,
+        "modality": "image",
+        "modalities": ["image"],
+        "inputs": "none",
+        "objectives": ["class", "channel", "neuron", "layer_norm", "direction"],
+        "kind": "visualisation",
+        "execution": "job",
+        "description": "Feature visualisation, faked by the test.",
+        "params_schema": {
+            "type": "object",
+            "properties": {
+                "steps": {"type": "integer", "default": 512, "minimum": 1, "title": "Steps"},
+                "size": {"type": "integer", "default": 128, "minimum": 8, "title": "Size"},
+            },
+        },
+    }
+
+    def methods(route: Any) -> None:
+        real = route.fetch().json()
+        real["methods"].append(fake)
+        route.fulfill(status=200, content_type="application/json", body=json.dumps(real))
+
+    page.route(re.compile(r"/v1/methods$"), methods)
+    page.reload()
+    expect(page.locator("body")).to_have_attribute("data-ready", "1", timeout=30_000)
+
+    def links(name: str, *formats: str) -> dict[str, str]:
+        return {f: f"{base}/{name}?format={f}" for f in formats}
+
+    unit = {
+        "name": "unit_3",
+        "type": "image",
+        "shape": [64, 64, 3],
+        "axes": ["y", "x", "rgb"],
+        "meta": {},
+        "links": links("unit_3", "json", "npy", "png"),
+    }
+    phase = {"n": 0}
+    polls: list[int] = []
+    posted: list[Any] = []
+
+    def status() -> dict[str, Any]:
+        n = phase["n"]
+        preview = [] if n == 0 else [{**unit, "meta": {"caption": f"step {64 * n}"}}]
+        return {
+            "id": job,
+            "state": "succeeded" if n >= 3 else "running",
+            "progress": min(1.0, n / 3 + 0.05),
+            "model": "efficientnet-lite0",
+            "version": "v",
+            "method": FAKE_METHOD,
+            "created_at": 1.0,
+            "timings": {},
+            "error": None,
+            "result_summary": None,
+            "preview": preview if n < 3 else [],
+            "links": {"self": f"/v1/jobs/{job}"},
+        }
+
+    result = {
+        "job": job,
+        "model": "efficientnet-lite0",
+        "version": "v",
+        "method": FAKE_METHOD,
+        "params": {"steps": 192, "size": 64},
+        "attribution": None,
+        "target": None,
+        "objective": {"kind": "channel", "layer": "head.act", "channel": 3},
+        "timings": {"queued_ms": 1.0, "compute_ms": 12_500.0},
+        "model_calls": 192,
+        "extras": {"steps": 192},
+        "metrics": {},
+        "cost": {},
+        "images": {},
+        "artifacts": [
+            {**unit, "meta": {"caption": "step 192"}},
+            {
+                "name": "grid",
+                "type": "image",
+                "shape": [68, 68, 3],
+                "axes": ["y", "x", "rgb"],
+                "meta": {"caption": "head.act: ['unit_3']"},
+                "links": links("grid", "json", "npy", "png"),
+            },
+            {
+                "name": "curve_3",
+                "type": "curve",
+                "shape": [192],
+                "axes": ["step"],
+                "meta": {},
+                "links": links("curve_3", "json", "npy", "svg", "png"),
+            },
+        ],
+        "views": {"png": "grid", "overlay": "unit_3"},
+    }
+    steps = list(range(1, 193))
+    curve = {"x": steps, "y": [1 - 1 / s for s in steps], "x_label": "step", "y_label": "objective"}
+
+    def explanations(route: Any) -> None:
+        req = route.request
+        posted.append({"ctype": req.headers.get("content-type", ""), "body": req.post_data})
+        route.fulfill(status=202, content_type="application/json", body=json.dumps(status()))
+
+    def job_status(route: Any) -> None:
+        polls.append(phase["n"])
+        route.fulfill(status=200, content_type="application/json", body=json.dumps(status()))
+
+    def job_result(route: Any) -> None:
+        route.fulfill(status=200, content_type="application/json", body=json.dumps(result))
+
+    def artifact(route: Any) -> None:
+        url = urlparse(route.request.url)
+        name = url.path.rsplit("/", 1)[1]
+        query = parse_qs(url.query)
+        fmt = query.get("format", ["json"])[0]
+        seed = int(query.get("preview", ["0"])[0]) + len(name)
+        if fmt == "json":
+            body = {"name": name, "type": "curve", "shape": [192], "axes": ["step"], "meta": {}}
+            body["data"] = curve if name.startswith("curve") else {}
+            route.fulfill(status=200, content_type="application/json", body=json.dumps(body))
+        else:
+            route.fulfill(status=200, content_type="image/png", body=png_bytes(64, 64, seed))
+
+    page.route(re.compile(r"/v1/explanations(\?.*)?$"), explanations)
+    page.route(re.compile(rf"/v1/jobs/{job}$"), job_status)
+    page.route(re.compile(rf"/v1/jobs/{job}/result\?"), job_result)
+    page.route(f"**{base}/**", artifact)
+
+    # no image: an item method cannot run, the no-input one can
+    page.select_option("#model", "efficientnet-lite0")
+    page.select_option("#method", "saliency")
+    expect(page.locator("#image-info")).to_have_text("No image yet.")
+    expect(page.locator("#run")).to_be_disabled()
+    page.select_option("#method", FAKE_METHOD)
+    expect(page.locator("#method option:checked")).to_contain_text("no input")
+    expect(page.locator("#method-inputs")).to_contain_text("no image is sent")
+    expect(page.locator("#run")).to_be_enabled()
+    expect(page.locator("#placeholder")).to_contain_text("takes no input")
+    # no prediction to name: "top1" is not offered; no input to score
+    expect(page.locator("#target-kind option[value=top1]")).to_be_disabled()
+    expect(page.locator("#target-kind")).to_have_value("index")
+    expect(page.locator("#metrics input[value=deletion]")).to_be_disabled()
+    kinds = page.locator("#objective-kind option").evaluate_all("os => os.map(o => o.value)")
+    assert kinds == KNOWN_KINDS
+    choose_objective(page, "channel", "head.act")
+    page.fill("#objective-channel", "3")
+    page.fill("#params input[name=steps]", "192")
+    page.fill("#params input[name=size]", "64")
+
+    page.click("#run")
+    expect(page.locator("#job-state")).to_have_text("running", timeout=30_000)
+    assert len(posted) == 1
+    assert posted[0]["ctype"].startswith("application/json")
+    sent = json.loads(posted[0]["body"])
+    assert "image" not in sent and "input" not in sent and "file" not in sent
+    assert sent["objective"] == {"kind": "channel", "layer": "head.act", "channel": 3}
+    assert "target" not in sent and "metrics" not in sent
+    assert sent["params"] == {"steps": 192, "size": 64}
+    assert (sent["model"], sent["method"]) == ("efficientnet-lite0", FAKE_METHOD)
+    pane = page.locator("#pane-current")
+    expect(pane).not_to_have_attribute("data-preview", re.compile("."))
+
+    # the first preview: drawn in the current pane by the image renderer
+    phase["n"] = 1
+    expect(pane).to_have_attribute("data-preview", re.compile(r"^\d+$"), timeout=30_000)
+    card = pane.locator(".card[data-type=image][data-artifact=unit_3]")
+    expect(card).to_have_count(1)
+    img = card.locator("img.artifact-img")
+    src1 = img.get_attribute("src") or ""
+    assert src1.startswith(f"{base}/unit_3?format=png") and "preview=" in src1, src1
+    expect(pane.locator(".pane-head .badge")).to_have_text("Preview")
+    expect(pane.locator(".pane-target")).to_have_text("→ channel 3 of head.act")
+    expect(pane.locator(".pane-preview-note")).to_contain_text("step 64")
+    expect(page.locator("#pin")).to_be_disabled()  # (a preview is not an answer yet)
+
+    # the next preview replaces it, at URLs of its own (no stale picture)
+    phase["n"] = 2
+    expect(pane.locator(".pane-preview-note")).to_contain_text("step 128", timeout=30_000)
+    src2 = card.locator("img.artifact-img").get_attribute("src") or ""
+    assert src2 != src1 and "preview=" in src2, (src1, src2)
+    page.wait_for_function(
+        "img => img.complete && img.naturalWidth === 64",
+        arg=card.locator("img.artifact-img").element_handle(),
+        timeout=30_000,
+    )
+    expect(pane.locator("canvas")).to_have_count(0)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "viewer-preview.png"), full_page=True)
+
+    # success: the result's artifacts replace the previews; nothing is overlaid
+    phase["n"] = 3
+    expect(page.locator("#job-state")).to_have_text("succeeded", timeout=30_000)
+    cards = pane.locator(".cards > [data-artifact]")
+    expect(cards).to_have_count(3, timeout=30_000)
+    order = cards.evaluate_all("cs => cs.map(c => c.dataset.artifact)")
+    assert order == ["unit_3", "grid", "curve_3"]
+    expect(pane).not_to_have_attribute("data-preview", re.compile("."))
+    expect(pane.locator(".card[data-artifact=unit_3] img")).to_have_attribute(
+        "src", f"{base}/unit_3?format=png"
+    )
+    expect(pane.locator(".card[data-artifact=curve_3] svg.curve")).to_have_attribute(
+        "data-points", "192"
+    )
+    expect(pane.locator("canvas")).to_have_count(0)
+    expect(page.locator("#canvas")).to_have_count(0)
+    expect(pane.locator(".pane-head .badge")).to_have_count(0)
+    expect(pane.locator(".pane-method")).to_have_text(FAKE_METHOD)
+    expect(pane.locator(".pane-target")).to_have_text("→ channel 3 of head.act")
+    expect(pane.locator(".pane-head .timings")).to_contain_text("compute 12.5 s")
+    expect(page.locator("#pin")).to_be_enabled()
+    assert set(polls) >= {1, 2, 3}, polls  # (each phase was polled and drawn)
+    page.screenshot(path=str(ARTIFACTS / "viewer-no-input.png"), full_page=True)
+
+
+def test_feature_visualisation_runs_for_real(page: Any, server: str) -> None:
+    """The real no-input method, where the server has it: a channel of head.act, optimised
+    from nothing for 128 steps (one preview, at step 64), then its image, grid and curve."""
+    from playwright.sync_api import expect
+
+    methods = methods_of(server)
+    if "feature_visualisation" not in methods:
+        pytest.skip("feature_visualisation is not registered on this server")
+    fv = methods["feature_visualisation"]
+    assert fv["inputs"] == "none" and "channel" in fv["objectives"]
+
+    page.select_option("#model", "efficientnet-lite0")
+    page.select_option("#method", "feature_visualisation")
+    expect(page.locator("#run")).to_be_enabled()  # no image chosen
+    choose_objective(page, "channel", "head.act")
+    page.fill("#objective-channel", "3")
+    page.fill("#params input[name=steps]", "128")
+    page.fill("#params input[name=size]", "64")
+    with page.expect_request(lambda r: r.method == "POST" and "/v1/explanations" in r.url) as sent:
+        page.click("#run")
+    body = json.loads(sent.value.post_data or "{}")
+    assert "image" not in body and "input" not in body
+    assert body["objective"] == {"kind": "channel", "layer": "head.act", "channel": 3}
+
+    pane = page.locator("#pane-current")
+    # the preview published at step 64, drawn while the job runs
+    expect(pane).to_have_attribute("data-preview", re.compile(r"^\d+$"), timeout=180_000)
+    expect(pane.locator(".pane-preview-note")).to_contain_text("step 64")
+    preview_img = pane.locator(".card[data-type=image] img.artifact-img").first
+    page.wait_for_function(
+        "img => img.complete && img.naturalWidth === 64",
+        arg=preview_img.element_handle(),
+        timeout=30_000,
+    )
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "viewer-fv-preview.png"), full_page=True)
+
+    expect(page.locator("#job-state")).to_have_text("succeeded", timeout=300_000)
+    expect(pane).not_to_have_attribute("data-preview", re.compile("."), timeout=30_000)
+    expect(pane.locator(".card[data-type=curve]")).to_have_count(1, timeout=30_000)
+    expect(pane.locator(".card[data-artifact=grid] img")).to_have_count(1)
+    expect(pane.locator("canvas")).to_have_count(0)
+    expect(pane.locator(".pane-target")).to_have_text("→ channel 3 of head.act")
+    unit = pane.locator(".card[data-type=image] img.artifact-img").first
+    page.wait_for_function(
+        "img => img.complete && img.naturalWidth === 64", arg=unit.element_handle(), timeout=30_000
+    )
+    assert "preview=" not in (unit.get_attribute("src") or "")
+    job = page.locator("#summary code[title]").get_attribute("title")
+    result = httpx.get(f"{server}/v1/jobs/{job}/result?format=json").json()
+    assert result["objective"] == {"kind": "channel", "layer": "head.act", "channel": 3}
+    assert {a["type"] for a in result["artifacts"]} >= {"image", "curve"}
+    page.screenshot(path=str(ARTIFACTS / "viewer-feature-visualisation.png"), full_page=True)

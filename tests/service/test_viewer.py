@@ -38,6 +38,17 @@ def test_index_is_the_viewer_page(viewer: TestClient) -> None:
     # the answers' panes (side by side once one is pinned) and the comparison's buttons
     for element in ('id="panes"', 'id="pane-current"', 'id="pin"', 'id="clear-compare"'):
         assert element in html
+    # the "Explain" picker: a class target, or another objective on a layer of the model
+    for element in (
+        'id="objective-kind"',
+        'id="class-target"',
+        'id="objective-layer"',
+        'id="objective-channel"',
+        'id="objective-y"',
+        'id="objective-x"',
+        'id="objective-vector"',
+    ):
+        assert element in html
     # works offline: nothing is loaded from another host
     assert "http://" not in html.replace("http://localhost", "")
     assert "https://" not in html
@@ -84,6 +95,19 @@ def test_script_has_a_renderer_per_artifact_type(viewer: TestClient) -> None:
     assert "registerRenderer" in js
     # the layer param is a pick list filled from GET /v1/models/{model}
     assert "/v1/models/${encodeURIComponent(m.name)}`" in js
+
+
+def test_script_sends_objectives_and_draws_previews(viewer: TestClient) -> None:
+    js = viewer.get("/static/app.js").text
+    # an objective goes as the multipart field `objective` (JSON), or in a JSON body
+    assert 'form.append("objective", JSON.stringify(ask.objective))' in js
+    assert '"content-type": "application/json"' in js
+    # the kinds a method takes, and whether it takes an input, come from GET /v1/methods
+    assert "method.objectives" in js and "method.inputs" in js
+    for kind in ("class", "channel", "neuron", "layer_norm", "direction"):
+        assert f"{kind}: " in js[js.index("const OBJECTIVE_KINDS = {") :], kind
+    # a running job's previews are drawn through the same renderers
+    assert "st.preview" in js and "renderCards(pane, pane.preview, false)" in js
 
 
 @pytest.mark.parametrize("path", ["/static/app.js", "/static/app.css"])

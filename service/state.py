@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from fastapi import Request
 
 from jobs.dispatch import Dispatcher
 from jobs.reconciler import Reconciler
-from jobs.runner import run_job
 from jobs.runtime import Runtime
 from lantern.settings import ApiKey
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -29,10 +33,10 @@ class ServiceState:
         default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="lantern-sync")
     )
 
-    async def run_sync(self, job_id: str) -> str:
-        """Run a sync method's job in the sync lane and wait for it (no queue, no polling)."""
+    async def in_sync_lane(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the sync lane's threads (a sync method's whole request)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.sync_pool, run_job, self.rt, job_id)
+        return await loop.run_in_executor(self.sync_pool, functools.partial(fn, *args))
 
 
 def get_state(request: Request) -> ServiceState:

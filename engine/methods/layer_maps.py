@@ -7,7 +7,6 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from engine.errors import InvalidParams
-from engine.models.heads import default_cam_layer
 from engine.models.runtime import LoadedModel
 
 
@@ -23,7 +22,7 @@ def resolve_layer(model: LoadedModel, layer: str | None) -> str:
     """The named layer (checked to be a spatial tensor), or the default CAM layer."""
     spatial = model.spatial_layers()
     if layer is None:
-        found = default_cam_layer(model.proto(), spatial)
+        found = model.default_cam_layer()
         if found is None:
             raise InvalidParams(
                 "This model has no spatial (rank-4) layer to explain; name a `layer`.",

@@ -27,7 +27,7 @@ from api_schemas.models import ModelManifest
 from engine.gradients import BUCKETS, GradientCache, VJPResult, check_differentiable, vjp
 from engine.modalities import codec_for
 from engine.models.batching import BATCH_CANDIDATES, choose_batch, time_per_image
-from engine.models.heads import CamHead, cam_head, probe_model
+from engine.models.heads import CamHead, cam_head, default_cam_layer, probe_model
 from engine.models.incremental import IncrementalRunner, find_cut
 from engine.models.layers import discover_layers
 from engine.objectives import softmax
@@ -118,6 +118,8 @@ class LoadedModel:
         self._probes: dict[tuple[str, ...], ort.InferenceSession] = {}
         self._cam_heads: dict[str | None, CamHead] = {}
         self._spatial: list[str] | None = None
+        self._default_layer: str | None = None
+        self._default_layer_known = False
         self._preferred_batch: int | None = None
         self._incremental: dict[tuple[int, int], IncrementalRunner | None] = {}
         self.batch_timings: dict[int, float] = {}  # seconds per image, once measured
@@ -331,6 +333,13 @@ class LoadedModel:
             shapes.setdefault(self.output_name, ("N", len(self.labels)))
             self._layer_shapes = shapes
         return self._layer_shapes
+
+    def default_cam_layer(self) -> str | None:
+        """The last spatial layer before global pooling (Grad-CAM's default; cached)."""
+        if not self._default_layer_known:
+            self._default_layer = default_cam_layer(self.proto(), self.spatial_layers())
+            self._default_layer_known = True
+        return self._default_layer
 
     def cam_head(self, layer: str | None = None) -> CamHead:
         if layer not in self._cam_heads:

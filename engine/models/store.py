@@ -129,6 +129,8 @@ class ModelStore:
         self.root = root
         self.max_model_bytes = max_model_bytes
         self.max_tensor_bytes = max_tensor_bytes
+        #: parsed current records by name, with the file's identity (read-only: shared)
+        self._records: dict[str, tuple[tuple[int, int, int], ModelInfo]] = {}
         root.mkdir(parents=True, exist_ok=True)
 
     def _dir(self, name: str) -> Path:
@@ -203,10 +205,20 @@ class ModelStore:
         read."""
         path = self._dir(name) / "record.json"
         try:
+            st = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)  # records are replaced, never edited
+        cached = self._records.get(name)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        try:
             raw = path.read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             return None
-        return _load_record(name, raw)
+        info = _load_record(name, raw)
+        self._records[name] = (key, info)
+        return info
 
     def get(self, name: str) -> ModelInfo:
         info = self._read(name) if _plausible_name(name) else None

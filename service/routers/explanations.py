@@ -13,6 +13,8 @@ from api_schemas.explanations import ExplanationRequest, ExplanationResult
 from api_schemas.jobs import JobState, JobStatus
 from engine.errors import InvalidInput, PayloadTooLarge, status_of
 from engine.methods.registry import get_method
+from jobs.runner import run_job
+from jobs.store import JobRecord
 from service.auth import AUTH_RESPONSES, Principal, require_user
 from service.errors import error_response
 from service.inputs import decode_base64_image, parse_json_field, read_body, validate_as
@@ -27,6 +29,24 @@ from service.jobs import (
 from service.state import ServiceState, get_state
 
 router = APIRouter(prefix="/v1/explanations", tags=["explanations"], responses=AUTH_RESPONSES)
+
+def sync_answer(
+    state: ServiceState,
+    req: ExplanationRequest,
+    data: bytes | None,
+    principal: Principal,
+    outputs: list[str],
+) -> tuple[JobRecord, bytes | None]:
+    """A sync method's request, whole: submit, run here (a new job) and the answer's body
+    when it succeeded (else None: the caller waits or answers the job)."""
+    rec, created = submit(state, req, data, principal.name)
+    if created:
+        run_job(state.rt, rec.id)
+        rec = get_record(state, rec.id, principal)
+    if rec.state != JobState.succeeded.value:
+        return rec, None
+    return rec, build_result(state, rec, require_result(state, rec), outputs)
+
 
 def _inline(schema: dict[str, Any]) -> dict[str, Any]:
     """A pydantic JSON schema with its ``$defs`` inlined (the request body of the docs)."""
@@ -123,26 +143,29 @@ async def create_explanation(
         data = None if encoded is None else decode_base64_image(encoded, limit)
     if data is not None and len(data) > limit:
         raise PayloadTooLarge(f"The image exceeds {limit} bytes. Send a smaller file.")
-    rec, created = await run_in_threadpool(submit, state, req, data, principal.name)
-    headers = {"Location": f"/v1/jobs/{rec.id}"}
-    spec = get_method(rec.method)
-    if created:
-        if wait > 0 and spec.execution == "sync":
-            # the sync lane: run it here, on threads of its own (never behind long jobs)
-            await state.run_sync(rec.id)
-            rec = await run_in_threadpool(get_record, state, rec.id, principal)
-        else:
+    outputs: list[str] = list(req.outputs)
+    if wait > 0 and get_method(req.method).execution == "sync":
+        # the sync lane: checked, run and answered on threads of its own, in one hop
+        # (never behind long jobs, no queue, no polling)
+        rec, body = await state.in_sync_lane(sync_answer, state, req, data, principal, outputs)
+        if body is not None:
+            headers = {"Location": f"/v1/jobs/{rec.id}"}
+            return Response(body, status_code=200, headers=headers, media_type="application/json")
+    else:
+        rec, created = await run_in_threadpool(submit, state, req, data, principal.name)
+        if created:
             await run_in_threadpool(dispatch, state, rec)
-    elif not JobState(rec.state).terminal and state.reconciler is not None:
-        # the same request joins its live job, never a stuck one: repair it first
-        await run_in_threadpool(state.reconciler.run_once, rec.id)
+        elif not JobState(rec.state).terminal and state.reconciler is not None:
+            # the same request joins its live job, never a stuck one: repair it first
+            await run_in_threadpool(state.reconciler.run_once, rec.id)
+    headers = {"Location": f"/v1/jobs/{rec.id}"}
     deadline = time.monotonic() + wait
     while wait > 0 and not JobState(rec.state).terminal and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
         rec = await run_in_threadpool(get_record, state, rec.id, principal)
     if rec.state == JobState.succeeded.value:
         stored = await run_in_threadpool(require_result, state, rec)
-        body = await run_in_threadpool(build_result, state, rec, stored, list(req.outputs))
+        body = await run_in_threadpool(build_result, state, rec, stored, outputs)
         return Response(body, status_code=200, headers=headers, media_type="application/json")
     if rec.state == JobState.failed.value and wait > 0 and rec.error:
         err = rec.error

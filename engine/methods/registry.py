@@ -45,6 +45,8 @@ def _load_builtin_methods() -> None:
     # Each import registers its method.
     import engine.methods.activation_maps
     import engine.methods.cam
+    import engine.methods.deepdream
+    import engine.methods.feature_visualisation
     import engine.methods.grad_cam
     import engine.methods.grad_cam_plus_plus
     import engine.methods.gradient_x_input

@@ -24,8 +24,13 @@ one batched job of 8 units × ``--job-steps`` steps at
 
 ``--lucent`` adds Lucent (``pip install torch==2.13.0 torch-lucent``; never a Lantern
 dependency) on the same weights — Lantern's ONNX graph walked into torch ops
-(``peers_common.onnx_to_torch``) — with the same objective, size, batch and transforms:
-skipped (it says so) when torch or lucent is missing.
+(``peers_common.onnx_to_torch``) — with the same objective (8 channels of
+``blocks.6.expand``, one per image), size, batch, parameterisation, transforms and Adam;
+Lantern is timed first, then torch (their thread pools never share the cores). torch runs
+with ``--allocator tuned`` (default; ``peers_common.ensure_allocator``) and
+``torch.set_num_threads(--threads)``. Lucent's one torchvision import (``Normalize``) is
+stubbed: PyPI's torchvision wheel does not load against the CPU torch wheel. Skipped (it
+says so) when torch or lucent is missing.
 """
 
 from __future__ import annotations
@@ -121,35 +126,68 @@ def time_steps(model: LoadedModel, layer: str, steps: int) -> float:
     return (time.perf_counter() - t) / steps
 
 
-def lucent_rows(model: LoadedModel, args: argparse.Namespace) -> list[str]:
+def _stub_torchvision() -> None:
+    """Lucent imports ``torchvision.transforms.Normalize`` (its only use of torchvision);
+    PyPI's torchvision wheel does not load against the CPU torch wheel (``operator
+    torchvision::nms does not exist``), so a two-line Normalize stands in for it."""
+    import types
+
+    import torch
+
+    class Normalize:
+        def __init__(self, mean: list[float], std: list[float]) -> None:
+            self.mean = torch.tensor(mean)[:, None, None]
+            self.std = torch.tensor(std)[:, None, None]
+
+        def __call__(self, t: torch.Tensor) -> torch.Tensor:
+            return (t - self.mean) / self.std
+
+    tv, tvt = types.ModuleType("torchvision"), types.ModuleType("torchvision.transforms")
+    tvt.Normalize = Normalize  # type: ignore[attr-defined]
+    tv.transforms = tvt  # type: ignore[attr-defined]
+    sys.modules.setdefault("torchvision", tv)
+    sys.modules.setdefault("torchvision.transforms", tvt)
+
+
+def lucent_row(model: LoadedModel, layer: str, steps: int, rounds: int, threads: int) -> str:
+    """Lucent's ``render_vis`` with the same objective (8 channels, one per image of the
+    batch), parameterisation (``param.image(128, batch=8)``: FFT, decorrelated), the same
+    transforms (Lucent's standard ones with the final jitter 2), ImageNet normalisation and
+    the upsampling to 224 that Lucent adds itself, Adam 0.05; seconds per step, median of
+    ``rounds`` runs of ``steps`` steps after one warm-up run."""
     import importlib.util
 
-    if any(importlib.util.find_spec(m) is None for m in ("torch", "lucent")):
-        return ["lucent: skipped (pip install torch==2.13.0 torch-lucent)"]
+    if any(importlib.util.find_spec(m) is None for m in ("torch", "lucent", "kornia")):
+        return "| lucent | skipped: pip install torch==2.13.0 torch-lucent |"
     import torch
+
+    _stub_torchvision()
     from lucent.optvis import objectives, param, render, transform
     from peers_common import onnx_to_torch
 
-    torch.set_num_threads(args.threads)
-    layer = "blocks.6.expand"
+    torch.set_num_threads(threads)
     net = onnx_to_torch(model.path, taps=[layer]).eval()
-    tfs = [transform.pad(12, mode="constant", constant_value=0.5), transform.jitter(8),
-           transform.random_scale([1 + (i - 5) / 50.0 for i in range(11)]),
-           transform.random_rotate([*range(-10, 11), 0, 0, 0, 0, 0]), transform.jitter(2)]
-    obj = sum(objectives.channel(layer.replace(".", "_"), c, batch=c) for c in range(UNITS))
-    steps = args.steps
+    hook = "taps_" + layer.replace(".", "__")
+    tfs = [
+        transform.pad(12, mode="constant", constant_value=0.5),
+        transform.jitter(8),
+        transform.random_scale([1 + (i - 5) / 50.0 for i in range(11)]),
+        transform.random_rotate([*range(-10, 11), 0, 0, 0, 0, 0]),
+        transform.jitter(2),
+        transform.normalize(),
+    ]
+    obj = sum(objectives.channel(hook, c, batch=c) for c in range(1, UNITS))
+    obj = objectives.channel(hook, 0, batch=0) + obj
 
-    def run() -> float:
+    def run(n: int) -> float:
         t = time.perf_counter()
         render.render_vis(net, obj, lambda: param.image(128, batch=UNITS), transforms=tfs,
-                          thresholds=(steps,), show_image=False, progress=False)
-        return (time.perf_counter() - t) / steps
+                          thresholds=(n,), preprocess=False, show_image=False, progress=False)
+        return (time.perf_counter() - t) / n
 
-    run()
-    lucent_s = statistics.median(run() for _ in range(args.rounds))
-    ours = statistics.median(time_steps(model, layer, steps) for _ in range(args.rounds))
-    return [f"lucent {layer}: {lucent_s * 1e3:.0f} ms/step, lantern {ours * 1e3:.0f} ms/step, "
-            f"speed-up {lucent_s / ours:.2f}×"]
+    run(2)
+    per_step = statistics.median(run(steps) for _ in range(rounds))
+    return f"| lucent (torch {torch.__version__}) | {per_step * 1e3:.0f} |"
 
 
 def main() -> None:
@@ -160,7 +198,14 @@ def main() -> None:
     ap.add_argument("--job-steps", type=int, default=512)
     ap.add_argument("--layers", default="blocks.2.expand,blocks.6.expand,head.conv,logits")
     ap.add_argument("--lucent", action="store_true")
+    ap.add_argument("--allocator", choices=("tuned", "default"), default="tuned",
+                    help="glibc malloc tunables for the Lucent side (peers_common)")
     args = ap.parse_args()
+    if args.lucent:
+        from peers_common import allocator_line, ensure_allocator
+
+        ensure_allocator(args.allocator)
+        print(allocator_line(args.allocator))
     print(f"host: {host()}; ORT threads {args.threads}; load {os.getloadavg()[0]:.2f}")
     model = load(args.threads)
     print(f"batch {UNITS} units, 128 × 128 optimised, model input {model.input_hw}; "
@@ -182,11 +227,15 @@ def main() -> None:
               f"{took:.1f} s ({took / args.job_steps * 1e3:.0f} ms/step, "
               f"{out.model_calls} passes)")
     if args.lucent:
-        for line in lucent_rows(model, args):
-            print(line)
+        layer = "blocks.6.expand"
+        ours = statistics.median(time_steps(model, layer, args.steps) for _ in range(args.rounds))
+        print(f"\nside by side, {layer}, {UNITS} channels × 128 × 128, Lucid's transforms, "
+              f"{args.steps} steps, median of {args.rounds} runs (Lantern first, then torch)")
+        print("| peer | ms / step |\n|---|---|")
+        print(f"| lantern (ONNX Runtime) | {ours * 1e3:.0f} |", flush=True)
+        print(lucent_row(model, layer, args.steps, args.rounds, args.threads))
     print(f"load after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     main()

@@ -3,10 +3,12 @@ model where the step can be checked by hand."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from PIL import Image
 from skimage import data
 
@@ -20,8 +22,10 @@ from engine.models.runtime import LoadedModel
 from engine.objectives import ClassScore, LayerNorm
 from jobs.runtime import Runtime
 from lantern.settings import Settings
+from lantern_testing.images import b64, png_bytes
 from lantern_testing.loaded import loaded
-from lantern_testing.models import linear_classifier
+from lantern_testing.models import linear_classifier, manifest
+from service.app import create_app
 
 SIZE = 16
 
@@ -118,3 +122,31 @@ def test_dreaming_raises_the_layer_norm_of_chelsea(builtin: LoadedModel) -> None
     # a layer norm takes a forward pass before each VJP: the cost estimate is exact
     assert out.model_calls == 2 * 40 + 2 == get_method("deepdream").cost(DeepDreamParams(),
                                                                           builtin)
+
+
+def test_through_the_api(tmp_path: Path) -> None:
+    """A job from an uploaded image: the dream is the result's PNG; a request without an
+    image, and one naming an unknown layer, are refused with their codes."""
+    w = np.zeros((2, 3, SIZE, SIZE), np.float32)
+    w[0, 0] = 1.0
+    settings = Settings(data_dir=tmp_path, builtin_model=False)
+    with TestClient(create_app(settings)) as client:
+        r = client.post("/v1/models", files={"file": ("m.onnx",
+                                                      linear_classifier(w).SerializeToString())},
+                        data={"manifest": json.dumps(manifest("lin", SIZE, ["a", "b"]))})
+        assert r.status_code == 201, r.text
+        image = b64(png_bytes(np.full((SIZE, SIZE, 3), 100, np.uint8)))
+        body = {"model": "lin", "method": "deepdream", "image": image,
+                "params": {"octaves": 2, "steps": 3}}
+        r = client.post("/v1/explanations?wait=60", json={**body, "target": 0})
+        assert r.status_code == 200, r.text
+        res = r.json()
+        assert [a["name"] for a in res["artifacts"]] == ["dream", "original", "objective"]
+        assert res["views"]["png"] == "dream"
+        png = client.get(f"/v1/jobs/{res['job']}/result?format=png")
+        assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
+        no_image = {k: v for k, v in body.items() if k != "image"}
+        assert client.post("/v1/explanations", json={**no_image, "target": 0}).json()[
+            "code"] == "invalid_input"
+        bad = {**body, "objective": {"kind": "layer_norm", "layer": "nope"}}
+        assert client.post("/v1/explanations", json=bad).json()["code"] == "unknown_layer"

@@ -356,3 +356,12 @@ def _rgb(a: np.ndarray) -> np.ndarray:
     if a.ndim == 2:
         a = np.stack([a] * 3, axis=-1)
     return np.ascontiguousarray(a[..., :3], np.uint8)
+
+
+def test_channels_out_of_range_fail_the_job_with_a_code(client: TestClient) -> None:
+    """`channels` are checked against the objective's layer when the job runs (a method's
+    check sees the params, not the objective): the job fails with 422 invalid_params."""
+    r = explain(client, {"kind": "channel", "layer": "units", "channel": 1},
+                {"size": 12, "steps": 8, "channels": [9]}, wait=60)
+    assert r.status_code == 422, r.text
+    assert r.json()["code"] == "invalid_params" and r.json()["details"]["count"] == 4

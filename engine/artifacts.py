@@ -283,18 +283,35 @@ class Table(Artifact):
     def data(self) -> dict[str, Any]:
         return {"columns": self.columns, "rows": self.rows}
 
+    def _numeric(self) -> bool:
+        return bool(self.rows) and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for r in self.rows for v in r
+        )
+
     def arrays(self) -> dict[str, NDArray[Any]]:
-        numeric = all(isinstance(v, int | float) for r in self.rows for v in r)
-        if numeric and self.rows:
+        if self._numeric():
             return {"rows": np.asarray(self.rows, np.float64)}
         return {"rows": np.zeros((len(self.rows), 0))}
 
     def stored_meta(self) -> dict[str, Any]:
+        """Numeric rows are stored as an array (a 1280-row table is 1280 × C floats, not
+        JSON); other rows as JSON."""
+        if self._numeric():
+            return {"columns": self.columns, "ints": [
+                all(isinstance(r[j], int) for r in self.rows) for j in range(len(self.columns))
+            ]}
         return {"columns": self.columns, "rows": self.rows}
 
     @classmethod
     def restore(cls, name: str, meta: dict[str, Any], arrays: dict[str, NDArray[Any]]) -> Table:
-        return cls(name, list(meta["columns"]), [list(r) for r in meta["rows"]])
+        if "rows" in meta:
+            return cls(name, list(meta["columns"]), [list(r) for r in meta["rows"]])
+        ints = meta.get("ints") or [False] * len(meta["columns"])
+        rows = [
+            [int(v) if ints[j] else float(v) for j, v in enumerate(row)]
+            for row in arrays["rows"].tolist()
+        ]
+        return cls(name, list(meta["columns"]), rows)
 
 
 @dataclass

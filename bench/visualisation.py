@@ -212,7 +212,7 @@ def main() -> None:
           f"{args.steps} steps, each paired with a VJP of the same batch timed right after it")
     print("| objective layer | vjp (ms) | step (ms) | step / vjp | target ≤ 1.25 |")
     print("|---|---|---|---|---|")
-    for layer in args.layers.split(","):
+    for layer in [ly for ly in args.layers.split(",") if ly]:
         paired(model, layer, 2)  # builds the gradient model
         v, s, ratio = paired(model, layer, args.steps)
         print(f"| {layer} | {v * 1e3:.0f} | {s * 1e3:.0f} | {ratio:.2f} | "

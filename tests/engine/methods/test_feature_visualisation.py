@@ -311,7 +311,7 @@ def test_builtin_visualisations_beat_every_sample_photo(builtin: LoadedModel) ->
     64 steps (an eighth of the default 512) keep the test near a minute on two cores; the
     comparison still means something because the photos are the kind of image the network
     was trained on and the first 64 steps are where the objective rises most (at 256 steps
-    the same channels reach 1.1–2× these values: the margin only grows with steps).
+    the same channels reach 1.0–1.9× these values: the margin only grows with steps).
 
     "More than 10× a mid-grey image", read literally, holds for 14 of these 24 channels and
     cannot hold for most early ones: mid-grey is the zero of the normalised input (and the

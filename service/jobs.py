@@ -144,6 +144,8 @@ def submit(
     item = model.codec.decode(data) if data is not None else None  # the check, and the item
     spec.check(params, model)
     resolved = resolve_objective(objective, model, getattr(params, "score", "logit"))
+    if spec.check_objective is not None:
+        spec.check_objective(params, model, resolved)
     if spec.kind == "gradient" and resolved.layer is not None:
         model.check_gradients(output=resolved.layer)
     if metrics is not None and not isinstance(objective, ClassObjective):

@@ -77,6 +77,9 @@ def _no_check(params: Any, model: LoadedModel) -> None:
     """Default pre-submit check: nothing beyond the params model's own bounds."""
 
 
+#: A check that needs the resolved objective too (e.g. more channels of its layer).
+ObjectiveCheckFn = Callable[[P, "LoadedModel", Any], None]
+
 CostFn = Callable[[P, "LoadedModel"], int]
 
 
@@ -97,6 +100,8 @@ class MethodSpec(Generic[P]):
     inputs: Inputs = "item"
     objectives: tuple[ObjectiveKind, ...] = ("class",)
     check: CheckFn[P] = _no_check
+    #: Run at submit after the objective is resolved (None: nothing more to check).
+    check_objective: ObjectiveCheckFn[P] | None = None
     #: The forward passes a request will use, estimated before it runs (for the cost limit).
     cost: CostFn[P] = _one_pass
     #: The plan that lets one job be split into chunks for several workers.

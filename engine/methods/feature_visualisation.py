@@ -184,6 +184,9 @@ SPEC = register(
         inputs="none",
         objectives=("class", "channel", "neuron", "layer_norm", "direction"),
         check=check,
+        check_objective=lambda params, model, objective: (
+            unit_objectives(model, objective, params.channels) and None
+        ),
         cost=cost,
     )
 )

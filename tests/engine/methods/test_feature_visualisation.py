@@ -358,10 +358,10 @@ def _rgb(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a[..., :3], np.uint8)
 
 
-def test_channels_out_of_range_fail_the_job_with_a_code(client: TestClient) -> None:
-    """`channels` are checked against the objective's layer when the job runs (a method's
-    check sees the params, not the objective): the job fails with 422 invalid_params."""
+def test_channels_out_of_range_are_refused_at_submit(client: TestClient) -> None:
+    """`channels` are checked against the resolved objective's layer before the job is
+    queued (MethodSpec.check_objective): 422 invalid_params, and no job."""
     r = explain(client, {"kind": "channel", "layer": "units", "channel": 1},
-                {"size": 12, "steps": 8, "channels": [9]}, wait=60)
+                {"size": 12, "steps": 8, "channels": [9]}, wait=0)
     assert r.status_code == 422, r.text
     assert r.json()["code"] == "invalid_params" and r.json()["details"]["count"] == 4

@@ -5,8 +5,10 @@
 Each method of ``engine.methods.registry.all_methods()`` is called as the workers call it:
 ``spec.check(params, model)``, one untimed warm-up call (it builds and caches the gradient
 models, opens the probe sessions, imports scikit-learn / scikit-image), then timed calls of
-``spec.fn(model, image, 285, params, no_progress)``: at least ``--runs`` and, for the fast
-ones, at least ``--seconds`` of them (at most ``--max-runs``); median and minimum.
+``spec.fn(model, image, objective, params, no_progress)`` with the class objective of 285
+(``engine.objectives.class_score``: scored as the method's ``score`` param says): at least
+``--runs`` and, for the fast ones, at least ``--seconds`` of them (at most ``--max-runs``);
+median and minimum.
 Parameters are the method's defaults except: integrated_gradients steps 50, smoothgrad
 samples 25, lime num_samples 1000, rise num_masks 2000, kernel_shap num_samples 1000,
 occlusion window 16 stride 8, plus rows for occlusion with full passes and in drill-down
@@ -39,13 +41,15 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from engine.methods.base import Attribution, MethodSpec, no_progress
+from engine.artifacts import Result
+from engine.methods.base import MethodSpec, no_progress
 from engine.methods.registry import all_methods
 from engine.modalities.image import ImageInput, prepare_image
 from engine.models.runtime import LoadedModel
 from engine.models.zoo import BUILTIN_MODEL_ID
+from engine.objectives import class_score
+from jobs.runtime import Runtime
 from lantern.settings import Settings
-from workers.runtime import Runtime
 
 OUT = Path(__file__).resolve().parent / "out"
 TARGET_CLASS = 285  # "Egyptian cat", chelsea's top class
@@ -213,12 +217,16 @@ def main(argv: list[str] | None = None) -> int:
         spec = by_name[case.method]
         params = spec.parse_params(case.params)
         spec.check(params, model)
-        out: list[Attribution] = []
+        objective = class_score(model, target, params)
+        out: list[Result] = []
 
         def call(
-            spec: MethodSpec[Any] = spec, params: Any = params, out: list[Attribution] = out
+            spec: MethodSpec[Any] = spec,
+            params: Any = params,
+            objective: Any = objective,
+            out: list[Result] = out,
         ) -> None:
-            out[:] = [spec.fn(model, image, target, params, no_progress)]
+            out[:] = [spec.fn(model, image, objective, params, no_progress)]
 
         t0 = time.perf_counter()
         call()  # warm-up: gradient models, probe sessions, lazy imports

@@ -32,8 +32,9 @@ from engine.methods.occlusion import OcclusionParams, occlusion, window_position
 from engine.modalities.image import ImageInput, prepare_image
 from engine.models.runtime import LoadedModel
 from engine.models.zoo import BUILTIN_MODEL_ID
+from engine.objectives import ClassScore
+from jobs.runtime import Runtime
 from lantern.settings import Settings
-from workers.runtime import Runtime
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     image = chelsea(model)
     logits = model.scores(image.pixels[None])[0]
     target = int(np.argmax(logits))
+    objective = ClassScore(target, "logit", model.labels[target])
     n_windows = len(window_positions(image.height, args.window, args.stride)) * len(
         window_positions(image.width, args.window, args.stride)
     )
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             def run(
                 params: OcclusionParams = params, key: tuple[int, bool] = (b, incremental)
             ) -> None:
-                maps[key] = occlusion(model, image, target, params, no_progress).values
+                maps[key] = occlusion(model, image, objective, params, no_progress).values
 
             times[incremental] = median_seconds(run, runs=args.runs, warmup=1)
         fwd = forward_ms_per_image(model, image, b)

@@ -124,8 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     from engine.methods.registry import get_method
     from engine.modalities.image import prepare_image
     from engine.models.zoo import BUILTIN_MODEL_ID
+    from engine.objectives import class_score
+    from jobs.runtime import Runtime
     from lantern.settings import Settings
-    from workers.runtime import Runtime
 
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require grad")
@@ -166,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         spec = get_method(name)
         params = spec.parse_params(raw)
         spec.check(params, model)
-        return lambda: spec.fn(model, image, target, params, no_progress).values
+        objective = class_score(model, target, params)
+        return lambda: spec.fn(model, image, objective, params, no_progress).values
 
     def cap_saliency() -> NDArray[np.float32]:
         a = Saliency(net).attribute(x, target=target, abs=True)

@@ -70,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     from engine.methods.occlusion import OcclusionParams, occlusion
     from engine.modalities.image import prepare_image
     from engine.models.zoo import BUILTIN_MODEL_ID
+    from engine.objectives import ClassScore
+    from jobs.runtime import Runtime
     from lantern.settings import Settings
-    from workers.runtime import Runtime
 
     torch.set_num_threads(args.threads)
     print(
@@ -90,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     image = prepare_image(Image.fromarray(data.chelsea()), model.manifest)
     x_np = model.to_model_input(image.pixels[None])
     target = int(np.argmax(model.run(x_np)[0]))
+    objective = ClassScore(target, "logit", model.labels[target])
 
     net = onnx_to_torch(settings.zoo_dir / f"{BUILTIN_MODEL_ID}.onnx")
     x = torch.from_numpy(x_np)
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     ours_map: NDArray[np.float32] | None = None
     for i in range(args.runs + 1):
         t0 = time.perf_counter()
-        ours_map = occlusion(model, image, target, params, no_progress).values
+        ours_map = occlusion(model, image, objective, params, no_progress).values
         if i:  # the first is warm-up
             ours_times.append(time.perf_counter() - t0)
     assert ours_map is not None

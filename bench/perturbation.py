@@ -27,17 +27,20 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from engine.methods.base import Attribution, no_progress
+from engine.artifacts import Result
+from engine.methods.base import no_progress
 from engine.methods.kernel_shap import KernelShapParams, kernel_shap
 from engine.methods.lime import LimeParams, lime
 from engine.methods.occlusion import OcclusionParams, occlusion
-from engine.methods.perturbation import PERTURBATION_PLANS, run_plan
+from engine.methods.perturbation import run_plan
+from engine.methods.registry import get_method
 from engine.methods.rise import RiseParams, rise
 from engine.modalities.image import ImageInput, prepare_image
 from engine.models.runtime import LoadedModel
 from engine.models.zoo import BUILTIN_MODEL_ID
+from engine.objectives import ClassScore
+from jobs.runtime import Runtime
 from lantern.settings import Settings
-from workers.runtime import Runtime
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -55,9 +58,9 @@ def chelsea(model: LoadedModel) -> ImageInput:
     return prepare_image(Image.fromarray(data.chelsea()), model.manifest)
 
 
-def timed(fn: Any, runs: int) -> tuple[list[float], Attribution]:
+def timed(fn: Any, runs: int) -> tuple[list[float], Result]:
     times: list[float] = []
-    out: Attribution | None = None
+    out: Result | None = None
     for _ in range(runs):
         t0 = time.perf_counter()
         out = fn()
@@ -78,15 +81,16 @@ def main(argv: list[str] | None = None) -> int:
 
     model = load_model(args.data_dir, args.threads)
     image = chelsea(model)
-    target = int(np.argmax(model.scores(image.pixels[None])[0]))
+    top = int(np.argmax(model.scores(image.pixels[None])[0]))
+    target = ClassScore(top, "logit", model.labels[top])  # every case here scores logits
     # warm-up, as a worker is after its first job: the session, and the imports of
     # scikit-learn / scikit-image that the first LIME or KernelSHAP job pays for (~0.5 s)
     model.run(model.to_model_input(np.repeat(image.pixels[None], 16, axis=0)))
     lime(model, image, target, LimeParams(num_samples=2), no_progress)
     kernel_shap(model, image, target, KernelShapParams(num_samples=2), no_progress)
     print(
-        f"# perturbation methods: {BUILTIN_MODEL_ID} on chelsea, target {target} "
-        f"({model.labels[target]}); onnxruntime {ort.__version__}, threads "
+        f"# perturbation methods: {BUILTIN_MODEL_ID} on chelsea, target {top} "
+        f"({model.labels[top]}); onnxruntime {ort.__version__}, threads "
         f"{args.threads or 'all'} ({os.cpu_count()} cores), load average before "
         f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}",
         flush=True,
@@ -119,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     rows: list[tuple[str, float, int, str]] = []
     exact: np.ndarray[Any, Any] | None = None
-    maps: dict[str, Attribution] = {}
+    maps: dict[str, Result] = {}
     for name, fn in cases:
         times, attr = timed(fn, args.runs)
         maps[name] = attr
@@ -148,9 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         f"over {ks['n_segments']} segments"
     )
     if not args.skip_chunk_check:
-        chunked = run_plan(
-            PERTURBATION_PLANS["rise"], model, image, target, RiseParams(), no_progress, chunk=300
-        )
+        plan = get_method("rise").plan
+        assert plan is not None
+        chunked = run_plan(plan, model, image, target, RiseParams(), no_progress, chunk=300)
         same = np.array_equal(chunked.values, maps["RISE, 2000 masks"].values)
         print(f"RISE in chunks of 300 == one chunk, bit for bit: {same}")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

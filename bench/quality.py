@@ -48,8 +48,8 @@ from engine.quality.evaluate import (
 )
 from engine.quality.metrics import DeletionParams, InsertionParams
 from engine.quality.synthetic import PRESENT, synthetic_dataset, synthetic_model
+from jobs.runtime import Runtime
 from lantern.settings import Settings
-from workers.runtime import Runtime
 
 OUT = Path(__file__).resolve().parent / "out"
 

@@ -226,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
             objective: Any = objective,
             out: list[Result] = out,
         ) -> None:
-            out[:] = [spec.fn(model, image, objective, params, no_progress)]
+            item = None if spec.inputs == "none" else image  # as the runner passes it
+            out[:] = [spec.fn(model, item, objective, params, no_progress)]
 
         t0 = time.perf_counter()
         call()  # warm-up: gradient models, probe sessions, lazy imports

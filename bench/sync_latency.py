@@ -10,9 +10,9 @@ API's own worker) on a free port, with ``LANTERN_DATA_DIR`` at ``--data-dir`` (a
 data dir: the built-in EfficientNet-Lite0 and its gradient models are built once and
 reused) and ``LANTERN_ORT_THREADS`` at ``--threads``. The same model is loaded in this
 process too. Then, per method, ``--requests`` rounds of, interleaved (so that both sides see
-the same load on a shared host; the order rotates round by round and each measurement
-follows a 20 ms pause, so that no side runs while the other's ONNX Runtime threads still
-spin):
+the same load on a shared host; the order runs through the six permutations round by
+round, and each measurement follows a 20 ms pause, so that no side runs while the other's
+ONNX Runtime threads still spin):
 
 * **engine**: ``spec.fn(model, item, objective, params, no_progress)`` in this process on the
   decoded chelsea (decoded once, as the worker does), default params, class objective
@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import base64
 import io
+import itertools
 import json
 import os
 import signal
@@ -62,8 +63,10 @@ METHODS = ["saliency", "grad_cam", "cam", "gradient_x_input", "activation_maps"]
 OVERHEAD_TARGET_MS = 10.0
 VALUES_OFFSET = 500
 WARMUP_TARGETS = range(990, 1000)
-#: The order of the three measurements, rotating round by round (each follows each).
-ORDERS = [("engine", "none", "values"), ("none", "values", "engine"), ("values", "engine", "none")]
+#: The order of the three measurements, round by round: all six permutations, so that each
+#: kind comes first, second and third, and after each other kind, equally often (the one
+#: that runs first after the other side pays for its caches).
+ORDERS = list(itertools.permutations(("engine", "none", "values")))
 PAUSE_S = 0.02
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from engine.errors import UnknownMethod
@@ -35,13 +36,22 @@ def all_methods() -> list[MethodSpec[Any]]:
 
 
 _loaded = False
+_load_lock = threading.RLock()  # a method module may ask the registry while loading
 
 
 def _load_builtin_methods() -> None:
+    """Import the method modules once; concurrent first callers wait for all of them (a
+    flag set before the imports finished let a request see a partial registry)."""
     global _loaded
     if _loaded:
         return
-    _loaded = True
+    with _load_lock:
+        if not _loaded:
+            _import_builtin_methods()
+            _loaded = True
+
+
+def _import_builtin_methods() -> None:
     # Each import registers its method.
     import engine.methods.activation_maps
     import engine.methods.cam

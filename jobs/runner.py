@@ -174,9 +174,9 @@ ITEMS = _Items()
 
 
 def prepare(rt: Runtime, rec: JobRecord) -> Prepared:
-    spec = get_method(rec.method)
-    params = spec.parse_params(rec.params)
     model = rt.load(rec.model, rec.version)
+    spec = get_method(rec.method, model.manifest.modality)
+    params = spec.parse_params(rec.params)
     return Prepared(rec, spec, params, model, ITEMS.get(rt, rec, model))
 
 

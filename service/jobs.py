@@ -130,7 +130,7 @@ def submit(
     (the record, whether it is new). Nothing is stored for a refused request."""
     rt = state.rt
     info = rt.models.get(req.model)
-    spec = get_method(req.method)
+    spec = get_method(req.method, info.manifest.modality)
     params = parse_params(spec, req.params)
     objective = objective_of(req, info.manifest.labels)
     metrics = _metrics_request(req.metrics)

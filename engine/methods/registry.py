@@ -1,4 +1,5 @@
-"""Methods by name. Adding a method touches its module and the import list below."""
+"""Methods by name. Adding a method is adding its module under ``engine/methods/`` (found
+and imported on first use; see :func:`_import_builtin_methods`)."""
 
 from __future__ import annotations
 
@@ -8,31 +9,46 @@ from typing import Any
 from engine.errors import UnknownMethod
 from engine.methods.base import MethodSpec
 
-_REGISTRY: dict[str, MethodSpec[Any]] = {}
+#: name -> modality -> spec: one name (``lime``) may have one module per modality.
+_REGISTRY: dict[str, dict[str, MethodSpec[Any]]] = {}
 
 
 def register(spec: MethodSpec[Any]) -> MethodSpec[Any]:
-    if spec.name in _REGISTRY:
-        raise ValueError(f"method {spec.name!r} registered twice")
-    _REGISTRY[spec.name] = spec
+    by_modality = _REGISTRY.setdefault(spec.name, {})
+    for modality in spec.modalities:
+        if modality in by_modality:
+            raise ValueError(f"method {spec.name!r} registered twice for {modality!r}")
+    for modality in spec.modalities:
+        by_modality[modality] = spec
     return spec
 
 
-def get_method(name: str) -> MethodSpec[Any]:
+def get_method(name: str, modality: str | None = None) -> MethodSpec[Any]:
+    """The method ``name`` for inputs of ``modality``; without one, the image method when
+    there is one (else the first registered). A name known only for other modalities
+    answers the spec of one of them: :func:`engine.explain.check_method` then refuses it
+    naming the methods that do apply."""
     _load_builtin_methods()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        known = ", ".join(sorted(_REGISTRY))
+    by_modality = _REGISTRY.get(name)
+    if not by_modality:
+        known = sorted(_REGISTRY)
         raise UnknownMethod(
-            f"Unknown method {name!r}. Use one of: {known} (see GET /v1/methods).",
-            details={"method": name, "known": sorted(_REGISTRY)},
-        ) from None
+            f"Unknown method {name!r}. Use one of: {', '.join(known)} (see GET /v1/methods).",
+            details={"method": name, "known": known},
+        )
+    if modality is not None and modality in by_modality:
+        return by_modality[modality]
+    return by_modality.get("image") or next(iter(by_modality.values()))
 
 
 def all_methods() -> list[MethodSpec[Any]]:
+    """Every registered spec once, by name (then by first modality)."""
     _load_builtin_methods()
-    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+    seen: dict[int, MethodSpec[Any]] = {}
+    for name in sorted(_REGISTRY):
+        for spec in _REGISTRY[name].values():
+            seen.setdefault(id(spec), spec)
+    return list(seen.values())
 
 
 _loaded = False
@@ -52,18 +68,12 @@ def _load_builtin_methods() -> None:
 
 
 def _import_builtin_methods() -> None:
-    # Each import registers its method.
-    import engine.methods.activation_maps
-    import engine.methods.cam
-    import engine.methods.deepdream
-    import engine.methods.feature_visualisation
-    import engine.methods.grad_cam
-    import engine.methods.grad_cam_plus_plus
-    import engine.methods.gradient_x_input
-    import engine.methods.integrated_gradients
-    import engine.methods.kernel_shap
-    import engine.methods.lime
-    import engine.methods.occlusion
-    import engine.methods.rise
-    import engine.methods.saliency
-    import engine.methods.smoothgrad  # noqa: F401
+    """Import every module under ``engine.methods`` (subpackages included): each method
+    module registers itself on import, so adding a method is adding its module."""
+    import importlib
+    import pkgutil
+
+    import engine.methods as package
+
+    for info in pkgutil.walk_packages(package.__path__, prefix=f"{package.__name__}."):
+        importlib.import_module(info.name)

@@ -38,6 +38,7 @@
     predictToken: 0,
     current: null, // the pane of the latest answer (see makePane)
     request: null, // what the running request asked: {method, objective, noInput}
+    editor: null, // the input editor of a non-image model: {node, value()}
     previewSeq: 0, // previews drawn so far (each gets its own URLs: no stale images)
     pinned: null, // the pinned pane, or null
     display: { opacity: 0.5, colormap: "jet" },
@@ -174,9 +175,50 @@
     return !method || !method.inputs || method.inputs === "item";
   }
 
+  // ---- inputs of other modalities: an editor per modality, registered by a file of
+  //      static/renderers/ with window.Lantern.registerInputEditor(modality, factory);
+  //      factory(model) -> {node, title?, value(): the request's `input` body or null}
+
+  const INPUT_EDITORS = {};
+
+  function modalityOf(m) {
+    return (m && m.manifest && m.manifest.modality) || "image";
+  }
+
+  /** The editor of the current model's modality (null for images: the image panel). */
+  function mountInputEditor(m) {
+    const modality = modalityOf(m);
+    const section = $("input-editor-section");
+    state.editor = null;
+    $("input-editor").replaceChildren();
+    if (modality === "image") {
+      section.hidden = true;
+      $("image-section").hidden = false;
+      return;
+    }
+    $("image-section").hidden = true;
+    section.hidden = false;
+    const factory = INPUT_EDITORS[modality];
+    if (!factory) {
+      $("input-editor-title").textContent = "Input";
+      $("input-editor").append(
+        el("p", { class: "hint", text: `The viewer has no editor for ${modality} inputs.` }),
+      );
+      return;
+    }
+    state.editor = factory(m, updateRunButton);
+    $("input-editor-title").textContent = state.editor.title || "Input";
+    $("input-editor").append(state.editor.node);
+  }
+
+  function hasInput() {
+    if (modalityOf(currentModel()) === "image") return Boolean(state.image);
+    return Boolean(state.editor && state.editor.value());
+  }
+
   function updateRunButton() {
     const method = currentMethod();
-    $("run").disabled = !(currentModel() && method && (state.image || !takesInput(method)));
+    $("run").disabled = !(currentModel() && method && (hasInput() || !takesInput(method)));
   }
 
   // ---------------------------------------------------------------- models
@@ -202,9 +244,13 @@
       updateRunButton();
       return;
     }
-    const [h, w] = m.manifest.input_size;
+    mountInputEditor(m);
+    const shape =
+      modalityOf(m) === "image"
+        ? `${m.manifest.input_size[0]}×${m.manifest.input_size[1]} ${m.manifest.layout}`
+        : modalityOf(m);
     $("model-info").textContent =
-      `${h}×${w} ${m.manifest.layout} · ${m.manifest.labels.length} labels · ` +
+      `${shape} · ${m.manifest.labels.length} labels · ` +
       `${fmtBytes(m.size_bytes)} · version ${m.version.slice(0, 10)}`;
     const labels = $("labels");
     labels.replaceChildren(...m.manifest.labels.map((l) => el("option", { value: l })));
@@ -212,7 +258,7 @@
     refreshLayerLists();
     guarded(loadLayers)(m);
     updateRunButton();
-    predict();
+    if (modalityOf(m) === "image") predict();
   }
 
   function layerKey(m) {
@@ -931,14 +977,15 @@
     const m = currentModel();
     const method = currentMethod();
     const withInput = takesInput(method);
-    if (!m || !method || (withInput && !state.image)) return;
+    if (!m || !method || (withInput && !hasInput())) return;
+    const imageInput = withInput && modalityOf(m) === "image";
     const ask = explainValue();
     const params = collectParams();
     const metrics = Array.from(document.querySelectorAll("#metrics input:checked:not(:disabled)")).map(
       (i) => i.value,
     );
     let options;
-    if (withInput) {
+    if (imageInput) {
       const form = new FormData();
       form.append("file", state.image.blob, state.image.name);
       form.append("model", m.name);
@@ -950,8 +997,9 @@
       if (metrics.length) form.append("metrics", JSON.stringify(metrics));
       options = { method: "POST", body: form };
     } else {
-      // no input: a JSON body (a multipart one carries a file), and no image in it
+      // no input, or one of another modality (its editor's `input` body): a JSON body
       const body = { model: m.name, method: method.name, params, outputs: [], ...ask };
+      if (withInput) body.input = state.editor.value();
       options = {
         method: "POST",
         headers: { "content-type": "application/json" },
@@ -962,7 +1010,7 @@
     state.request = {
       method: method.name,
       objective: ask.objective || { kind: "class", target: ask.target },
-      noInput: !withInput,
+      noInput: !imageInput,
     };
     resetResult();
     $("run").disabled = true;
@@ -982,7 +1030,7 @@
       if (response.status === 200) {
         // the result itself: computed inline, or already computed (the same request)
         showJob({ id: body.job, state: "succeeded", progress: 1 });
-        showResult(readResult(body, { cached: !inline, noInput: !withInput }));
+        showResult(readResult(body, { cached: !inline, noInput: !imageInput }));
       } else {
         await follow(body, token);
       }
@@ -2010,11 +2058,28 @@
   }
 
   // for extensions and tests: add a renderer for a new artifact type
+  // What a renderer file (static/renderers/*.js) needs: register itself, and build a card
+  // like the built-in ones (see renderGeneric for the shape of a renderer).
   window.Lantern = Object.freeze({
     RENDERERS,
     registerRenderer(type, fn) {
       RENDERERS[type] = fn;
     },
+    registerInputEditor(modality, factory) {
+      INPUT_EDITORS[modality] = factory;
+      if (modalityOf(currentModel()) === modality) mountInputEditor(currentModel());
+    },
+    api,
+    apiJson,
+    el,
+    svgEl,
+    cardFrame,
+    withDownloads,
+    kvRows,
+    shapeText,
+    showError,
+    renderGeneric,
+    renderImage,
     fmtDuration,
     fmtNumber,
   });

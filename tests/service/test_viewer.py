@@ -115,3 +115,22 @@ def test_assets_load_nothing_from_another_host(viewer: TestClient, path: str) ->
     text = viewer.get(path).text.replace("http://www.w3.org/2000/svg", "")  # SVG namespace
     assert "http://" not in text and "https://" not in text
     assert "@import" not in text and "url(//" not in text
+
+
+def test_every_renderer_file_is_loaded_after_the_app_script(
+    viewer: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.routers import viewer as viewer_module
+
+    renderers = tmp_path / "renderers"
+    renderers.mkdir()
+    (renderers / "b_histogram.js").write_text("// b")
+    (renderers / "a_bars.js").write_text("// a")
+    (renderers / "notes.txt").write_text("not a script")
+    monkeypatch.setattr(viewer_module, "RENDERERS_DIR", renderers)
+    html = viewer.get("/").text
+    app_at = html.index('<script src="/static/app.js"></script>')
+    a_at = html.index('<script src="/static/renderers/a_bars.js"></script>')
+    b_at = html.index('<script src="/static/renderers/b_histogram.js"></script>')
+    assert app_at < a_at < b_at
+    assert "notes.txt" not in html

@@ -19,6 +19,10 @@ Units: the objective, plus the same objective at each of ``channels`` (more chan
 its layer, or more classes), one image each, optimised together as one batch. An
 optional ``diversity`` weight subtracts Lucid's diversity term (Gram-matrix cosine
 similarity across the batch, at the objective's layer).
+
+Each unit's image depends on its objective, its channel and the params alone (see
+:mod:`engine.visualisation.optimise`), so the images of channel objectives are written to
+the thumbnail cache that ``semantic_dictionary`` reads (``extras.thumbnails_cached``).
 """
 
 from __future__ import annotations
@@ -31,14 +35,18 @@ from engine.errors import InvalidParams
 from engine.methods.base import MethodSpec, Progress, publish_preview
 from engine.methods.registry import register
 from engine.models.runtime import LoadedModel
-from engine.objectives import Objective, ScoreKind, objective_tensor
-from engine.visualisation.adam import Adam
-from engine.visualisation.diversity import diversity
+from engine.objectives import (
+    Channel,
+    ClassScore,
+    Neuron,
+    Objective,
+    ScoreKind,
+    objective_tensor,
+)
+from engine.visualisation.cache import thumbnail_cache, thumbnail_key
 from engine.visualisation.grid import image_grid, to_uint8
-from engine.visualisation.model_io import ModelInput, UnitGradients, unit_objectives
-from engine.visualisation.param import ImageParam
-from engine.visualisation.threads import single_threaded_blas
-from engine.visualisation.transforms import resize_only, standard_transforms
+from engine.visualisation.model_io import unit_objectives
+from engine.visualisation.optimise import Settings, optimise
 
 #: Steps between previews published while the job runs.
 PREVIEW_EVERY = 64
@@ -96,6 +104,27 @@ def check(params: FeatureVisualisationParams, model: LoadedModel) -> None:
         )
 
 
+def settings_of(params: FeatureVisualisationParams) -> Settings:
+    return Settings(
+        size=params.size,
+        steps=params.steps,
+        learning_rate=params.learning_rate,
+        transforms=params.transforms,
+        decorrelate=params.decorrelate,
+        seed=params.seed,
+        diversity=params.diversity,
+    )
+
+
+def unit_key(unit: Objective) -> int:
+    """The index a unit's starting image is drawn with (its channel or class)."""
+    if isinstance(unit, Channel | Neuron):
+        return unit.channel
+    if isinstance(unit, ClassScore):
+        return unit.index
+    return 0
+
+
 def feature_visualisation(
     model: LoadedModel,
     item: None,
@@ -105,45 +134,20 @@ def feature_visualisation(
 ) -> Result:
     check(params, model)
     units, names = unit_objectives(model, objective, params.channels)
-    n, size, steps = len(units), params.size, params.steps
+    n, steps = len(units), params.steps
     tensor = objective_tensor(objective, model)
-    grads = UnitGradients(model, units)
-    to_model = ModelInput(model)
-    model_hw = model.input_hw
-    rng = np.random.default_rng(params.seed)
-    image = ImageParam(size, size, decorrelate=params.decorrelate)
-    p = image.init(rng, n).astype(np.float32)
-    adam = Adam(p.shape, params.learning_rate)
-    values = np.zeros((n, steps))
-    axis = getattr(objective, "channel_axis", 1)
-    weight = params.diversity if n > 1 else 0.0
-    diversities: list[float] = []
+    settings = settings_of(params)
 
-    def penalty(t: np.ndarray) -> np.ndarray:
-        d, g = diversity(t, axis)
-        diversities.append(d)
-        return -weight * g
+    def preview(rgb: np.ndarray, step: int) -> None:
+        publish_preview(progress, _images(rgb, names, step))
 
-    passes = 0
-    fixed = resize_only((size, size), model_hw)
-    with single_threaded_blas():
-        for step in range(steps):
-            rgb = image.image(p)
-            chain = (
-                standard_transforms(rng, (size, size), model_hw) if params.transforms else fixed
-            )
-            x = to_model.forward(chain.forward(rgb))
-            v, g, used = grads(x, penalty if weight > 0 else None)
-            passes += used
-            values[:, step] = v
-            p = adam.ascend(p, image.backward(chain.adjoint(to_model.adjoint(g))))
-            progress((step + 1) / steps)
-            if (step + 1) % PREVIEW_EVERY == 0 and step + 1 < steps:
-                publish_preview(progress, _images(image.image(p), names, step + 1))
-    final = _images(image.image(p), names, steps)
+    run = optimise(model, units, [unit_key(u) for u in units], settings, progress, preview,
+                   PREVIEW_EVERY)
+    final = _images(run.rgb, names, steps)
+    cached = _fill_cache(model, units, final, settings)
     x_axis = np.arange(1, steps + 1, dtype=np.float64)
     curves: list[Artifact] = [
-        Curve(f"curve_{name.removeprefix('unit_')}", x_axis, values[i], "step", "objective")
+        Curve(f"curve_{name.removeprefix('unit_')}", x_axis, run.values[i], "step", "objective")
         for i, name in enumerate(names)
     ]
     grid = ImageArtifact(
@@ -153,17 +157,35 @@ def feature_visualisation(
     extras: dict[str, object] = {
         "layer": tensor,
         "units": [u.describe() for u in units],
-        "size": size,
+        "size": params.size,
         "steps": steps,
         "transforms": params.transforms,
-        "final_objective": [float(values[i, -1]) for i in range(n)],
+        "final_objective": [float(run.values[i, -1]) for i in range(n)],
         "backward_passes": steps * n,
+        "thumbnails_cached": cached,
     }
-    if diversities:
-        extras["diversity"] = {"first": diversities[0], "last": diversities[-1]}
+    if run.diversities:
+        extras["diversity"] = {"first": run.diversities[0], "last": run.diversities[-1]}
     return Result(
-        [*final, grid, *curves], model_calls=passes, extras=extras, views={"png": "grid"}
+        [*final, grid, *curves], model_calls=run.passes, extras=extras, views={"png": "grid"}
     )
+
+
+def _fill_cache(
+    model: LoadedModel, units: list[Objective], images: list[Artifact], settings: Settings
+) -> int:
+    """Channel units' images into the thumbnail cache that semantic_dictionary reads (not
+    with diversity: its rows depend on each other). Returns how many were written."""
+    if settings.diversity > 0 and len(units) > 1:
+        return 0
+    cache = thumbnail_cache(model)
+    written = 0
+    for unit, art in zip(units, images, strict=True):
+        if isinstance(unit, Channel) and isinstance(art, ImageArtifact):
+            cache.put(thumbnail_key(model.version, unit.tensor, unit.channel, settings),
+                      art.pixels)
+            written += 1
+    return written
 
 
 def _images(rgb: np.ndarray, names: list[str], step: int) -> list[Artifact]:

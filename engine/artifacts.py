@@ -387,3 +387,8 @@ def unpack(data: bytes) -> tuple[list[Artifact], dict[str, str]]:
             arrays = {k: z[f"a{i}_{k}"] for k in entry["arrays"]}
             out.append(cls.restore(entry["name"], entry["meta"], arrays))
     return out, dict(header.get("views", {}))
+
+
+# The "inside the network" types (groups, dictionary, comparison): registered here, so any
+# process that unpacks a result knows them.
+import engine.inside_artifacts  # noqa: E402, F401

@@ -70,12 +70,23 @@ def renderer(artifact_type: str, fmt: str) -> Callable[[RenderFn], RenderFn]:
     return deco
 
 
+_loaded = False
+
+
 def _load() -> None:
-    # each module registers its renderers on import
-    import engine.render.curve
-    import engine.render.heatmap
-    import engine.render.image
-    import engine.render.segments  # noqa: F401
+    """Import every module of this package once: each registers its renderers on import
+    (adding a renderer is adding its module)."""
+    global _loaded
+    if _loaded:
+        return
+    import importlib
+    import pkgutil
+
+    import engine.render as package
+
+    for info in pkgutil.iter_modules(package.__path__, prefix=f"{package.__name__}."):
+        importlib.import_module(info.name)
+    _loaded = True
 
 
 def formats_of(artifact_type: str) -> list[str]:

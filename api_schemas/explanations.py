@@ -1,24 +1,34 @@
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictInt, Tag
 
+from api_schemas.modalities.image import ImageInputBody
+from api_schemas.modalities.tabular import TabularInputBody
+from api_schemas.modalities.text import TextInputBody
+from api_schemas.modalities.time_series import TimeSeriesInputBody
 from api_schemas.objectives import ObjectiveRequest
+
+__all__ = ["ImageInputBody", "InputBody"]
 
 OutputName = Literal["values", "png", "overlay"]
 
 
-class ImageInputBody(BaseModel):
-    """An image input: the file's bytes as base64."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    modality: Literal["image"] = "image"
-    data: str = Field(description="The image file (PNG, JPEG, ...) encoded as base64.")
+def _modality_of(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("modality", "image"))
+    return str(getattr(value, "modality", "image"))
 
 
-InputBody = ImageInputBody
+#: One input by modality (its ``modality`` field; "image" when it has none).
+InputBody = Annotated[
+    Annotated[ImageInputBody, Tag("image")]
+    | Annotated[TabularInputBody, Tag("tabular")]
+    | Annotated[TextInputBody, Tag("text")]
+    | Annotated[TimeSeriesInputBody, Tag("time_series")],
+    Discriminator(_modality_of),
+]
 
 
 class ExplanationRequest(BaseModel):

@@ -1,47 +1,46 @@
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
 
-NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+from api_schemas.modalities.base import NAME_PATTERN, ManifestBase
+from api_schemas.modalities.image import ImageManifest
+from api_schemas.modalities.tabular import TabularManifest
+from api_schemas.modalities.text import TextManifest
+from api_schemas.modalities.time_series import TimeSeriesManifest
+
+#: The image manifest's name before there were other modalities.
+ModelManifest = ImageManifest
 
 
-class ModelManifest(BaseModel):
-    """How to feed a model: preprocessing spec and labels. Every number must be finite
-    (NaN and ±Infinity, which Python's json.dumps writes, are refused)."""
+def _modality_of(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("modality", "image"))
+    return str(getattr(value, "modality", "image"))
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    name: str = Field(pattern=NAME_PATTERN, examples=["my-classifier"])
-    modality: Literal["image"] = "image"
-    layout: Literal["NCHW", "NHWC"] = "NCHW"
-    input_size: tuple[int, int] = Field(
-        default=(224, 224), description="Model input height and width in pixels."
-    )
-    channel_order: Literal["RGB", "BGR"] = "RGB"
-    scale: float = Field(
-        default=1.0 / 255.0, gt=0, description="Pixels (0..255) are multiplied by this first."
-    )
-    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    resize: Literal["bicubic", "bilinear", "nearest", "lanczos"] = "bicubic"
-    labels: list[str] = Field(min_length=1, max_length=100_000)
-    description: str = Field(default="", max_length=2000)
+#: A manifest of any modality, chosen by its ``modality`` field ("image" when it has none).
+AnyManifest = Annotated[
+    Annotated[ImageManifest, Tag("image")]
+    | Annotated[TabularManifest, Tag("tabular")]
+    | Annotated[TextManifest, Tag("text")]
+    | Annotated[TimeSeriesManifest, Tag("time_series")],
+    Discriminator(_modality_of),
+]
+MANIFESTS: TypeAdapter[AnyManifest] = TypeAdapter(AnyManifest)
 
-    @field_validator("input_size")
-    @classmethod
-    def _size_in_range(cls, v: tuple[int, int]) -> tuple[int, int]:
-        if not all(8 <= s <= 4096 for s in v):
-            raise ValueError("input_size entries must lie between 8 and 4096 pixels")
-        return v
-
-    @field_validator("std")
-    @classmethod
-    def _std_positive(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
-        if any(s <= 0 for s in v):
-            raise ValueError("std entries must be positive")
-        return v
+__all__ = [
+    "MANIFESTS",
+    "NAME_PATTERN",
+    "AnyManifest",
+    "ImageManifest",
+    "ManifestBase",
+    "ModelManifest",
+    "TabularManifest",
+    "TextManifest",
+    "TimeSeriesManifest",
+]
 
 
 class TensorInfo(BaseModel):
@@ -115,7 +114,11 @@ class ModelInfo(BaseModel):
     builtin: bool = False
     size_bytes: int
     created_at: float
-    manifest: ModelManifest
+    manifest: AnyManifest
+    output: str | None = Field(
+        default=None,
+        description="The output explained (the class scores), where the graph has several.",
+    )
     inputs: list[TensorInfo] = Field(default_factory=list)
     outputs: list[TensorInfo] = Field(default_factory=list)
     layers: list[LayerInfo] = Field(default_factory=list)

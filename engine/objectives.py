@@ -267,7 +267,7 @@ def _layer_shape(model: LoadedModel, layer: str) -> tuple[int | str | None, ...]
 
 
 def _channel_axis(model: LoadedModel, rank: int) -> int:
-    return 1 if rank <= 2 or model.manifest.layout == "NCHW" else -1
+    return 1 if rank <= 2 or not model.channels_last else -1
 
 
 def _dim(shape: tuple[int | str | None, ...], axis: int) -> int | None:

@@ -36,7 +36,6 @@ from engine.errors import (
 from engine.explain import Explanation, finish, resolve
 from engine.methods.base import MethodSpec, ScaledProgress
 from engine.methods.registry import get_method
-from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
 from engine.objectives import Objective, ScoreKind, resolve_objective
 from engine.quality.metrics import MetricsRequest
@@ -131,7 +130,7 @@ class Prepared:
     spec: MethodSpec[Any]
     params: Any
     model: LoadedModel
-    item: ImageInput | None
+    item: Any  # the codec's decoded item (None for methods that take no input)
 
 
 class _Items:
@@ -139,10 +138,10 @@ class _Items:
 
     def __init__(self, capacity: int = 8) -> None:
         self.capacity = capacity
-        self._items: OrderedDict[tuple[str, str], ImageInput] = OrderedDict()
+        self._items: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, rt: Runtime, rec: JobRecord, model: LoadedModel) -> ImageInput | None:
+    def get(self, rt: Runtime, rec: JobRecord, model: LoadedModel) -> Any:
         key = rec.input_key
         if key is None:
             return None
@@ -161,7 +160,7 @@ class _Items:
         self.put(key, model.version, item)
         return item
 
-    def put(self, key: str, version: str, item: ImageInput) -> None:
+    def put(self, key: str, version: str, item: Any) -> None:
         """An input decoded already (the API's check at submit: the sync lane reuses it)."""
         with self._lock:
             self._items[(key, version)] = item

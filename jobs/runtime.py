@@ -77,4 +77,4 @@ def _io(info: ModelInfo, version: str) -> GraphIO | None:
         return None
     shape0 = info.inputs[0].shape[0] if info.inputs[0].shape else None
     fixed = shape0 if isinstance(shape0, int) and shape0 > 0 else None
-    return GraphIO(info.inputs[0].name, info.outputs[0].name, fixed)
+    return GraphIO(info.inputs[0].name, info.output or info.outputs[0].name, fixed)

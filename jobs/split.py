@@ -24,7 +24,6 @@ from api_schemas.jobs import JobState
 from engine.errors import BackendUnavailable, Cancelled, LanternError, internal_error
 from engine.explain import finish
 from engine.methods.perturbation import EvalStats, References, dump_plan, load_plan
-from engine.modalities.image import ImageInput
 from engine.objectives import Objective
 from engine.quality.metrics import MetricsRequest
 from jobs.leases import Heartbeat, LeaseLost, new_token
@@ -45,7 +44,7 @@ class Splitter(Protocol):
     def submit_assemble(self, job_id: str) -> None: ...
 
 
-def _item(job: Prepared) -> ImageInput:
+def _item(job: Prepared) -> Any:
     if job.item is None:
         raise LanternError("A perturbation job needs an input; submit it with one.")
     return job.item

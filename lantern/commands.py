@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from api_schemas.models import AnyManifest, ImageManifest
+
 if TYPE_CHECKING:
     from lantern_client import LanternClient, ResultFormat
 
@@ -87,13 +89,20 @@ class ProgressBar:
 # -- handlers ---------------------------------------------------------------------------
 
 
+def _input_of(manifest: AnyManifest) -> str:
+    """What a model takes, in a few words: ``224x224 NCHW`` for images, else its modality."""
+    if isinstance(manifest, ImageManifest):
+        h, w = manifest.input_size
+        return f"{h}x{w} {manifest.layout}"
+    return manifest.modality
+
+
 def _models_add(client: LanternClient, args: argparse.Namespace) -> int:
     manifest = Path(args.manifest)
     info = client.upload_model(Path(args.file), manifest if manifest.exists() else args.manifest)
     print(
         f"registered {info.name} version {info.version[:12]} "
-        f"({len(info.manifest.labels)} labels, input {info.manifest.input_size[0]}"
-        f"x{info.manifest.input_size[1]} {info.manifest.layout})"
+        f"({len(info.manifest.labels)} labels, input {_input_of(info.manifest)})"
     )
     return 0
 
@@ -105,12 +114,11 @@ def _models_list(client: LanternClient, args: argparse.Namespace) -> int:
         return 0
     rows = [("NAME", "VERSION", "INPUT", "LABELS", "SIZE", "BUILTIN")]
     for m in models:
-        h, w = m.manifest.input_size
         rows.append(
             (
                 m.name,
                 m.version[:12],
-                f"{h}x{w} {m.manifest.layout}",
+                _input_of(m.manifest),
                 str(len(m.manifest.labels)),
                 _human_bytes(m.size_bytes),
                 "yes" if m.builtin else "",

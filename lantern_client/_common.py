@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from api_schemas.explanations import ExplanationResult
 from api_schemas.jobs import JobStatus
-from api_schemas.models import ModelManifest
+from api_schemas.modalities.base import ManifestBase
 from lantern_client.errors import LanternAPIError
 
 ImageInput: TypeAlias = str | os.PathLike[str] | bytes | Image.Image | NDArray[np.uint8]
@@ -27,8 +27,9 @@ ImageInput: TypeAlias = str | os.PathLike[str] | bytes | Image.Image | NDArray[n
 ModelInput: TypeAlias = str | os.PathLike[str] | bytes
 """An ONNX model: a path to the ``.onnx`` file, or its bytes."""
 
-ManifestInput: TypeAlias = ModelManifest | Mapping[str, Any] | str | os.PathLike[str]
-"""A manifest: a ModelManifest, a dict, a JSON string, or a path to a JSON file."""
+ManifestInput: TypeAlias = ManifestBase | Mapping[str, Any] | str | os.PathLike[str]
+"""A manifest (of any modality: ImageManifest, TabularManifest, ...), a dict, a JSON string,
+or a path to a JSON file."""
 
 ProgressCallback: TypeAlias = Callable[[float, str], None]
 """Called with (progress 0..1, state) while a job is polled."""
@@ -101,7 +102,7 @@ def model_bytes(model: ModelInput) -> tuple[str, bytes]:
 
 
 def manifest_json(manifest: ManifestInput) -> str:
-    if isinstance(manifest, ModelManifest):
+    if isinstance(manifest, ManifestBase):
         return manifest.model_dump_json()
     if isinstance(manifest, Mapping):
         return json.dumps(dict(manifest))

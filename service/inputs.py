@@ -10,8 +10,9 @@ import re
 from typing import Any, TypeVar, overload
 
 import numpy as np
+import orjson
 from fastapi import Request
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.datastructures import UploadFile
 
 from api_schemas.errors import FINITE_MESSAGE, describe_validation_errors, validation_message
@@ -19,6 +20,7 @@ from engine.errors import InvalidInput, LanternError, PayloadTooLarge
 
 MULTIPART = "multipart/form-data"
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 E = TypeVar("E", bound=LanternError)
 
 MAX_JSON_DEPTH = 64
@@ -237,6 +239,33 @@ def validate_as(
     """``data`` validated as ``model``, or ``validation_error``'s error."""
     try:
         return model.model_validate(data)
+    except ValidationError as e:
+        raise validation_error(e, what, hint, error_cls) from None
+
+
+def input_bytes(body: Any, limit: int) -> bytes:
+    """An input body's bytes as its model's codec decodes them: an image's file (base64
+    decoded), any other modality's fields as JSON (without ``modality``)."""
+    from api_schemas.modalities.image import ImageInputBody
+
+    if isinstance(body, ImageInputBody):
+        return decode_base64_image(body.data, limit)
+    data: bytes = orjson.dumps(body.model_dump(mode="json", exclude={"modality"}))
+    return data
+
+
+def validate_with(
+    adapter: TypeAdapter[T],
+    data: Any,
+    *,
+    what: str = "The request is invalid",
+    hint: str = "",
+    error_cls: type[LanternError] = InvalidInput,
+) -> T:
+    """``data`` validated by a type adapter (a union such as a manifest of any modality),
+    or ``validation_error``'s error."""
+    try:
+        return adapter.validate_python(data)
     except ValidationError as e:
         raise validation_error(e, what, hint, error_cls) from None
 

@@ -31,6 +31,7 @@ from engine.errors import (
     JobTooCostly,
     QueueFull,
     UnknownJob,
+    UnsupportedModality,
 )
 from engine.explain import check_method
 from engine.methods.base import MethodSpec
@@ -139,6 +140,13 @@ def submit(
             f"Method {spec.name!r} explains an input: send `image` (or `input`, or a file).",
             details={"field": "input"},
         )
+    sent = req.input.modality if req.input is not None else "image" if req.image else None
+    if data is not None and sent is not None and sent != info.manifest.modality:
+        raise UnsupportedModality(
+            f"Model {info.name!r} takes {info.manifest.modality} inputs, not {sent}: send "
+            f'`input` with "modality": "{info.manifest.modality}".',
+            details={"model": info.name, "modality": info.manifest.modality, "sent": sent},
+        )
     model = rt.load(info.name, info.version)
     check_method(spec, model, objective)
     item = model.codec.decode(data) if data is not None else None  # the check, and the item
@@ -148,6 +156,12 @@ def submit(
         spec.check_objective(params, model, resolved)
     if spec.kind == "gradient" and resolved.layer is not None:
         model.check_gradients(output=resolved.layer)
+    if metrics is not None and model.modality != "image":
+        raise InvalidParams(
+            "Quality metrics (deletion, insertion, sanity) score image explanations; ask "
+            f"without `metrics` for this {model.modality} model.",
+            details={"metrics": metrics.names, "modality": model.modality},
+        )
     if metrics is not None and not isinstance(objective, ClassObjective):
         raise InvalidParams(
             "Quality metrics score a class: ask for them with a class objective.",

@@ -32,7 +32,7 @@ class ActivationMapsParams(BaseModel):
 def check(params: ActivationMapsParams, model: LoadedModel) -> None:
     layer = resolve_layer(model, params.layer)
     shape = model.layer_shapes().get(layer, ())
-    axis = 1 if model.manifest.layout == "NCHW" else 3
+    axis = 3 if model.channels_last else 1
     count = shape[axis] if len(shape) == 4 else None
     if params.channels is not None and isinstance(count, int) and count > 0:
         _check_channels(params.channels, layer, count)

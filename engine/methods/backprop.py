@@ -59,7 +59,7 @@ def _tensor_shape(model: LoadedModel, tensor: str, n: int) -> tuple[int, ...]:
 
 
 def channel_axis(model: LoadedModel) -> int:
-    return 1 if model.manifest.layout == "NCHW" else 3
+    return 3 if model.channels_last else 1
 
 
 def reduce_channels(

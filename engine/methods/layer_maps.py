@@ -40,6 +40,6 @@ def resolve_layer(model: LoadedModel, layer: str | None) -> str:
 def to_chw(a: NDArray[np.float32], model: LoadedModel) -> NDArray[np.float32]:
     """A layer value (1, C, h, w) or (1, h, w, C) as (C, h, w)."""
     out: NDArray[np.float32] = (
-        np.ascontiguousarray(a[0].transpose(2, 0, 1)) if model.manifest.layout == "NHWC" else a[0]
+        np.ascontiguousarray(a[0].transpose(2, 0, 1)) if model.channels_last else a[0]
     )
     return out

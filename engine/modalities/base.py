@@ -16,9 +16,12 @@ Methods declare which modalities they take (``MethodSpec.modalities``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
+import onnxruntime as ort
 from numpy.typing import NDArray
 
 ItemT = TypeVar("ItemT")
@@ -48,3 +51,42 @@ class Codec(Protocol[ItemT]):
         out: NDArray[np.float32],
     ) -> NDArray[np.float32]:
         """Model-space samples: ``x0`` where ``masks`` keep, ``xb`` where they hide."""
+
+
+@dataclass(frozen=True)
+class GraphCheck:
+    """What a modality found in an uploaded graph that agrees with its manifest: the input
+    fed, the output explained (the class scores) and its class count."""
+
+    input_name: str
+    output_name: str
+    num_classes: int
+
+
+@dataclass(frozen=True)
+class Modality:
+    """One kind of input, registered once by its module in ``engine/modalities/``.
+
+    * ``codec(manifest, max_pixels)``: the model's codec (see :class:`Codec`).
+    * ``check_graph(session, manifest)``: at registration, refuse (typed errors) a graph
+      whose inputs and outputs disagree with the manifest; run it once on a test input.
+    * ``inference_dims(manifest)``: the input's shape at batch 1 for static shape inference
+      (None: leave the graph's own).
+    """
+
+    name: str
+    codec: Callable[[Any, int], Codec[Any]]
+    check_graph: Callable[[ort.InferenceSession, Any], GraphCheck]
+    inference_dims: Callable[[Any], list[int] | None]
+
+
+def check_label_count(num_classes: int, labels: list[str]) -> None:
+    """Refuse a manifest whose labels do not name the output's classes one to one."""
+    from engine.errors import InvalidManifest
+
+    if num_classes != len(labels):
+        raise InvalidManifest(
+            f"The model's output has {num_classes} classes but the manifest lists "
+            f"{len(labels)} labels. Give exactly one label per output class.",
+            details={"outputs": num_classes, "labels": len(labels)},
+        )

@@ -16,12 +16,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 from numpy.typing import NDArray
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from api_schemas.models import ModelManifest
-from engine.errors import ImageTooLarge, InvalidImage, UnsupportedImageMode
+from api_schemas.modalities.image import ImageManifest
+from engine.errors import (
+    ImageTooLarge,
+    InvalidImage,
+    InvalidManifest,
+    InvalidModel,
+    UnsupportedImageMode,
+)
+from engine.modalities.base import GraphCheck, Modality, check_label_count
 from engine.modalities.baselines import Baseline, baseline_pixels
+from engine.modalities.registry import register_modality
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
@@ -39,6 +48,7 @@ class ImageInput:
     @property
     def width(self) -> int:
         return int(self.pixels.shape[1])
+
 
 _RESAMPLE = {
     "bicubic": Image.Resampling.BICUBIC,
@@ -287,7 +297,7 @@ def _high_depth_to_gray(img: Image.Image) -> Image.Image:
     return Image.fromarray(gray)
 
 
-def prepare_image(img: Image.Image, manifest: ModelManifest) -> ImageInput:
+def prepare_image(img: Image.Image, manifest: ImageManifest) -> ImageInput:
     """Resize to the model's input size with the manifest's filter -> pixels 0..255."""
     h, w = manifest.input_size
     resized = img.resize((w, h), _RESAMPLE[manifest.resize])
@@ -302,7 +312,7 @@ class ImageCodec:
 
     modality = "image"
 
-    def __init__(self, manifest: ModelManifest, max_pixels: int = 40_000_000) -> None:
+    def __init__(self, manifest: ImageManifest, max_pixels: int = 40_000_000) -> None:
         self.manifest = manifest
         self.max_pixels = max_pixels
         scale = np.float32(manifest.scale)
@@ -352,3 +362,64 @@ class ImageCodec:
             np.multiply(m.astype(np.float32, copy=False), x0 - xb, out=out)
             out += xb
         return out
+
+
+def image_inference_dims(manifest: ImageManifest) -> list[int]:
+    h, w = manifest.input_size
+    return [1, 3, h, w] if manifest.layout == "NCHW" else [1, h, w, 3]
+
+
+def check_image_graph(sess: ort.InferenceSession, manifest: ImageManifest) -> GraphCheck:
+    """One float32 rank-4 input of the manifest's layout and size; the first output has one
+    score per label (run once on a zero image)."""
+    inputs = sess.get_inputs()
+    if len(inputs) != 1:
+        raise InvalidModel(
+            f"The model has {len(inputs)} inputs; image models must take exactly one input tensor.",
+            details={"inputs": [i.name for i in inputs]},
+        )
+    inp = inputs[0]
+    if inp.type != "tensor(float)":
+        raise InvalidModel(
+            f"The model input is {inp.type}; Lantern feeds float32 images.",
+            details={"input_type": inp.type},
+        )
+    shape = list(inp.shape)
+    if len(shape) != 4:
+        raise InvalidManifest(
+            f"The model input has rank {len(shape)}; an image model takes a rank-4 "
+            "tensor (NCHW or NHWC).",
+            details={"input_shape": shape},
+        )
+    h, w = manifest.input_size
+    expect = [None, 3, h, w] if manifest.layout == "NCHW" else [None, h, w, 3]
+    for axis, (got, want) in enumerate(zip(shape, expect, strict=True)):
+        if want is not None and isinstance(got, int) and got != want:
+            raise InvalidManifest(
+                f"The model input has shape {shape}, but the manifest says "
+                f"{manifest.layout} with input_size {list(manifest.input_size)} "
+                f"(axis {axis} should be {want}). Fix the manifest's layout or input_size.",
+                details={"input_shape": shape, "layout": manifest.layout},
+            )
+    batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else 1
+    dummy_shape = [batch, *image_inference_dims(manifest)[1:]]
+    try:
+        out = sess.run(None, {inp.name: np.zeros(dummy_shape, dtype=np.float32)})[0]
+    except Exception as e:  # ORT raises many types; any failure means "cannot run"
+        raise InvalidModel(
+            "The model failed on a test input of the manifest's size. Check input_size and layout.",
+            details={"reason": str(e)[:500]},
+        ) from None
+    num_classes = int(np.asarray(out).size // max(batch, 1))
+    check_label_count(num_classes, manifest.labels)
+    return GraphCheck(inp.name, sess.get_outputs()[0].name, num_classes)
+
+
+register_modality(
+    Modality(
+        name="image",
+        codec=ImageCodec,
+        check_graph=check_image_graph,
+        inference_dims=image_inference_dims,
+    )
+)

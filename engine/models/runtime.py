@@ -23,7 +23,7 @@ import onnx
 import onnxruntime as ort
 from numpy.typing import NDArray
 
-from api_schemas.models import ModelManifest
+from api_schemas.models import AnyManifest, ImageManifest
 from engine.gradients import BUCKETS, GradientCache, VJPResult, check_differentiable, vjp
 from engine.modalities import codec_for
 from engine.models.batching import BATCH_CANDIDATES, choose_batch, time_per_image
@@ -85,7 +85,7 @@ class LoadedModel:
         name: str,
         version: str,
         path: Path,
-        manifest: ModelManifest,
+        manifest: AnyManifest,
         options: RuntimeOptions,
         gradients: GradientCache | None = None,
         io: GraphIO | None = None,
@@ -143,9 +143,27 @@ class LoadedModel:
         return self._session is not None
 
     @property
+    def image_manifest(self) -> ImageManifest:
+        """The manifest of an image model (image-only code asks; methods that take other
+        modalities never reach it: check_method refuses them first)."""
+        manifest = self.manifest
+        if not isinstance(manifest, ImageManifest):
+            raise TypeError(f"model {self.name!r} is {manifest.modality}, not image")
+        return manifest
+
+    @property
     def input_hw(self) -> tuple[int, int]:
-        h, w = self.manifest.input_size
+        h, w = self.image_manifest.input_size
         return int(h), int(w)
+
+    @property
+    def channels_last(self) -> bool:
+        """Whether the model's feature maps put channels last (NHWC image models)."""
+        return isinstance(self.manifest, ImageManifest) and self.manifest.layout == "NHWC"
+
+    @property
+    def modality(self) -> str:
+        return self.manifest.modality
 
     @property
     def labels(self) -> list[str]:
@@ -297,7 +315,7 @@ class LoadedModel:
             if window_hw in self._incremental:
                 return self._incremental[window_hw]
         runner: IncrementalRunner | None = None
-        if self.manifest.layout == "NCHW" and not self.fixed_batch:
+        if not self.channels_last and self.modality == "image" and not self.fixed_batch:
             try:
                 proto = self.proto()
                 cut = find_cut(proto, self.input_name, self.output_name, self.input_hw, window_hw)
@@ -373,7 +391,7 @@ class SessionCache:
         name: str,
         version: str,
         path: Path,
-        manifest: ModelManifest,
+        manifest: AnyManifest,
         io: GraphIO | None = None,
     ) -> LoadedModel:
         """The loaded model of this version (``io``: its graph's input and output, as

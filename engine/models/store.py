@@ -30,12 +30,13 @@ from pydantic import ValidationError
 
 from api_schemas.errors import describe_validation_errors, validation_message
 from api_schemas.models import (
+    MANIFESTS,
     NAME_PATTERN,
+    AnyManifest,
     BrokenModel,
     Capabilities,
     LayerInfo,
     ModelInfo,
-    ModelManifest,
 )
 from engine.errors import (
     InvalidManifest,
@@ -50,7 +51,7 @@ from engine.models.layers import discover_layers, graph_io
 from engine.models.validate import DEFAULT_MAX_TENSOR_BYTES, validate_model
 
 
-def content_version(data: bytes, manifest: ModelManifest | None = None) -> str:
+def content_version(data: bytes, manifest: AnyManifest | None = None) -> str:
     """sha256 prefix of the model bytes and, when given, of the manifest's fields that
     change results (all but the description)."""
     digest = hashlib.sha256(data)
@@ -139,7 +140,7 @@ class ModelStore:
     def add(
         self,
         data: bytes,
-        manifest: ModelManifest,
+        manifest: AnyManifest,
         *,
         builtin: bool = False,
         max_tensor_bytes: int | None = None,
@@ -182,6 +183,7 @@ class ModelStore:
             size_bytes=len(data),
             created_at=time.time(),
             manifest=manifest,
+            output=checked.output_name,
             inputs=inputs,
             outputs=outputs,
             layers=layers,
@@ -323,10 +325,10 @@ def _plausible_name(name: str) -> bool:
     return re.fullmatch(NAME_PATTERN, name) is not None
 
 
-def parse_manifest(raw: str | bytes) -> ModelManifest:
+def parse_manifest(raw: str | bytes) -> AnyManifest:
     """Parse a manifest sent by a caller, as an error with a sentence when it is wrong."""
     try:
-        return ModelManifest.model_validate_json(raw)
+        return MANIFESTS.validate_json(raw)
     except ValidationError as e:
         errors = describe_validation_errors(e.errors())
         raise InvalidManifest(
@@ -335,4 +337,7 @@ def parse_manifest(raw: str | bytes) -> ModelManifest:
         ) from None
 
 
-MANIFEST_HINT = "Send a JSON manifest with name, layout, input_size, mean, std and labels."
+MANIFEST_HINT = (
+    "Send a JSON manifest with name, labels and its modality's fields (image, the default: "
+    "layout, input_size, mean, std; see the ModelManifest schemas of /docs)."
+)

@@ -13,8 +13,9 @@ import onnx.shape_inference
 import onnxruntime as ort
 from google.protobuf.message import DecodeError
 
-from api_schemas.models import ModelManifest
-from engine.errors import InvalidManifest, InvalidModel, ModelTooLarge
+from api_schemas.models import AnyManifest
+from engine.errors import InvalidModel, ModelTooLarge
+from engine.modalities.registry import modality
 
 ALLOWED_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
 DEFAULT_MAX_TENSOR_BYTES = 256 * 1024 * 1024
@@ -53,7 +54,7 @@ def _has_external_data(model: onnx.ModelProto) -> bool:
 
 def validate_model(
     data: bytes,
-    manifest: ModelManifest,
+    manifest: AnyManifest,
     max_bytes: int,
     *,
     max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
@@ -109,57 +110,12 @@ def validate_model(
             "ONNX Runtime cannot load this model. Check its opset and operators.",
             details={"reason": str(e)[:500]},
         ) from None
-    inputs = sess.get_inputs()
-    if len(inputs) != 1:
-        raise InvalidModel(
-            f"The model has {len(inputs)} inputs; image models must take exactly one input tensor.",
-            details={"inputs": [i.name for i in inputs]},
-        )
-    inp = inputs[0]
-    if inp.type != "tensor(float)":
-        raise InvalidModel(
-            f"The model input is {inp.type}; Lantern feeds float32 images.",
-            details={"input_type": inp.type},
-        )
-    shape = list(inp.shape)
-    if len(shape) != 4:
-        raise InvalidManifest(
-            f"The model input has rank {len(shape)}; an image model takes a rank-4 "
-            "tensor (NCHW or NHWC).",
-            details={"input_shape": shape},
-        )
-    h, w = manifest.input_size
-    expect = [None, 3, h, w] if manifest.layout == "NCHW" else [None, h, w, 3]
-    for axis, (got, want) in enumerate(zip(shape, expect, strict=True)):
-        if want is not None and isinstance(got, int) and got != want:
-            raise InvalidManifest(
-                f"The model input has shape {shape}, but the manifest says "
-                f"{manifest.layout} with input_size {list(manifest.input_size)} "
-                f"(axis {axis} should be {want}). Fix the manifest's layout or input_size.",
-                details={"input_shape": shape, "layout": manifest.layout},
-            )
-    batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else 1
-    dummy_shape = [batch, 3, h, w] if manifest.layout == "NCHW" else [batch, h, w, 3]
-    try:
-        out = sess.run(None, {inp.name: np.zeros(dummy_shape, dtype=np.float32)})[0]
-    except Exception as e:
-        raise InvalidModel(
-            "The model failed on a test input of the manifest's size. Check input_size and layout.",
-            details={"reason": str(e)[:500]},
-        ) from None
-    arr = np.asarray(out)
-    num_classes = int(arr.size // max(batch, 1))
-    if num_classes != len(manifest.labels):
-        raise InvalidManifest(
-            f"The model's first output has {num_classes} classes but the manifest lists "
-            f"{len(manifest.labels)} labels. Give exactly one label per output class.",
-            details={"outputs": num_classes, "labels": len(manifest.labels)},
-        )
+    graph = modality(manifest.modality).check_graph(sess, manifest)
     return ValidatedModel(
         proto=proto,
-        input_name=inp.name,
-        output_name=sess.get_outputs()[0].name,
-        num_classes=num_classes,
+        input_name=graph.input_name,
+        output_name=graph.output_name,
+        num_classes=graph.num_classes,
     )
 
 
@@ -297,8 +253,8 @@ def _generated_shape(node: onnx.NodeProto, sizes: _Sizes) -> tuple[list[int], in
     return None
 
 
-def _inference_copy(proto: onnx.ModelProto, manifest: ModelManifest) -> onnx.ModelProto:
-    """The graph without its large constants (they become typed inputs), the image input
+def _inference_copy(proto: onnx.ModelProto, manifest: AnyManifest) -> onnx.ModelProto:
+    """The graph without its large constants (they become typed inputs), the data input
     fixed at batch 1 and the manifest's size: what shape inference needs, and small."""
     g = proto.graph
     m = onnx.ModelProto()
@@ -309,16 +265,15 @@ def _inference_copy(proto: onnx.ModelProto, manifest: ModelManifest) -> onnx.Mod
     mg.name = g.name
     init_names = {t.name for t in g.initializer} | {s.values.name for s in g.sparse_initializer}
     listed = {i.name for i in g.input}
-    h, w = manifest.input_size
-    image_dims = [1, 3, h, w] if manifest.layout == "NCHW" else [1, h, w, 3]
-    image_inputs = [i for i in g.input if i.name not in init_names]
+    dims = modality(manifest.modality).inference_dims(manifest)
+    data_inputs = [i for i in g.input if i.name not in init_names]
     for inp in g.input:
         new = mg.input.add()
         new.CopyFrom(inp)
-        if len(image_inputs) == 1 and inp.name == image_inputs[0].name:
+        if dims is not None and len(data_inputs) == 1 and inp.name == data_inputs[0].name:
             tt = new.type.tensor_type
-            if len(tt.shape.dim) == 4:
-                for d, v in zip(tt.shape.dim, image_dims, strict=True):
+            if len(tt.shape.dim) == len(dims):
+                for d, v in zip(tt.shape.dim, dims, strict=True):
                     if not (d.HasField("dim_value") and d.dim_value > 0):
                         d.Clear()
                         d.dim_value = v
@@ -344,7 +299,7 @@ def _inference_copy(proto: onnx.ModelProto, manifest: ModelManifest) -> onnx.Mod
     return m
 
 
-def _inferred(proto: onnx.ModelProto, manifest: ModelManifest) -> dict[str, _Value]:
+def _inferred(proto: onnx.ModelProto, manifest: AnyManifest) -> dict[str, _Value]:
     try:
         m = onnx.shape_inference.infer_shapes(
             _inference_copy(proto, manifest), check_type=False, strict_mode=False, data_prop=True
@@ -392,7 +347,7 @@ def _too_large(
     )
 
 
-def check_tensor_sizes(proto: onnx.ModelProto, manifest: ModelManifest, limit: int) -> None:
+def check_tensor_sizes(proto: onnx.ModelProto, manifest: AnyManifest, limit: int) -> None:
     """Refuse a graph that would create a tensor over ``limit`` bytes — without creating it.
 
     * Tensors made from constants when ONNX Runtime loads the model (constant folding:

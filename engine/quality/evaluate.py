@@ -66,7 +66,7 @@ def load_images(model: LoadedModel, folder: Path, limit: int | None = None) -> l
     for path in image_files(folder)[:limit]:
         with Image.open(path) as img:
             img.load()
-            out.append(prepare_image(to_rgb(img), model.manifest))
+            out.append(prepare_image(to_rgb(img), model.image_manifest))
     return out
 
 

@@ -37,7 +37,7 @@ class ModelInput:
 
     def __init__(self, model: LoadedModel) -> None:
         self.model = model
-        self.nchw = model.manifest.layout == "NCHW"
+        self.nchw = not model.channels_last
         probes = np.zeros((4, 1, 1, 3), np.float32)
         for k in range(3):
             probes[k, 0, 0, k] = 1.0

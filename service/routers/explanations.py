@@ -17,7 +17,13 @@ from jobs.runner import run_job
 from jobs.store import JobRecord
 from service.auth import AUTH_RESPONSES, Principal, require_user
 from service.errors import error_response
-from service.inputs import decode_base64_image, parse_json_field, read_body, validate_as
+from service.inputs import (
+    decode_base64_image,
+    input_bytes,
+    parse_json_field,
+    read_body,
+    validate_as,
+)
 from service.jobs import (
     build_result,
     dispatch,
@@ -134,13 +140,18 @@ async def create_explanation(
         data = file_bytes
     else:
         req = validate_as(ExplanationRequest, fields)
-        encoded = req.input.data if req.input is not None else req.image
         if req.input is not None and req.image is not None:
             raise InvalidInput(
                 "Give the input once: `image` or `input`, not both.",
                 details={"fields": ["image", "input"]},
             )
-        data = None if encoded is None else decode_base64_image(encoded, limit)
+        data = (
+            input_bytes(req.input, limit)
+            if req.input is not None
+            else None
+            if req.image is None
+            else decode_base64_image(req.image, limit)
+        )
     if data is not None and len(data) > limit:
         raise PayloadTooLarge(f"The image exceeds {limit} bytes. Send a smaller file.")
     outputs: list[str] = list(req.outputs)

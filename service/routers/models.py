@@ -8,19 +8,21 @@ from fastapi.concurrency import run_in_threadpool
 
 from api_schemas.errors import ErrorBody
 from api_schemas.models import (
+    MANIFESTS,
+    AnyManifest,
+    ImageManifest,
     ModelInfo,
     ModelList,
-    ModelManifest,
     Prediction,
     PredictRequest,
     PredictResponse,
 )
-from engine.errors import InvalidInput, InvalidManifest, PayloadTooLarge
+from engine.errors import InvalidInput, InvalidManifest, PayloadTooLarge, UnsupportedModality
 from engine.modalities.image import decode_image, prepare_image
 from engine.models.runtime import softmax
 from engine.models.store import MANIFEST_HINT
 from service.auth import AUTH_RESPONSES, Principal, require_admin, require_user
-from service.inputs import decode_base64_image, loads_json, read_body, validate_as
+from service.inputs import decode_base64_image, loads_json, read_body, validate_as, validate_with
 from service.state import ServiceState, get_state
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=AUTH_RESPONSES)
@@ -67,15 +69,15 @@ def list_models(
     return ModelList(models=models, broken=broken)
 
 
-def parse_manifest_field(raw: str) -> ModelManifest:
+def parse_manifest_field(raw: str) -> AnyManifest:
     """The manifest field of an upload, or invalid_manifest naming what is wrong (not
     JSON, nested too deep, a number that is not finite, a field pydantic refuses)."""
     try:
         obj = loads_json(raw, "manifest")
     except InvalidInput as e:
         raise InvalidManifest(f"{e.message} {MANIFEST_HINT}", details=e.details) from None
-    return validate_as(
-        ModelManifest,
+    return validate_with(
+        MANIFESTS,
         obj,
         what="The manifest is invalid",
         hint=MANIFEST_HINT,
@@ -191,16 +193,24 @@ async def predict(
     if len(data) > limit:
         raise PayloadTooLarge(f"The image exceeds {limit} bytes. Send a smaller file.")
 
+    manifest = info.manifest
+    if not isinstance(manifest, ImageManifest):
+        raise UnsupportedModality(
+            f"Model {info.name!r} is {manifest.modality}; predict takes images. Explain its "
+            "inputs with POST /v1/explanations.",
+            details={"model": info.name, "modality": manifest.modality},
+        )
+
     def run() -> PredictResponse:
         loaded = state.rt.load(info.name, info.version)
-        h, w = info.manifest.input_size
+        h, w = manifest.input_size
         image = decode_image(
             data,
             state.rt.settings.max_pixels,
             target_size=(w, h),
             max_bytes=state.rt.settings.max_decode_bytes,
         )
-        pixels = prepare_image(image, loaded.manifest).pixels
+        pixels = prepare_image(image, manifest).pixels
         logits = loaded.scores(pixels[None])
         probs = softmax(logits)[0]
         k = min(req.top_k, probs.shape[0])

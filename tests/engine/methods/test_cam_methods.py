@@ -154,9 +154,12 @@ def test_activation_maps(model: LoadedModel, image: ImageInput) -> None:
     out = activation_maps(model, image, ClassScore(0), ActivationMapsParams(top_k=2), no_progress)
     means = a.mean(axis=(1, 2))
     assert out.extras["channels"] == list(np.argsort(-means, kind="stable")[:2])
-    np.testing.assert_allclose(out.extras["channel_stats"]["mean"], means, rtol=1e-5)
-    np.testing.assert_allclose(out.extras["channel_stats"]["active_fraction"],
-                               (a > 0).mean(axis=(1, 2)))
+    stats = out.artifact("channel_stats").data()
+    assert stats["columns"] == ["channel", "mean", "max", "min", "std", "active_fraction"]
+    cols = np.asarray(stats["rows"], np.float64).T
+    np.testing.assert_allclose(cols[1], means, rtol=1e-5)
+    np.testing.assert_allclose(cols[5], (a > 0).mean(axis=(1, 2)))
+    assert "channel_stats" not in out.extras  # the table only, not twice
     grid = out.artifact("grid").pixels
     assert grid.dtype == np.uint8 and grid.ndim == 3 and grid.shape[2] == 3
     chosen = activation_maps(

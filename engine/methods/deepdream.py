@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.artifacts import Curve, ImageArtifact, Result
+from engine.inside_artifacts import Comparison
 from engine.methods.base import MethodSpec, Progress
 from engine.methods.registry import register
 from engine.modalities.image import ImageInput
@@ -131,6 +132,7 @@ def deepdream(
             ImageArtifact("dream", to_uint8(img), f"{objective.describe()}"),
             ImageArtifact("original", to_uint8(original)),
             Curve("objective", steps, np.asarray(values), "step", "objective"),
+            Comparison("before_after", "original", "dream", np.asarray([before, after])),
         ],
         model_calls=passes,
         views={"png": "dream"},

@@ -14,6 +14,7 @@ from skimage import data
 
 from engine.artifacts import Curve, ImageArtifact
 from engine.errors import Cancelled
+from engine.inside_artifacts import Comparison
 from engine.methods.base import no_progress
 from engine.methods.deepdream import DeepDreamParams, deepdream
 from engine.methods.registry import get_method
@@ -60,8 +61,13 @@ def test_one_step_on_a_linear_model(linear: LoadedModel) -> None:
 def test_octaves_and_the_answer(linear: LoadedModel) -> None:
     params = DeepDreamParams(octaves=3, octave_scale=1.4, steps=5, seed=3)
     out = deepdream(linear, grey_image(), ClassScore(0), params, no_progress)
-    assert [a.name for a in out.artifacts] == ["dream", "original", "objective"]
+    assert [a.name for a in out.artifacts] == ["dream", "original", "objective",
+                                               "before_after"]
     assert out.views == {"png": "dream"}
+    pair = out.artifact("before_after")
+    assert isinstance(pair, Comparison) and (pair.before, pair.after) == ("original", "dream")
+    np.testing.assert_allclose(pair.values, [out.extras["objective_original"],
+                                             out.extras["objective_dream"]])
     assert out.extras["octave_sizes"] == [[8, 8], [11, 11], [16, 16]]
     curve = out.artifact("objective")
     assert isinstance(curve, Curve) and len(curve.y) == 15
@@ -141,7 +147,11 @@ def test_through_the_api(tmp_path: Path) -> None:
         r = client.post("/v1/explanations?wait=60", json={**body, "target": 0})
         assert r.status_code == 200, r.text
         res = r.json()
-        assert [a["name"] for a in res["artifacts"]] == ["dream", "original", "objective"]
+        assert [a["name"] for a in res["artifacts"]] == ["dream", "original", "objective",
+                                                         "before_after"]
+        pair = res["artifacts"][3]
+        assert pair["type"] == "comparison" and pair["meta"]["before"] == "original"
+        assert pair["meta"]["after_value"] == res["extras"]["objective_dream"]
         assert res["views"]["png"] == "dream"
         png = client.get(f"/v1/jobs/{res['job']}/result?format=png")
         assert png.status_code == 200 and png.content[:4] == b"\x89PNG"

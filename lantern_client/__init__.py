@@ -14,6 +14,7 @@ from lantern_client._common import (
 )
 from lantern_client.aio import AsyncLanternClient
 from lantern_client.errors import LanternAPIError, LanternError, LanternTimeoutError
+from lantern_client.inside import NmfGroups, SemanticDictionary
 from lantern_client.sync import LanternClient
 
 __all__ = [
@@ -26,7 +27,9 @@ __all__ = [
     "LanternTimeoutError",
     "ManifestInput",
     "ModelInput",
+    "NmfGroups",
     "ProgressCallback",
     "ResultFormat",
+    "SemanticDictionary",
     "Target",
 ]

@@ -18,6 +18,13 @@ from api_schemas.methods import MethodInfo, MethodList
 from api_schemas.models import ModelInfo, ModelList, PredictResponse
 from lantern_client import _common as c
 from lantern_client.errors import LanternAPIError, LanternTimeoutError
+from lantern_client.inside import (
+    NmfGroups,
+    SemanticDictionary,
+    dictionary_of,
+    groups_of,
+    thumbnail_names,
+)
 
 
 class LanternClient:
@@ -258,3 +265,18 @@ class LanternClient:
             params={"format": format, "colormap": colormap, "alpha": repr(float(alpha))},
         )
         return c.load_image(r)
+
+
+    def groups(self, job_id: str, name: str = "groups") -> NmfGroups:
+        """An nmf_groups result: the group maps, colours and attributions as numpy, the
+        colour-coded map and each group's visualisation as PIL images."""
+        body = self.artifact(job_id, name)
+        thumbs = [self.artifact_image(job_id, n) for n in thumbnail_names(body)]
+        return groups_of(body, self.artifact_image(job_id, name), thumbs)
+
+    def dictionary(self, job_id: str, name: str = "dictionary") -> SemanticDictionary:
+        """A semantic_dictionary result: each position's channels and activations as numpy,
+        the sheet and every channel's thumbnail as PIL images."""
+        body = self.artifact(job_id, name)
+        thumbs = [self.artifact_image(job_id, n) for n in thumbnail_names(body)]
+        return dictionary_of(body, self.artifact_image(job_id, "sheet"), thumbs)

@@ -10,7 +10,6 @@ from api_schemas.models import ModelInfo
 from engine.modalities.image import configure_decoding
 from engine.models.runtime import GraphIO, LoadedModel, RuntimeOptions, SessionCache
 from engine.models.store import ModelStore
-from engine.models.zoo import BUILTIN_MODEL_ID, builtin_manifest, ensure_builtin
 from jobs.store import JobStore, MemoryKV, RedisKV
 from lantern.settings import Settings
 
@@ -50,15 +49,18 @@ class Runtime:
             )
 
     def ensure_builtin(self) -> None:
-        """Build EfficientNet-Lite0 into the data dir if needed and register it."""
+        """Build the built-in models into the zoo dir where needed and register them
+        (every module of engine/models/zoo/ registers its own; `builtin_models` picks)."""
         if not self.settings.builtin_model:
             return
-        path = ensure_builtin(self.settings.zoo_dir)
-        from api_schemas.models import ModelManifest
+        from engine.models.zoo.registry import builtin_models
 
-        manifest = ModelManifest.model_validate(builtin_manifest())
-        info = self.models.add(path.read_bytes(), manifest, builtin=True)
-        log.info("built-in model %s ready (version %s)", BUILTIN_MODEL_ID, info.version)
+        wanted = self.settings.builtin_models
+        for model in builtin_models():
+            if wanted is not None and model.name not in wanted:
+                continue
+            info = model.register(self.models, self.settings.zoo_dir)
+            log.info("built-in model %s ready (version %s)", model.name, info.version)
 
     def load(self, name: str, version: str | None = None) -> LoadedModel:
         """The loaded model (its ONNX Runtime session is created on the first run, so

@@ -61,7 +61,18 @@ class Settings(BaseSettings):
         "least recently used models deleted first; 0 = unlimited.",
     )
     embedded_workers: int = Field(default=1, ge=1, le=64)
-    builtin_model: bool = Field(default=True, description="Build and register EfficientNet-Lite0.")
+    builtin_model: bool = Field(
+        default=True, description="Build and register the built-in models (see builtin_models)."
+    )
+    builtin_models: list[str] | None = Field(
+        default=None,
+        description="Which built-in models to register, by name (JSON list); unset = all.",
+    )
+    zoo: Path | None = Field(
+        default=None,
+        description="Where built-in models are built once and kept (default data_dir/zoo); "
+        "several data dirs may share one.",
+    )
     queue: str = Field(default="lantern")
     max_job_cost: int = Field(
         default=200_000, ge=1, description="Most forward passes one request may ask for."
@@ -114,4 +125,4 @@ class Settings(BaseSettings):
 
     @property
     def zoo_dir(self) -> Path:
-        return self.data_dir / "zoo"
+        return self.zoo if self.zoo is not None else self.data_dir / "zoo"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,11 +16,18 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="session")
-def zoo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where the built-in model is built once for the session."""
+@pytest.fixture(scope="session", autouse=True)
+def zoo_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Where the built-in models are built once for the session: every app, worker and CLI
+    the tests start shares it (LANTERN_ZOO), so each model is built once, not per test."""
     from engine.models.zoo import ensure_builtin
 
     d = tmp_path_factory.mktemp("zoo")
     ensure_builtin(d)
-    return d
+    before = os.environ.get("LANTERN_ZOO")
+    os.environ["LANTERN_ZOO"] = str(d)
+    yield d
+    if before is None:
+        os.environ.pop("LANTERN_ZOO", None)
+    else:
+        os.environ["LANTERN_ZOO"] = before

@@ -90,3 +90,4 @@ def ensure_builtin(models_dir: Path) -> Path:
                 pass
             raise
     return target
+

@@ -37,7 +37,6 @@ from engine.errors import InvalidParams
 from engine.inside_artifacts import Groups, hex_colour
 from engine.methods.backprop import gradients
 from engine.methods.base import MethodSpec, Progress, ScaledProgress
-from engine.methods.inside import check_size, layer_dims, spatial_layer
 from engine.methods.layer_maps import to_chw
 from engine.methods.registry import register
 from engine.modalities.image import ImageInput
@@ -45,6 +44,7 @@ from engine.models.runtime import LoadedModel
 from engine.objectives import Direction, Objective, ScoreKind, class_index
 from engine.render.groups import group_colours
 from engine.visualisation.grid import to_uint8
+from engine.visualisation.layers import check_size, layer_dims, spatial_layer
 from engine.visualisation.optimise import Settings, optimise
 
 MAX_GROUPS = 12

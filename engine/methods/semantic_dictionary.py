@@ -27,7 +27,6 @@ from engine.artifacts import Artifact, ImageArtifact, Result
 from engine.errors import InvalidParams
 from engine.inside_artifacts import Dictionary
 from engine.methods.base import MethodSpec, Progress, ScaledProgress
-from engine.methods.inside import check_size, layer_dims, spatial_layer
 from engine.methods.layer_maps import to_chw
 from engine.methods.registry import register
 from engine.modalities.image import ImageInput
@@ -35,6 +34,7 @@ from engine.models.runtime import LoadedModel
 from engine.objectives import Channel, Objective, ScoreKind
 from engine.visualisation.cache import thumbnail_cache, thumbnail_key
 from engine.visualisation.grid import to_uint8
+from engine.visualisation.layers import check_size, layer_dims, spatial_layer
 from engine.visualisation.optimise import Settings, optimise
 
 #: Channels optimised together (one batch per step).

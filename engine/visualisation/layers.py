@@ -1,6 +1,6 @@
 """What the "inside the network" methods on an image share (`nmf_groups`,
 `semantic_dictionary`): their layer, checked with stable codes, and the size of the
-images they optimise. Not a method: it registers nothing."""
+images they optimise."""
 
 from __future__ import annotations
 

@@ -93,11 +93,16 @@ class Objective(ABC):
 
 @dataclass(frozen=True)
 class ClassScore(Objective):
-    """The logit, or the softmax probability, of one class of the output."""
+    """The logit, or the softmax probability, of one class of the output.
+
+    ``activated``: the output already is probabilities (a scikit-learn classifier through
+    skl2onnx: its manifest says ``scores: probabilities``); both score kinds then read the
+    output as it is, never a softmax of probabilities."""
 
     index: int
     score: ScoreKind = "logit"
     label: str = ""
+    activated: bool = False
     kind: ClassVar[ObjectiveKind] = "class"
 
     @property
@@ -105,12 +110,16 @@ class ClassScore(Objective):
         return None
 
     @property
+    def _softmax(self) -> bool:
+        return self.score == "probability" and not self.activated
+
+    @property
     def needs_value_for_seed(self) -> bool:
-        return self.score == "probability"
+        return self._softmax
 
     def value(self, t: NDArray[np.float32]) -> NDArray[np.float64]:
         t2 = t.reshape(t.shape[0], -1)
-        if self.score == "probability":
+        if self._softmax:
             return softmax(t2)[:, self.index].astype(np.float64)
         return t2[:, self.index].astype(np.float64)
 
@@ -119,7 +128,7 @@ class ClassScore(Objective):
         n, classes = t.shape[0], int(np.prod(t.shape[1:]))
         one_hot = np.zeros((n, classes), np.float32)
         one_hot[:, self.index] = 1.0
-        if self.score == "logit":
+        if not self._softmax:
             return one_hot.reshape(t.shape)
         p = softmax(t.reshape(n, classes))
         out = (p[:, self.index : self.index + 1] * (one_hot - p)).astype(np.float32)
@@ -148,6 +157,24 @@ class _LayerObjective(Objective):
     def _channel_first(self, t: NDArray[Any]) -> NDArray[Any]:
         return np.moveaxis(t, self.channel_axis % t.ndim, 1) if t.ndim > 2 else t
 
+    def _at(self, t: NDArray[Any], channel: int, *position: int) -> NDArray[Any]:
+        """``t`` with channels first, checked to hold ``channel`` (and ``position``): where
+        the graph's static shapes left a layer's size unknown at submit, the tensor itself
+        decides, as the same typed refusal (invalid_objective), never an IndexError."""
+        view = self._channel_first(t)
+        sizes = view.shape[1 : 2 + len(position)]
+        wanted = (channel, *position)
+        if len(sizes) < len(wanted) or any(
+            not 0 <= i < n for i, n in zip(wanted, sizes, strict=True)
+        ):
+            raise InvalidObjective(
+                f"Layer {self.tensor!r} has shape {list(t.shape)}: channel {channel}"
+                + (f" at {list(position)}" if position else "")
+                + " does not exist in it. Pick a channel (and position) inside the layer.",
+                details={"layer": self.tensor, "shape": list(t.shape), "channel": channel},
+            )
+        return view
+
 
 @dataclass(frozen=True)
 class Channel(_LayerObjective):
@@ -157,13 +184,13 @@ class Channel(_LayerObjective):
     kind: ClassVar[ObjectiveKind] = "channel"
 
     def value(self, t: NDArray[np.float32]) -> NDArray[np.float64]:
-        c: NDArray[np.float32] = self._channel_first(t)[:, self.channel]
+        c: NDArray[np.float32] = self._at(t, self.channel)[:, self.channel]
         out: NDArray[np.float64] = c.reshape(c.shape[0], -1).mean(axis=1).astype(np.float64)
         return out
 
     def seed(self, t: NDArray[np.float32]) -> NDArray[np.float32]:
         s = np.zeros(t.shape, np.float32)
-        view = self._channel_first(s)  # a view: writes land in s
+        view = self._at(s, self.channel)  # a view: writes land in s
         positions = int(np.prod(view.shape[2:])) if view.ndim > 2 else 1
         view[:, self.channel] = 1.0 / positions
         return s
@@ -182,11 +209,13 @@ class Neuron(_LayerObjective):
     kind: ClassVar[ObjectiveKind] = "neuron"
 
     def value(self, t: NDArray[np.float32]) -> NDArray[np.float64]:
-        return self._channel_first(t)[:, self.channel, self.y, self.x].astype(np.float64)
+        return self._at(t, self.channel, self.y, self.x)[:, self.channel, self.y, self.x].astype(
+            np.float64
+        )
 
     def seed(self, t: NDArray[np.float32]) -> NDArray[np.float32]:
         s = np.zeros(t.shape, np.float32)
-        self._channel_first(s)[:, self.channel, self.y, self.x] = 1.0
+        self._at(s, self.channel, self.y, self.x)[:, self.channel, self.y, self.x] = 1.0
         return s
 
     def describe(self) -> dict[str, Any]:
@@ -297,7 +326,9 @@ def resolve_objective(
     """
     if isinstance(request, ClassObjective):
         index = resolve_target(request.target, model.labels, logits)
-        return ClassScore(index, request.score or score, model.labels[index])
+        return ClassScore(
+            index, request.score or score, model.labels[index], model.outputs_probabilities
+        )
     shape = _layer_shape(model, request.layer)
     rank = len(shape)
     axis = _channel_axis(model, rank)
@@ -351,7 +382,7 @@ def class_index(objective: Objective) -> int:
     if not isinstance(objective, ClassScore):
         raise InvalidObjective(
             f"This method explains a class score, not a {objective.kind} objective. "
-            'Give a class objective (or `target`).',
+            "Give a class objective (or `target`).",
             details={"kind": objective.kind},
         )
     return objective.index
@@ -360,4 +391,4 @@ def class_index(objective: Objective) -> int:
 def class_score(model: LoadedModel, index: int, params: object = None) -> ClassScore:
     """The class objective of class ``index``, scored as the method's ``score`` param says."""
     score: ScoreKind = getattr(params, "score", "logit")
-    return ClassScore(index, score, model.labels[index])
+    return ClassScore(index, score, model.labels[index], model.outputs_probabilities)

@@ -149,3 +149,17 @@ def test_saliency_of_an_inner_channel_is_its_known_gradient(conv: LoadedModel) -
     a = saliency(conv, ImageInput(pixels), objective, SaliencyParams(reduce="signed"), no_progress)
     np.testing.assert_allclose(a.values, expected.sum(axis=0), rtol=1e-5, atol=1e-6)
     assert a.output is None  # the output was not the objective's tensor
+
+
+def test_a_channel_or_neuron_outside_the_tensor_is_a_typed_refusal_not_an_index_error() -> None:
+    # where static shapes left the layer's size unknown at submit, the tensor decides
+    t = np.zeros((1, 4, 3, 3), np.float32)
+    for objective in (Channel("act", 1, 4), Neuron("act", 1, 2, 0, 3), Neuron("act", 1, 0, 3, 0)):
+        with pytest.raises(InvalidObjective) as err:
+            objective.seed(t)
+        assert err.value.details["shape"] == [1, 4, 3, 3]
+        with pytest.raises(InvalidObjective):
+            objective.value(t)
+    # inside, channels last too
+    assert Channel("act", -1, 2).seed(np.zeros((1, 3, 3, 4), np.float32))[..., 2].sum() == 1.0
+    assert Neuron("act", 1, 3, 2, 2).value(np.ones((1, 4, 3, 3), np.float32)).tolist() == [1.0]

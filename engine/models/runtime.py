@@ -17,6 +17,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -173,10 +174,14 @@ class LoadedModel:
         """Items (pixels (N, H, W, 3) RGB 0..255) -> the model's input tensor (the codec's)."""
         return self.codec.to_model_input(pixels)
 
-    def run(self, x: NDArray[np.float32], batch: int | None = None) -> NDArray[np.float32]:
+    def run(self, x: NDArray[Any], batch: int | None = None) -> NDArray[np.float32]:
         """Run model-space inputs through ONNX Runtime in chunks of ``batch`` images
         (default ``max_batch``). A model with a fixed batch size gets exactly that, the
-        last chunk padded."""
+        last chunk padded. Strings (an object array, text models) take the graph's rank:
+        [N, 1] or [N]."""
+        if x.dtype == object:
+            rank = len(self.session.get_inputs()[0].shape)
+            x = x.reshape(x.shape[0], 1) if rank == 2 else x.reshape(-1)
         outs: list[NDArray[np.float32]] = []
         step = self.fixed_batch or batch or self.options.max_batch
         for i in range(0, x.shape[0], step):

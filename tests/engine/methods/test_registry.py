@@ -75,7 +75,8 @@ def test_an_unknown_name_is_refused_with_the_known_ones(empty: None) -> None:
 
 def test_every_method_module_is_found_without_an_import_list() -> None:
     names = {s.name for s in registry.all_methods()}
-    modules = {m.name for m in pkgutil.walk_packages(methods_package.__path__) if not m.ispkg}
+    # top-level modules only: subpackages hold a modality's methods beside their helpers
+    modules = {m.name for m in pkgutil.iter_modules(methods_package.__path__) if not m.ispkg}
     # each module named for a method registers that method
     for module in modules:
         if module in {

@@ -35,7 +35,9 @@ SPIKE = 61
 
 
 @pytest.fixture(scope="module", params=["NCT", "NTC"])
-def spike_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
+def spike_model(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> LoadedModel:
     layout = str(request.param)
     return loaded_series(tmp_path_factory.mktemp(layout), spike_cnn(T, layout), T, 1, layout)
 
@@ -170,7 +172,8 @@ def test_lime_recovers_a_linear_model_per_segment(tmp_path: Path) -> None:
 
 
 def test_upsample_time() -> None:
-    np.testing.assert_allclose(upsample_time(np.array([0.0, 1.0], np.float32), 4), [0, 0.25, 0.75, 1])
+    up = upsample_time(np.array([0.0, 1.0], np.float32), 4)
+    np.testing.assert_allclose(up, [0, 0.25, 0.75, 1])
     np.testing.assert_array_equal(upsample_time(np.array([2.0, 3.0], np.float32), 2), [2, 3])
 
 

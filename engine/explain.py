@@ -19,9 +19,8 @@ from api_schemas.objectives import ClassObjective, ObjectiveRequest
 from engine.artifacts import Artifact, Result
 from engine.errors import InvalidObjective, UnsupportedModality
 from engine.methods.base import MethodSpec, Progress, ScaledProgress
-from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
-from engine.objectives import ClassScore, Objective, resolve_objective, softmax
+from engine.objectives import ClassScore, Objective, resolve_objective
 from engine.quality.metrics import (
     MetricsRequest,
     compute_metrics,
@@ -101,7 +100,7 @@ def needs_output(request: ObjectiveRequest) -> bool:
 def resolve(
     model: LoadedModel,
     spec: MethodSpec[Any],
-    item: ImageInput | None,
+    item: Any,
     request: ObjectiveRequest,
     params: Any,
 ) -> tuple[Objective, NDArray[np.float32] | None]:
@@ -110,7 +109,7 @@ def resolve(
     check_method(spec, model, request)
     logits = None
     if item is not None and needs_output(request):
-        logits = model.scores(item.pixels[None])
+        logits = model.run(model.codec.item_input(item))
     objective = resolve_objective(
         request, model, getattr(params, "score", "logit"), None if logits is None else logits[0]
     )
@@ -122,7 +121,7 @@ def resolve(
 def finish(
     model: LoadedModel,
     spec: MethodSpec[Any],
-    item: ImageInput | None,
+    item: Any,
     objective: Objective,
     params: Any,
     result: Result,
@@ -137,9 +136,9 @@ def finish(
     if isinstance(objective, ClassScore) and item is not None:
         output = logits if logits is not None else result.output
         if output is None:
-            output = model.scores(item.pixels[None])
+            output = model.run(model.codec.item_input(item))
             calls += 1
-        score = float(softmax(output.reshape(output.shape[0], -1)[:1])[0, objective.index])
+        score = float(model.probabilities(output[:1])[0, objective.index])
     out = Explanation(result, objective, calls, score)
     if metrics is not None and metrics.names and item is not None:
         out.metrics = compute_metrics(
@@ -151,7 +150,7 @@ def finish(
 def explain(
     model: LoadedModel,
     spec: MethodSpec[Any],
-    item: ImageInput | None,
+    item: Any,
     request: ObjectiveRequest,
     params: Any,
     progress: Progress,

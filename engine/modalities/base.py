@@ -6,7 +6,8 @@ A codec is built per model from its manifest. It
 * ``validate``\\ s a caller's raw input at submit (cheap; typed errors, never a 500),
 * ``decode``\\ s it into an *item* — for images an :class:`~engine.modalities.image.ImageInput`
   at the model's input size — once per process and job,
-* turns a batch of items into the model's input tensor (``to_model_input``),
+* turns a batch of items into the model's input tensor (``to_model_input``), and one item
+  into a batch of one (``item_input``),
 * gives baselines (the reference a perturbation hides towards, a path's start), and
 * composes masked batches: each sample keeps the item where its mask is true and the
   baseline elsewhere.
@@ -39,6 +40,10 @@ class Codec(Protocol[ItemT]):
 
     def to_model_input(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
         """A batch of items' features -> the model's input tensor."""
+
+    def item_input(self, item: ItemT) -> NDArray[np.float32]:
+        """One decoded item -> the model's input tensor at batch 1 (what ``explain`` runs
+        to name "top1" and to score the target, whatever the modality)."""
 
     def baseline(self, item: ItemT, name: Any, blur_radius: float = 10.0) -> NDArray[np.float32]:
         """A reference of the item's shape (the hidden value of perturbation methods)."""

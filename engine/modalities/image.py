@@ -339,6 +339,9 @@ class ImageCodec:
             x = x.transpose(0, 3, 1, 2)
         return np.ascontiguousarray(x, dtype=np.float32)
 
+    def item_input(self, item: ImageInput) -> NDArray[np.float32]:
+        return self.to_model_input(item.pixels[None])
+
     def baseline(
         self, item: ImageInput, name: Baseline, blur_radius: float = 10.0
     ) -> NDArray[np.float32]:

@@ -170,6 +170,18 @@ class LoadedModel:
     def labels(self) -> list[str]:
         return self.manifest.labels
 
+    @property
+    def outputs_probabilities(self) -> bool:
+        """Whether the explained output already is class probabilities (the manifest's
+        ``scores``; skl2onnx classifiers), so no softmax is taken of it."""
+        return getattr(self.manifest, "scores", "logits") == "probabilities"
+
+    def probabilities(self, output: NDArray[np.float32]) -> NDArray[np.float32]:
+        """Class probabilities from the explained output (N, classes): its softmax, or the
+        output itself where it already is probabilities."""
+        out = output.reshape(output.shape[0], -1)
+        return np.asarray(out, np.float32) if self.outputs_probabilities else softmax(out)
+
     def to_model_input(self, pixels: NDArray[np.float32]) -> NDArray[np.float32]:
         """Items (pixels (N, H, W, 3) RGB 0..255) -> the model's input tensor (the codec's)."""
         return self.codec.to_model_input(pixels)

@@ -241,3 +241,60 @@ class ModelRecordDamaged(LanternError):
 
     status = 409
     code = "model_damaged"
+
+
+# datasets (engine/datasets) ------------------------------------------------------------
+class UnknownDataset(LanternError):
+    status = 404
+    code = "unknown_dataset"
+
+
+class DatasetProtected(LanternError):
+    """A built-in dataset's name: it cannot be replaced or deleted."""
+
+    status = 409
+    code = "dataset_protected"
+
+
+class InvalidArchive(LanternError):
+    """Not a readable zip archive, or an unreadable index of it."""
+
+    status = 422
+    code = "invalid_archive"
+
+
+class ArchiveBomb(LanternError):
+    """More uncompressed bytes, a higher compression ratio or more entries than allowed
+    (``details.limit`` says which)."""
+
+    status = 413
+    code = "archive_bomb"
+
+
+class UnsafeArchivePath(LanternError):
+    """An entry that would land outside the archive: ``../``, absolute, or a symlink."""
+
+    status = 422
+    code = "unsafe_path"
+
+
+class InvalidImages(LanternError):
+    """Files that are not images (``details.rejected``), refused whole on request, or no
+    images at all."""
+
+    status = 422
+    code = "invalid_images"
+
+
+class DatasetTooLarge(LanternError):
+    """More images, or more pixels, than the dataset limits allow."""
+
+    status = 413
+    code = "dataset_too_large"
+
+
+class DatasetPathForbidden(LanternError):
+    """A directory to register that is not under a configured dataset root."""
+
+    status = 403
+    code = "dataset_path_forbidden"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+from typing import TYPE_CHECKING
 
 import redis
 
@@ -12,6 +14,9 @@ from engine.models.runtime import GraphIO, LoadedModel, RuntimeOptions, SessionC
 from engine.models.store import ModelStore
 from jobs.store import JobStore, MemoryKV, RedisKV
 from lantern.settings import Settings
+
+if TYPE_CHECKING:
+    from engine.datasets.store import DatasetStore
 
 log = logging.getLogger("lantern")
 
@@ -61,6 +66,23 @@ class Runtime:
                 continue
             info = model.register(self.models, self.settings.zoo_dir)
             log.info("built-in model %s ready (version %s)", model.name, info.version)
+        self.ensure_builtin_datasets()
+
+    @functools.cached_property
+    def datasets(self) -> DatasetStore:
+        """The dataset store (data_dir/datasets), with the settings' limits and roots."""
+        from engine.datasets.store import dataset_store
+
+        return dataset_store(self.settings)
+
+    def ensure_builtin_datasets(self) -> None:
+        """Register the built-in datasets (engine/datasets/zoo/; settings.builtin_datasets)."""
+        from engine.datasets.builtin import register_all
+
+        for info in register_all(
+            self.datasets, self.settings.zoo_dir, self.settings.builtin_datasets
+        ):
+            log.info("built-in dataset %s ready (version %s)", info.name, info.version)
 
     def load(self, name: str, version: str | None = None) -> LoadedModel:
         """The loaded model (its ONNX Runtime session is created on the first run, so

@@ -119,6 +119,32 @@ class Settings(BaseSettings):
     auth_required: bool = Field(default=False, description="Refuse to start without api_keys.")
     rate_limit_per_minute: int = Field(default=0, ge=0, description="Requests per key; 0 = off.")
 
+    # datasets (engine/datasets) -------------------------------------------------------
+    dataset_roots: list[Path] = Field(
+        default_factory=list,
+        description="Directories under which an admin may register a dataset in place "
+        "(JSON list); empty = registering directories is off.",
+    )
+    max_dataset_upload_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
+    max_dataset_uncompressed_bytes: int = Field(
+        default=2 * 1024 * 1024 * 1024, ge=1024, description="Sum of a zip's entries, unpacked."
+    )
+    max_dataset_ratio: float = Field(
+        default=200.0, ge=1.0, description="Largest compression ratio of a zip or one entry."
+    )
+    max_dataset_entries: int = Field(default=200_000, ge=1, description="Entries in a zip.")
+    max_dataset_images: int = Field(default=100_000, ge=1, description="Images in a dataset.")
+    max_dataset_pixels: int = Field(
+        default=4_000_000_000, ge=64, description="Pixels of all a dataset's images together."
+    )
+    dataset_chunk_images: int = Field(
+        default=256, ge=1, le=65536,
+        description="Images per chunk of a dataset analysis (one chunk in memory per worker).",
+    )
+    builtin_datasets: list[str] | None = Field(
+        default=None, description="Which built-in datasets to register (JSON list); unset = all."
+    )
+
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"

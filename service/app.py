@@ -19,7 +19,7 @@ from lantern.settings import Settings
 from service.errors import install_error_handlers
 from service.inputs import BodyLimitMiddleware
 from service.metrics import LATENCY, REQUESTS
-from service.routers import explanations, health, jobs, methods, models
+from service.routers import datasets, explanations, health, jobs, methods, models
 from service.routers.viewer import mount_viewer
 from service.state import ServiceState
 
@@ -128,7 +128,8 @@ def create_app(
         finally:
             logs.request_id.reset(token)
 
-    for r in (health.router, models.router, methods.router, explanations.router, jobs.router):
+    for r in (health.router, models.router, methods.router, explanations.router, jobs.router,
+              datasets.router):
         app.include_router(r)
     mount_viewer(app)
     return app

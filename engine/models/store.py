@@ -42,6 +42,7 @@ from engine.errors import (
     InvalidManifest,
     ModelProtected,
     ModelRecordDamaged,
+    UnknownLayer,
     UnknownModel,
     UnsupportedModel,
 )
@@ -306,7 +307,7 @@ def capabilities(
     refusal: str | None = None
     try:
         check_differentiable(proto, wrt=input_name, output=output_name)
-    except UnsupportedModel as e:
+    except (UnsupportedModel, UnknownLayer) as e:  # UnknownLayer: no float path (text input)
         refusal = e.message
     try:
         cam_head(proto, output_name)

@@ -91,6 +91,10 @@ def _map_of(artifact: AttributionMap) -> NDArray[np.float32]:
 
 @renderer("attribution", "png")
 def attribution_png(artifact: AttributionMap, ctx: RenderContext) -> bytes:
+    if tuple(artifact.axes_) == ("word",):  # text: the highlighted words
+        from engine.render.text import words_png
+
+        return words_png(artifact, ctx)
     return encode_png(heatmap_image(_map_of(artifact), ctx.colormap))
 
 

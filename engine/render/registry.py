@@ -20,7 +20,7 @@ from PIL import Image
 from engine.artifacts import Artifact
 from engine.errors import InvalidFormat
 
-Format = Literal["json", "npy", "png", "overlay", "svg"]
+Format = Literal["json", "npy", "png", "overlay", "svg", "html"]
 
 MEDIA_TYPES: dict[str, str] = {
     "json": "application/json",
@@ -28,6 +28,7 @@ MEDIA_TYPES: dict[str, str] = {
     "png": "image/png",
     "overlay": "image/png",
     "svg": "image/svg+xml",
+    "html": "text/html; charset=utf-8",
 }
 
 

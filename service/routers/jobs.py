@@ -95,6 +95,7 @@ async def get_result(
                 "application/json": {},
                 "image/png": {},
                 "image/svg+xml": {},
+                "text/html": {},
                 "application/octet-stream": {},
             }
         },
@@ -104,7 +105,7 @@ async def get_result(
 async def get_artifact(
     job: str,
     name: str,
-    format: Literal["json", "png", "overlay", "npy", "svg"] = Query("json"),
+    format: Literal["json", "png", "overlay", "npy", "svg", "html"] = Query("json"),
     colormap: Colormap = Query("jet"),
     alpha: float = Query(0.5, ge=0.0, le=1.0, description="Heatmap opacity of an overlay."),
     state: ServiceState = Depends(get_state),

@@ -56,7 +56,7 @@ def test_json_carries_float32_values() -> None:
 
 def test_renderers_by_type() -> None:
     ctx = RenderContext(input_image=lambda: Image.new("RGB", (8, 6), "white"))
-    assert formats_of("attribution") == ["json", "npy", "png", "overlay"]
+    assert formats_of("attribution") == ["json", "npy", "png", "overlay", "html"]
     assert "svg" in formats_of("curve") and "png" in formats_of("image")
     png = Image.open(io.BytesIO(render(ALL[0], "png")))
     assert png.size == (4, 3)

@@ -3,12 +3,12 @@
 No labelled corpus ships inside a mainstream package, so the corpus is *generated* from a
 sentiment lexicon that does: VADER's ``vader_lexicon.txt`` (package ``vaderSentiment``,
 MIT licence; Hutto & Gilbert, 2014). Every sentence plants one to three lexicon words
-(of 200 positive and 200 negative ones drawn once: mean valence ≥ 1.5 or ≤ −1.5,
-alphabetic) among neutral filler words (the list below);
+(the 1 789 positive and 2 217 negative ones with mean valence ≥ 1.5 or ≤ −1.5,
+alphabetic, at least three letters) among neutral filler words (the list below);
 its label is the sign of the planted words' summed valence (ties are not drawn). The
 planted words are the ground truth an explanation should find.
 
-A seeded draw (seed 0) gives 4 000 training and 1 000 held-out sentences; the held-out
+A seeded draw (seed 0) gives 20 000 training and 1 000 held-out sentences; the held-out
 sentences are new combinations of the same vocabulary. The held-out accuracy is measured
 at build and written into the description (and into ``<zoo>/sentiment-tfidf.json``).
 
@@ -35,10 +35,9 @@ from engine.models.zoo.registry import BuiltinModel, register_builtin
 NAME = "sentiment-tfidf"
 LABELS = ["negative", "positive"]
 SEED = 0
-N_TRAIN = 4000
+N_TRAIN = 20_000
 N_TEST = 1000
 MIN_VALENCE = 1.5
-WORDS_PER_CLASS = 200  # lexicon words drawn per sign (each seen ~20 times in training)
 #: The tokeniser the graph uses (scikit-learn's, without the ``(?u)`` ORT cannot read).
 TOKEN_PATTERN = r"\b\w+\b"
 FILLER = (
@@ -68,9 +67,6 @@ def corpus(n: int, seed: int) -> tuple[list[str], list[int], list[list[str]]]:
     rng = np.random.default_rng(seed)
     pos = sorted(w for w, v in lex.items() if v >= MIN_VALENCE and w not in FILLER)
     neg = sorted(w for w, v in lex.items() if v <= -MIN_VALENCE and w not in FILLER)
-    pick = np.random.default_rng(SEED)  # the vocabulary: the same whatever ``seed``
-    pos = sorted(pos[i] for i in pick.choice(len(pos), WORDS_PER_CLASS, replace=False))
-    neg = sorted(neg[i] for i in pick.choice(len(neg), WORDS_PER_CLASS, replace=False))
     texts: list[str] = []
     labels: list[int] = []
     planted: list[list[str]] = []

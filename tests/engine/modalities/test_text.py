@@ -14,12 +14,21 @@ from engine.modalities.text import TextCodec, check_text_graph
 from engine.models.validate import validate_model
 from engine.models.zoo.sentiment_tfidf import text_pipeline_onnx
 
-TEXTS = ["good movie", "bad movie", "great fun film", "awful boring film", "good great", "bad awful"]
+TEXTS = [
+    "good movie",
+    "bad movie",
+    "great fun film",
+    "awful boring film",
+    "good great",
+    "bad awful",
+]
 LABELS = [1, 0, 1, 0, 1, 0]
 
 
 def manifest(**kw: object) -> TextManifest:
-    return TextManifest.model_validate({"name": "t", "modality": "text", "labels": ["neg", "pos"], **kw})
+    return TextManifest.model_validate(
+        {"name": "t", "modality": "text", "labels": ["neg", "pos"], **kw}
+    )
 
 
 def body(text: object) -> bytes:
@@ -56,8 +65,13 @@ def test_model_input_is_a_string_tensor() -> None:
 
 
 def test_token_ids_input() -> None:
-    m = manifest(input="token_ids", vocabulary=["<pad>", "<unk>", "good", "film"], unk_id=1,
-                 max_tokens=4, tokenizer="whitespace")
+    m = manifest(
+        input="token_ids",
+        vocabulary=["<pad>", "<unk>", "good", "film"],
+        unk_id=1,
+        max_tokens=4,
+        tokenizer="whitespace",
+    )
     codec = TextCodec(m)
     ids = codec.to_model_input(["Good film good film extra", "odd"])
     assert ids.dtype == np.int64
@@ -112,7 +126,9 @@ def test_skl2onnx_pipeline_registers_with_its_probabilities() -> None:
     data, pipe = text_pipeline_onnx(TEXTS, LABELS)
     checked = validate_model(data, manifest(), 10**8)
     assert (checked.input_name, checked.output_name, checked.num_classes) == (
-        "text", "probabilities", 2,
+        "text",
+        "probabilities",
+        2,
     )
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     codec = codec_for(manifest())

@@ -27,10 +27,20 @@ from engine.models.zoo.sentiment_tfidf import text_pipeline_onnx
 from engine.objectives import ClassScore
 
 TRAIN = [
-    "a good and wonderful film", "a bad and awful film", "great acting and a fine story",
-    "boring story and poor acting", "wonderful great fun", "awful bad boring",
-    "the film was good", "the film was bad", "fine and fun", "poor and boring",
-    "a moving story", "a dull story", "superb film", "terrible film",
+    "a good and wonderful film",
+    "a bad and awful film",
+    "great acting and a fine story",
+    "boring story and poor acting",
+    "wonderful great fun",
+    "awful bad boring",
+    "the film was good",
+    "the film was bad",
+    "fine and fun",
+    "poor and boring",
+    "a moving story",
+    "a dull story",
+    "superb film",
+    "terrible film",
 ]
 Y = [1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0]
 TEXT = "A good film, good acting but a boring, poor story and a moving ending!"
@@ -142,8 +152,9 @@ def test_probability_model_through_explain(tmp_path: Path) -> None:
     model = loaded(tmp_path, "prob", data)
     spec = get_method("occlusion", "text")
     item = model.codec.item(TEXT)
-    out = explain(model, spec, item, ClassObjective(target="top1"), spec.parse_params({}),
-                  no_progress)
+    out = explain(
+        model, spec, item, ClassObjective(target="top1"), spec.parse_params({}), no_progress
+    )
     p = pipe.predict_proba([TEXT])[0]
     assert out.objective.index == int(np.argmax(p))
     assert out.target_score == pytest.approx(float(p.max()), abs=1e-5)

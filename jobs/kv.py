@@ -266,13 +266,39 @@ class MemoryKV:
         self._data[key] = (expiry, value)
         self._bytes += _size(value)
         if self._bytes > self.max_bytes:
-            for k in [k for k, (exp, _) in self._data.items() if exp != float("inf")]:
-                if self._bytes <= self.max_bytes or k == key:
-                    break
-                self._drop(k)
+            self._evict(key)
 
     def _expiry(self, ttl: int | None) -> float:
         return float("inf") if ttl is None else time.time() + ttl
+
+    def _hmerge(self, key: str, mapping: dict[str, str], expiry: float | None) -> dict[str, str]:
+        """Fields written into the hash at ``key`` in place (created if absent), its size
+        kept by the fields that changed; ``expiry`` None keeps the key's own (a new key:
+        none). Writing a hash costs the fields written, not the whole hash (a job's record,
+        the metrics counters)."""
+        h = self._live(key)
+        if not isinstance(h, dict):
+            if h is not None:  # another type under the key: replaced, as Redis would refuse
+                self._drop(key)
+            h = {}
+            self._data[key] = (float("inf") if expiry is None else expiry, h)
+        elif expiry is not None:
+            self._data[key] = (expiry, h)
+        grown = 0
+        for k, v in mapping.items():
+            old = h.get(k)
+            grown += len(v) - (len(old) if old is not None else -len(k))
+            h[k] = v
+        self._bytes += grown
+        if grown > 0 and self._bytes > self.max_bytes:
+            self._evict(key)
+        return h
+
+    def _evict(self, keep: str) -> None:
+        for k in [k for k, (exp, _) in self._data.items() if exp != float("inf")]:
+            if self._bytes <= self.max_bytes or k == keep:
+                break
+            self._drop(k)
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -322,14 +348,12 @@ class MemoryKV:
                 return True
             if fld in h:
                 return False
-            h[fld] = value
+            self._hmerge(key, {fld: value}, None)
             return True
 
     def hset(self, key: str, mapping: dict[str, str], ttl: int | None) -> None:
         with self._locked():
-            h = dict(self._live(key) or {})
-            h.update(mapping)
-            self._put(key, self._expiry(ttl), h)
+            self._hmerge(key, mapping, self._expiry(ttl))
 
     def hget(self, key: str, fld: str) -> str | None:
         with self._locked():
@@ -344,21 +368,23 @@ class MemoryKV:
     def hdel(self, key: str, fld: str) -> None:
         with self._locked():
             h = self._live(key)
-            if h is not None:
-                h.pop(fld, None)
+            if isinstance(h, dict) and fld in h:
+                self._bytes -= len(fld) + len(h.pop(fld))
+
+    def _hincrby(self, key: str, fld: str, amount: int) -> int:
+        h = self._live(key)
+        n = int(h.get(fld, "0") if isinstance(h, dict) else "0") + amount
+        self._hmerge(key, {fld: str(n)}, None)
+        return n
 
     def hincrby(self, key: str, fld: str, amount: int = 1) -> int:
         with self._locked():
-            item = self._data.get(key)
-            h = dict(self._live(key) or {})
-            n = int(h.get(fld, "0")) + amount
-            h[fld] = str(n)
-            self._put(key, item[0] if item else float("inf"), h)
-            return n
+            return self._hincrby(key, fld, amount)
 
     def hincr(self, key: str, counts: dict[str, int]) -> None:
-        for fld, amount in counts.items():
-            self.hincrby(key, fld, amount)
+        with self._locked():
+            for fld, amount in counts.items():
+                self._hincrby(key, fld, amount)
 
     def sadd(self, key: str, member: str) -> bool:
         with self._locked():
@@ -379,8 +405,9 @@ class MemoryKV:
     def srem(self, key: str, member: str) -> None:
         with self._locked():
             s = self._live(key)
-            if s is not None:
+            if isinstance(s, set) and member in s:
                 s.discard(member)
+                self._bytes -= len(member)
 
     def smembers(self, key: str) -> builtins.set[str]:
         with self._locked():
@@ -417,11 +444,10 @@ class MemoryKV:
         with self._locked():
             if self._live(lease) != token.encode():
                 return False
-            h = dict(self._live(key) or {})
-            if h.get("attempts") != str(attempt):
+            h = self._live(key)
+            if not isinstance(h, dict) or h.get("attempts") != str(attempt):
                 return False
-            h.update(mapping)
-            self._put(key, self._expiry(ttl), h)
+            self._hmerge(key, mapping, self._expiry(ttl))
             return True
 
     def llen(self, key: str) -> int:

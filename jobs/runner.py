@@ -12,10 +12,11 @@ One path for a job's stages, shared with the chunked split (:mod:`jobs.split`):
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -41,7 +42,7 @@ from engine.objectives import Objective, ScoreKind, resolve_objective
 from engine.quality.metrics import MetricsRequest
 from jobs.leases import Heartbeat, LeaseLost, new_token
 from jobs.runtime import Runtime
-from jobs.store import JobRecord
+from jobs.store import JobRecord, JobStore
 from lantern import logs
 
 log = logging.getLogger("lantern.worker")
@@ -122,6 +123,96 @@ class Run:
     heartbeat: Heartbeat
 
 
+class SharedHeartbeat(Heartbeat):
+    """A run's heartbeat renewed by the process's one renewer thread (:data:`RENEWER`)
+    instead of a thread of its own: the same lease, renewed every third of it, and the same
+    ``lost`` / ``held_until`` / :meth:`check`, with no thread started and joined per run
+    (the sync lane's in-process runs, a few ms each)."""
+
+    def __init__(self, store: JobStore, lease: str, token: str, lease_s: float) -> None:
+        self.store = store
+        self.lease = lease
+        self.token = token
+        self.lease_s = lease_s
+        self.lost = False
+        self.held_until = time.monotonic() + lease_s
+        self.interval = lease_s / 3.0
+        self.next_at = time.monotonic() + self.interval
+        self.stopped = False
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> SharedHeartbeat:
+        RENEWER.add(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:  # waits for a renewal in flight: none lands after the release
+            self.stopped = True
+        RENEWER.remove(self)
+        try:
+            self.store.release(self.lease, self.token)
+        except BackendUnavailable:
+            pass  # it lapses by itself
+
+    def renew(self) -> None:
+        """One renewal (on the renewer's thread), as Heartbeat's thread does it."""
+        with self._lock:
+            if self.stopped or self.lost:
+                return
+            started = time.monotonic()
+            try:
+                if self.store.renew(self.lease, self.token, self.lease_s):
+                    self.held_until = started + self.lease_s
+                else:
+                    self.lost = True
+                    log.warning("lease %s lost: another worker runs it now", self.lease)
+            except BackendUnavailable:
+                pass  # Redis restarting: keep computing, try again at the next interval
+
+
+class _Renewer:
+    """The thread that renews every :class:`SharedHeartbeat` of this process (started on
+    first use, and again in a forked child)."""
+
+    def __init__(self) -> None:
+        self._beats: dict[int, SharedHeartbeat] = {}
+        self._cond = threading.Condition()
+        self._pid = 0
+
+    def add(self, hb: SharedHeartbeat) -> None:
+        with self._cond:
+            if self._pid != os.getpid():
+                self._beats.clear()  # a forked child: the parent's runs are not its own
+                self._pid = os.getpid()
+                threading.Thread(target=self._run, name="lantern-renewer", daemon=True).start()
+            self._beats[id(hb)] = hb
+            self._cond.notify()
+
+    def remove(self, hb: SharedHeartbeat) -> None:
+        with self._cond:
+            self._beats.pop(id(hb), None)
+
+    def _run(self) -> None:
+        pid = os.getpid()
+        while True:
+            with self._cond:
+                if self._pid != pid:
+                    return
+                now = time.monotonic()
+                due = [hb for hb in self._beats.values() if hb.next_at <= now]
+                if not due:
+                    nxt = min((hb.next_at for hb in self._beats.values()), default=None)
+                    self._cond.wait(None if nxt is None else nxt - now)
+                    continue
+                for hb in due:
+                    hb.next_at = now + hb.interval
+            for hb in due:
+                hb.renew()
+
+
+RENEWER = _Renewer()
+
+
 @dataclass
 class Prepared:
     """A job ready to run: its method, params, model and decoded input."""
@@ -160,6 +251,15 @@ class _Items:
         self.put(key, model.version, item)
         return item
 
+    def cached(self, key: str, version: str) -> Any:
+        """The input with these bytes (its key) decoded for this model already, if still
+        held (else None): the same bytes need not be decoded, nor checked, again."""
+        with self._lock:
+            item = self._items.get((key, version))
+            if item is not None:
+                self._items.move_to_end((key, version))
+            return item
+
     def put(self, key: str, version: str, item: Any) -> None:
         """An input decoded already (the API's check at submit: the sync lane reuses it)."""
         with self._lock:
@@ -176,6 +276,9 @@ def prepare(rt: Runtime, rec: JobRecord) -> Prepared:
     model = rt.load(rec.model, rec.version)
     spec = get_method(rec.method, model.manifest.modality)
     params = spec.parse_params(rec.params)
+    if rec.dataset is not None:  # a dataset analysis: its item is the dataset's reader
+        reader = rt.datasets.reader(rec.dataset["name"], rec.dataset["version"])
+        return Prepared(rec, spec, params, model, reader)
     return Prepared(rec, spec, params, model, ITEMS.get(rt, rec, model))
 
 
@@ -233,17 +336,60 @@ def run_job(
         return "missing"
     if rec.state in _TERMINAL:
         return rec.state
+    return _leased_run(rt, rec, splitter, time_limit_errors, Heartbeat).state
+
+
+@dataclass
+class Outcome:
+    """How a run here ended: its state (as :func:`run_job` answers it), the record as this
+    run left it, and — when it succeeded — the artifacts it stored, still in memory."""
+
+    state: str
+    rec: JobRecord
+    artifacts: list[Artifact] | None = None
+    views: dict[str, str] = field(default_factory=dict)
+
+
+def run_here(rt: Runtime, rec: JobRecord) -> Outcome:
+    """Run a job this process has just created, in this thread (the sync lane): the same
+    lease, attempt and fenced writes as :func:`run_job`, and the result stored the same
+    way, but from the record in hand (its state read back, not the whole record), its lease
+    renewed by the process's renewer thread, and the artifacts handed back in memory, so the
+    caller answers with them instead of reading the result back.
+
+    On success ``rec`` is updated as stored (state, progress, times, model calls, summary);
+    otherwise read the job again for what happened (its error, or another run's state).
+    """
+    logs.job_id.set(rec.id)
+    state = rt.jobs.get_state(rec.id)
+    if state is None:
+        log.warning("job %s expired before it ran", rec.id)
+        return Outcome("missing", rec)
+    if state in _TERMINAL:
+        return Outcome(state, rec)
+    return _leased_run(rt, rec, None, (), SharedHeartbeat)
+
+
+def _leased_run(
+    rt: Runtime,
+    rec: JobRecord,
+    splitter: Any,
+    time_limit_errors: tuple[type[BaseException], ...],
+    heartbeat: type[Heartbeat],
+) -> Outcome:
+    job_id = rec.id
     token = new_token()
-    if not rt.jobs.acquire(rt.jobs.lease_key(job_id), token, rt.settings.lease_s):
+    lease = rt.jobs.lease_key(job_id)
+    if not rt.jobs.acquire(lease, token, rt.settings.lease_s):
         log.info("job %s is leased by another worker; not run twice", job_id)
-        return "leased"
+        return Outcome("leased", rec)
     try:
-        with Heartbeat(rt.jobs, rt.jobs.lease_key(job_id), token, rt.settings.lease_s) as hb:
+        with heartbeat(rt.jobs, lease, token, rt.settings.lease_s) as hb:
             run = Run(token, rt.jobs.start_attempt(job_id, token), hb)
             return _run(rt, rec, run, splitter, time_limit_errors)
     except BackendUnavailable:
         log.warning("job %s: the store is unavailable; it is re-queued later", job_id)
-        return "store_unavailable"
+        return Outcome("store_unavailable", rec)
 
 
 def _run(
@@ -252,7 +398,7 @@ def _run(
     run: Run,
     splitter: Any,
     time_limit_errors: tuple[type[BaseException], ...],
-) -> str:
+) -> Outcome:
     from jobs.split import start_split  # split imports this module
 
     job_id = rec.id
@@ -260,7 +406,7 @@ def _run(
     if not rt.jobs.fenced_update(
         job_id, run.token, run.attempt, state=JobState.running.value, started_at=started
     ):
-        return "superseded"
+        return Outcome("superseded", rec)
     rec.started_at = started
     rec.attempts = run.attempt
     try:
@@ -272,7 +418,7 @@ def _run(
             and job.spec.cost(job.params, job.model) >= rt.settings.split_min_samples
         ):
             start_split(rt, job, objective, logits, splitter)
-            return JobState.running.value
+            return Outcome(JobState.running.value, rec)
         progress = JobProgress(rt, job_id, run, rec.time_limit_s)
         metrics = MetricsRequest.model_validate(rec.metrics) if rec.metrics else None
         wants_metrics = metrics is not None and bool(metrics.names)
@@ -293,22 +439,26 @@ def _run(
             extra_calls=0 if logits is None else 1,
         )
     except Cancelled:
-        return JobState.cancelled.value
+        return Outcome(JobState.cancelled.value, rec)
     except LeaseLost:
-        return "superseded"
+        return Outcome("superseded", rec)
     except BackendUnavailable:
         raise
     except time_limit_errors:
         _fail(rt, rec, run, _time_limit(rec))
-        return JobState.failed.value
+        return Outcome(JobState.failed.value, rec)
     except LanternError as e:
         _fail(rt, rec, run, e.to_dict())
-        return JobState.failed.value
+        return Outcome(JobState.failed.value, rec)
     except Exception as e:
         log.exception("job %s failed", job_id)
         _fail(rt, rec, run, internal_error(e))
-        return JobState.failed.value
-    return complete(rt, rec, explanation, run)
+        return Outcome(JobState.failed.value, rec)
+    artifacts = explanation.artifacts
+    state = complete(rt, rec, explanation, run, artifacts)
+    if state != JobState.succeeded.value:
+        return Outcome(state, rec)
+    return Outcome(state, rec, artifacts, dict(explanation.result.views))
 
 
 def _until_held(run: Run, fn: Any) -> Any:
@@ -322,16 +472,24 @@ def _until_held(run: Run, fn: Any) -> Any:
             time.sleep(0.25)
 
 
-def complete(rt: Runtime, rec: JobRecord, result: Explanation, run: Run) -> str:
-    """Store the artifacts and mark the job succeeded, fenced: exactly one run completes a
-    job (unless it was cancelled meanwhile)."""
+def complete(
+    rt: Runtime,
+    rec: JobRecord,
+    result: Explanation,
+    run: Run,
+    artifacts: list[Artifact] | None = None,
+) -> str:
+    """Store the artifacts (``result.artifacts`` unless given) and mark the job succeeded,
+    fenced: exactly one run completes a job (unless it was cancelled meanwhile). On success
+    ``rec`` holds what was stored."""
     job_id = rec.id
     model_calls = result.cost["forward_passes"]
     if _until_held(run, lambda: rt.jobs.get_state(job_id)) == JobState.cancelled.value:
         return JobState.cancelled.value
     run.heartbeat.check()
     finished = time.time()
-    artifacts = result.artifacts
+    if artifacts is None:
+        artifacts = result.artifacts
     packed = pack(artifacts, result.result.views)
     _until_held(run, lambda: rt.jobs.put_artifacts(job_id, packed))
     started = rec.started_at or finished
@@ -367,6 +525,9 @@ def complete(rt: Runtime, rec: JobRecord, result: Explanation, run: Run) -> str:
     if not ended:
         log.warning("job %s: superseded before it could complete; wrote nothing", job_id)
         return "superseded"
+    rec.state, rec.progress, rec.finished_at = JobState.succeeded.value, 1.0, finished
+    rec.model_calls, rec.summary = model_calls, summary
+    rec.completions += 1
     rt.jobs.record_job(rec.method, JobState.succeeded.value, finished - started, model_calls)
     log.info(
         "job succeeded",

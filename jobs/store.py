@@ -20,7 +20,7 @@ import hashlib
 import io
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -65,18 +65,24 @@ class JobRecord:
     completions: int = 0
     #: The artifacts a running job published so far (name, type, shape, ...).
     preview: list[dict[str, Any]] | None = None
+    #: A dataset analysis's dataset: {"name", "version", "images"} (None: not one).
+    dataset: dict[str, Any] | None = None
 
     @property
     def input_key(self) -> str | None:
         return None if self.input is None else str(self.input["key"])
 
     def to_fields(self) -> dict[str, str]:
-        return {k: json.dumps(v) for k, v in asdict(self).items()}
+        # each field as JSON; no deep copy first (dataclasses.asdict), json reads it as is
+        return {k: json.dumps(getattr(self, k)) for k in _RECORD_FIELDS}
 
     @classmethod
     def from_fields(cls, raw: dict[str, str]) -> JobRecord:
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: json.loads(v) for k, v in raw.items() if k in known})
+        return cls(**{k: json.loads(v) for k, v in raw.items() if k in _KNOWN_FIELDS})
+
+
+_RECORD_FIELDS = tuple(f.name for f in fields(JobRecord))
+_KNOWN_FIELDS = frozenset(_RECORD_FIELDS)
 
 
 DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -103,8 +109,14 @@ class JobStore:
         return f"{self.prefix}:{kind}:{key}"
 
     # inputs -------------------------------------------------------------------------
-    def put_input(self, data: bytes) -> str:
-        key = hashlib.sha256(data).hexdigest()
+    @staticmethod
+    def input_key(data: bytes) -> str:
+        """The key an input is stored under: the sha256 of its bytes."""
+        return hashlib.sha256(data).hexdigest()
+
+    def put_input(self, data: bytes, key: str | None = None) -> str:
+        """Store an input (``key``: its :meth:`input_key`, when known already)."""
+        key = key or self.input_key(data)
         self.kv.set(self._k("input", key), data, self.ttl)
         return key
 

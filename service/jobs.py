@@ -135,6 +135,11 @@ def submit(
     params = parse_params(spec, req.params)
     objective = objective_of(req, info.manifest.labels)
     metrics = _metrics_request(req.metrics)
+    dataset_ref = None
+    if spec.inputs == "dataset":  # a dataset analysis: the dataset instead of an input
+        from service.datasets import dataset_of
+
+        dataset_ref, objective = dataset_of(rt, spec, req, metrics, objective)
     if spec.inputs == "item" and data is None:
         raise InvalidInput(
             f"Method {spec.name!r} explains an input: send `image` (or `input`, or a file).",
@@ -149,7 +154,11 @@ def submit(
         )
     model = rt.load(info.name, info.version)
     check_method(spec, model, objective)
-    item = model.codec.decode(data) if data is not None else None  # the check, and the item
+    # the check, and the item (bytes this process decoded for the model already: that item)
+    data_key = rt.jobs.input_key(data) if data is not None else None
+    item = ITEMS.cached(data_key, model.version) if data_key is not None else None
+    if data is not None and item is None:
+        item = model.codec.decode(data)
     spec.check(params, model)
     resolved = resolve_objective(objective, model, getattr(params, "score", "logit"))
     if spec.check_objective is not None:
@@ -167,7 +176,7 @@ def submit(
             "Quality metrics score a class: ask for them with a class objective.",
             details={"metrics": metrics.names},
         )
-    cost = spec.cost(params, model)
+    cost = spec.cost(params, model) if dataset_ref is None else int(dataset_ref["images"])
     if metrics is not None:
         h, _ = model.input_hw
         for name in metrics.names:
@@ -191,7 +200,7 @@ def submit(
             )
     input_ref = None
     if data is not None and item is not None:
-        input_ref = {"modality": model.manifest.modality, "key": rt.jobs.put_input(data)}
+        input_ref = {"modality": model.manifest.modality, "key": rt.jobs.put_input(data, data_key)}
         ITEMS.put(input_ref["key"], model.version, item)  # decoded once in this process
     canon_params = params.model_dump(mode="json")
     canon_metrics = metrics.model_dump(mode="json") if metrics is not None else None
@@ -200,7 +209,7 @@ def submit(
         owner,
         info.version,
         m=info.name,
-        i=input_ref,
+        i=input_ref or dataset_ref,
         x=spec.name,
         p={"params": canon_params, "metrics": canon_metrics},
         t=canon_objective,
@@ -214,6 +223,7 @@ def submit(
             params=canon_params,
             objective=canon_objective,
             input=input_ref,
+            dataset=dataset_ref,
             owner=owner,
             metrics=canon_metrics,
             cost=cost,

@@ -39,6 +39,8 @@ class ServiceState:
         return await loop.run_in_executor(self.sync_pool, functools.partial(fn, *args))
 
 
-def get_state(request: Request) -> ServiceState:
+async def get_state(request: Request) -> ServiceState:
+    """The service's state (a coroutine: FastAPI runs a plain function dependency on its
+    thread pool, a hop per request for an attribute read)."""
     state: ServiceState = request.app.state.lantern
     return state

@@ -13,7 +13,7 @@ from api_schemas.explanations import ExplanationRequest, ExplanationResult
 from api_schemas.jobs import JobState, JobStatus
 from engine.errors import InvalidInput, PayloadTooLarge, status_of
 from engine.methods.registry import get_method
-from jobs.runner import run_job
+from jobs.runner import run_here
 from jobs.store import JobRecord
 from service.auth import AUTH_RESPONSES, Principal, require_user
 from service.errors import error_response
@@ -25,6 +25,7 @@ from service.inputs import (
     validate_as,
 )
 from service.jobs import (
+    Stored,
     build_result,
     dispatch,
     get_record,
@@ -47,8 +48,13 @@ def sync_answer(
     when it succeeded (else None: the caller waits or answers the job)."""
     rec, created = submit(state, req, data, principal.name)
     if created:
-        run_job(state.rt, rec.id)
-        rec = get_record(state, rec.id, principal)
+        # run here, from the record in hand; stored as any job's result, and answered from
+        # the artifacts still in memory (not read back and unpacked)
+        out = run_here(state.rt, rec)
+        if out.state == JobState.succeeded.value and out.artifacts is not None:
+            stored = Stored(out.artifacts, out.views)
+            return out.rec, build_result(state, out.rec, stored, outputs)
+        rec = get_record(state, rec.id, principal)  # failed, or another run's: as stored
     if rec.state != JobState.succeeded.value:
         return rec, None
     return rec, build_result(state, rec, require_result(state, rec), outputs)

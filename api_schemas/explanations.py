@@ -57,6 +57,12 @@ class ExplanationRequest(BaseModel):
         examples=[{"kind": "channel", "layer": "blocks.5.0.conv_pw", "channel": 3}],
     )
     params: dict[str, Any] = Field(default_factory=dict)
+    dataset: str | None = Field(
+        default=None,
+        description="The dataset a dataset analysis (max_activating, min_activating, "
+        "dataset_predictions) runs over, by name (GET /v1/datasets): its current version.",
+        examples=["digits"],
+    )
     metrics: list[str] | dict[str, Any] | None = Field(
         default=None,
         description='Quality scores to compute beside the map: a list of "deletion", '

@@ -35,6 +35,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from api_schemas.datasets import DatasetInfo, ImageSizes, RejectedFile
+from engine.datasets.activations import ActivationCache
 from engine.datasets.archive import ArchiveLimits, entries, open_archive
 from engine.errors import (
     DatasetPathForbidden,
@@ -157,6 +158,7 @@ class DatasetReader:
         self.info = info
         self.base = base
         self.index = index
+        self.activations: ActivationCache | None = None
         self.classes = list(info.classes)
         pos = {c: i for i, c in enumerate(self.classes)}
         self.labels: NDArray[np.int64] = np.asarray(
@@ -188,8 +190,16 @@ class DatasetReader:
 
 
 class DatasetStore:
-    def __init__(self, root: Path, limits: DatasetLimits, dataset_roots: list[Path]) -> None:
+    def __init__(
+        self,
+        root: Path,
+        limits: DatasetLimits,
+        dataset_roots: list[Path],
+        activations: ActivationCache | None = None,
+    ) -> None:
         self.root = Path(root)
+        #: Where analyses keep activations (shared by the readers of this store).
+        self.activations = activations or ActivationCache(self.root.parent / "activations", 256)
         self.limits = limits
         self.dataset_roots = [Path(r) for r in dataset_roots]
         self._readers: dict[tuple[str, str], DatasetReader] = {}
@@ -243,6 +253,7 @@ class DatasetStore:
         index = json.loads((vdir / "index.json").read_text())
         base = Path(info.root) if info.root is not None else vdir / "files"
         reader = DatasetReader(info, base, index)
+        reader.activations = self.activations
         self._readers[key] = reader
         return reader
 
@@ -515,4 +526,5 @@ def dataset_store(settings: Any) -> DatasetStore:
             max_image_pixels=settings.max_pixels,
         ),
         list(settings.dataset_roots),
+        ActivationCache(settings.data_dir / "activations", settings.dataset_chunk_images),
     )

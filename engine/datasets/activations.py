@@ -1,0 +1,235 @@
+"""Activations computed once per (model version, dataset version, layer) and reused.
+
+An analysis asks for *targets*: a layer's pooled statistics (per image and channel: the
+mean, the max and the flat position of the max over the layer's positions), one neuron's
+value, or the model's output (logits). The cache keeps them as ``.npz`` shards of a fixed
+number of images (``chunk``: the dataset's shard boundaries, the same for every analysis)::
+
+    <root>/<model version>/<dataset version>/<target key>/<start>-<stop>.npz
+
+A chunk of work ``[start, stop)`` computes the shards that *begin* in it (so any chunking
+of the images computes each shard exactly once), one shard's images in memory at a time,
+every target of a shard in one forward pass; shards already there cost nothing. Writes are
+atomic (temp file + rename): workers sharing the data dir may race on a shard and both
+write the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from engine.datasets.store import DatasetReader
+    from engine.models.runtime import LoadedModel
+
+OUTPUT = "@output"
+
+
+@dataclass(frozen=True)
+class Target:
+    """What to keep per image: ``layer``'s pooled stats, a neuron (``neuron`` = (channel,
+    y, x)) of it, or the output (``layer`` = OUTPUT)."""
+
+    layer: str
+    neuron: tuple[int, int, int] | None = None
+
+    @property
+    def key(self) -> str:
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", self.layer)[:60]
+        digest = hashlib.sha256(self.layer.encode()).hexdigest()[:8]
+        base = f"{slug}-{digest}"
+        if self.neuron is not None:
+            c, y, x = self.neuron
+            base += f"@n{c}.{y}.{x}"
+        return base
+
+
+@dataclass
+class LayerStats:
+    """Pooled statistics of a layer over a dataset (channel-first)."""
+
+    mean: NDArray[np.float32]  # (N, C)
+    max: NDArray[np.float32]  # (N, C)
+    argmax: NDArray[np.int32]  # (N, C): flat index into the layer's (H, W)
+    spatial: tuple[int, int]  # (H, W); (1, 1) for a layer without positions
+
+    def position(self, i: int, c: int) -> tuple[int, int]:
+        flat = int(self.argmax[i, c])
+        return flat // self.spatial[1], flat % self.spatial[1]
+
+
+def _stats(t: NDArray[np.float32], channels_last: bool) -> dict[str, NDArray[Any]]:
+    if t.ndim > 2 and channels_last:
+        t = np.moveaxis(t, -1, 1)
+    n, c = t.shape[0], t.shape[1]
+    flat = t.reshape(n, c, -1)
+    return {
+        "mean": flat.mean(axis=2).astype(np.float32),
+        "max": flat.max(axis=2).astype(np.float32),
+        "argmax": flat.argmax(axis=2).astype(np.int32),
+        "spatial": np.asarray(t.shape[2:4] if t.ndim >= 4 else (1, 1), np.int64),
+    }
+
+
+class ActivationCache:
+    def __init__(self, root: Path, chunk: int) -> None:
+        self.root = Path(root)
+        self.chunk = max(1, int(chunk))
+
+    def shards(self, n: int) -> list[tuple[int, int]]:
+        return [(a, min(n, a + self.chunk)) for a in range(0, n, self.chunk)]
+
+    def _path(self, model: LoadedModel, reader: DatasetReader, target: Target,
+              shard: tuple[int, int]) -> Path:
+        return (self.root / model.version / reader.version / target.key
+                / f"{shard[0]}-{shard[1]}.npz")
+
+    def missing(self, model: LoadedModel, reader: DatasetReader, targets: Sequence[Target],
+                start: int = 0, stop: int | None = None) -> list[tuple[int, int]]:
+        """The shards beginning in [start, stop) that lack a target."""
+        stop = len(reader) if stop is None else stop
+        return [s for s in self.shards(len(reader)) if start <= s[0] < stop
+                and any(not self._path(model, reader, t, s).is_file() for t in targets)]
+
+    def ensure(
+        self,
+        model: LoadedModel,
+        reader: DatasetReader,
+        targets: Sequence[Target],
+        start: int = 0,
+        stop: int | None = None,
+        progress: Callable[[float], None] | None = None,
+    ) -> int:
+        """Compute the missing shards that begin in [start, stop); the images run (the
+        forward passes: 0 when every shard was there)."""
+        todo = self.missing(model, reader, targets, start, stop)
+        passes = 0
+        for k, shard in enumerate(todo):
+            passes += self._extract(model, reader, list(targets), shard)
+            if progress is not None:
+                progress((k + 1) / len(todo))
+        return passes
+
+    def _extract(self, model: LoadedModel, reader: DatasetReader, targets: list[Target],
+                 shard: tuple[int, int]) -> int:
+        a, b = shard
+        pixels = np.stack([model.codec.decode(reader.read(i)).pixels for i in range(a, b)])
+        x = model.to_model_input(pixels.astype(np.float32))
+        del pixels
+        layers = sorted({t.layer for t in targets if t.layer != OUTPUT})
+        step = model.options.max_batch
+        parts: list[list[NDArray[np.float32]]] = []
+        for i in range(0, x.shape[0], step):
+            if layers:
+                parts.append(model.probe(x[i : i + step], layers))
+            else:
+                parts.append([model.run(x[i : i + step])])
+        values = {name: np.concatenate([p[j] for p in parts]) for j, name in
+                  enumerate([*layers, OUTPUT])}
+        values[OUTPUT] = values[OUTPUT].reshape(b - a, -1)
+        for t in targets:
+            v = values[t.layer]
+            if t.layer == OUTPUT:
+                arrays: dict[str, NDArray[Any]] = {"value": v.astype(np.float32)}
+            elif t.neuron is not None:
+                c, y, xx = t.neuron
+                cf = np.moveaxis(v, -1, 1) if model.channels_last and v.ndim > 2 else v
+                arrays = {"value": cf[:, c, y, xx].astype(np.float32)}
+            else:
+                arrays = _stats(v, model.channels_last)
+            _atomic_npz(self._path(model, reader, t, shard), arrays)
+        return b - a
+
+    def _load(self, model: LoadedModel, reader: DatasetReader, target: Target
+              ) -> dict[str, NDArray[Any]]:
+        parts: dict[str, list[NDArray[Any]]] = {}
+        spatial: NDArray[Any] | None = None
+        for shard in self.shards(len(reader)):
+            with np.load(self._path(model, reader, target, shard), allow_pickle=False) as z:
+                for k in z.files:
+                    if k == "spatial":
+                        spatial = z[k]
+                    else:
+                        parts.setdefault(k, []).append(z[k])
+        out = {k: np.concatenate(v) for k, v in parts.items()}
+        if spatial is not None:
+            out["spatial"] = spatial
+        return out
+
+    def layer(self, model: LoadedModel, reader: DatasetReader, layer: str) -> LayerStats:
+        """A layer's stats over the whole dataset (computed first where missing)."""
+        z = self._load(model, reader, Target(layer))
+        sp = z["spatial"]
+        return LayerStats(z["mean"], z["max"], z["argmax"], (int(sp[0]), int(sp[1])))
+
+    def values(self, model: LoadedModel, reader: DatasetReader, target: Target
+               ) -> NDArray[np.float32]:
+        """A neuron's values or the output (N, ...) over the dataset."""
+        v: NDArray[np.float32] = self._load(model, reader, target)["value"]
+        return v
+
+
+def _atomic_npz(path: Path, arrays: dict[str, NDArray[Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".shard.", suffix=".npz", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)  # type: ignore[arg-type]
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def receptive_field(model: LoadedModel, layer: str) -> tuple[int, int]:
+    """The (height, width) of the input region one position of ``layer`` sees, from the
+    graph's convolutions and pools (kernel, stride, dilation); the whole input when the
+    layer has no positions or the path is not understood."""
+    import onnx
+
+    proto: onnx.ModelProto = model.proto()
+    h_in, w_in = model.input_hw
+    rf: dict[str, tuple[float, float, float, float]] = {model.input_name: (1, 1, 1, 1)}
+    for init in proto.graph.initializer:
+        rf.setdefault(init.name, (0, 0, 1, 1))
+    for node in proto.graph.node:
+        ins = [rf[i] for i in node.input if i in rf and rf[i][0] > 0]
+        if not ins:
+            continue
+        r_h = max(v[0] for v in ins)
+        r_w = max(v[1] for v in ins)
+        j_h = max(v[2] for v in ins)
+        j_w = max(v[3] for v in ins)
+        if node.op_type in ("Conv", "MaxPool", "AveragePool", "ConvInteger", "QLinearConv"):
+            attrs = {a.name: list(a.ints) for a in node.attribute}
+            k = attrs.get("kernel_shape")
+            if k is None and node.op_type == "Conv":
+                w_init = next((t for t in proto.graph.initializer if t.name == node.input[1]),
+                              None)
+                k = list(w_init.dims[2:]) if w_init is not None else [1, 1]
+            k = k or [1, 1]
+            s = attrs.get("strides") or [1, 1]
+            d = attrs.get("dilations") or [1, 1]
+            r_h += (k[0] - 1) * d[0] * j_h
+            r_w += (k[-1] - 1) * d[-1] * j_w
+            j_h *= s[0]
+            j_w *= s[-1]
+        elif node.op_type in ("GlobalAveragePool", "GlobalMaxPool", "Gemm", "MatMul",
+                              "Flatten", "Reshape"):
+            r_h, r_w = float(h_in), float(w_in)
+        for o in node.output:
+            rf[o] = (r_h, r_w, j_h, j_w)
+        if layer in node.output:
+            break
+    got = rf.get(layer, (h_in, w_in, 1, 1))
+    return min(int(got[0]), h_in), min(int(got[1]), w_in)

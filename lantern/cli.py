@@ -8,6 +8,7 @@ import logging
 import sys
 
 from lantern.commands import add_global_options, register
+from lantern.dataset_commands import register as register_datasets
 from lantern.eval_command import register as register_eval
 from lantern.settings import Settings
 
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     worker.set_defaults(fn=_worker)
     register(sub)
     register_eval(sub)
+    register_datasets(sub)
     args = parser.parse_args(argv)
     if args.command in ("serve", "worker"):
         from lantern.logs import configure

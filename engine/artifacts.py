@@ -392,3 +392,5 @@ def unpack(data: bytes) -> tuple[list[Artifact], dict[str, str]]:
 # The "inside the network" types (groups, dictionary, comparison): registered here, so any
 # process that unpacks a result knows them.
 import engine.inside_artifacts  # noqa: E402, F401
+# A weight per named feature (tabular explanations): registered here likewise.
+import engine.feature_artifacts  # noqa: E402, F401

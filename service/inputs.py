@@ -7,6 +7,7 @@ import binascii
 import json
 import math
 import re
+from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
 import numpy as np
@@ -166,12 +167,24 @@ def decode_base64_image(data: str, max_bytes: int) -> bytes:
     return raw
 
 
-async def read_body(request: Request) -> tuple[dict[str, Any], bytes | None]:
-    """(fields, file bytes or None). JSON bodies give (object, None)."""
+@dataclass(frozen=True)
+class FilePart:
+    """A file part of a multipart body other than the input file (e.g. a training sample)."""
+
+    filename: str | None
+    data: bytes
+
+
+async def read_body(
+    request: Request, extra_files: tuple[str, ...] = ()
+) -> tuple[dict[str, Any], bytes | None]:
+    """(fields, file bytes or None). JSON bodies give (object, None). File parts named in
+    ``extra_files`` come back in the fields as :class:`FilePart`; other file parts are
+    ignored."""
     ctype = request.headers.get("content-type", "")
     if ctype.startswith(MULTIPART):
         try:
-            form = await request.form(max_files=2, max_fields=32)
+            form = await request.form(max_files=2 + len(extra_files), max_fields=32)
         except PayloadTooLarge:
             raise
         except Exception:
@@ -197,6 +210,8 @@ async def read_body(request: Request) -> tuple[dict[str, Any], bytes | None]:
                 if key in FILE_FIELDS:
                     file_bytes = await value.read()
                     file_field = key
+                elif key in extra_files:
+                    fields[key] = FilePart(value.filename, await value.read())
             else:
                 fields[key] = value
         return fields, file_bytes

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from api_schemas.errors import ErrorBody
+from api_schemas.modalities.tabular import TabularManifest
 from api_schemas.models import (
     MANIFESTS,
     AnyManifest,
@@ -19,10 +20,18 @@ from api_schemas.models import (
 )
 from engine.errors import InvalidInput, InvalidManifest, PayloadTooLarge, UnsupportedModality
 from engine.modalities.image import decode_image, prepare_image
+from engine.modalities.tabular_sample import with_statistics
 from engine.models.runtime import softmax
 from engine.models.store import MANIFEST_HINT
 from service.auth import AUTH_RESPONSES, Principal, require_admin, require_user
-from service.inputs import decode_base64_image, loads_json, read_body, validate_as, validate_with
+from service.inputs import (
+    FilePart,
+    decode_base64_image,
+    loads_json,
+    read_body,
+    validate_as,
+    validate_with,
+)
 from service.state import ServiceState, get_state
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=AUTH_RESPONSES)
@@ -43,6 +52,13 @@ _UPLOAD_DOC: dict[str, Any] = {
                     "required": ["file", "manifest"],
                     "properties": {
                         "file": {"type": "string", "format": "binary"},
+                        "training": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "Tabular models: a training sample (CSV with a "
+                            "header of the feature names, or Parquet) whose statistics are "
+                            "kept with the model version.",
+                        },
                         "manifest": {
                             "type": "string",
                             "description": "ModelManifest as JSON.",
@@ -98,7 +114,7 @@ async def upload_model(
     state: ServiceState = Depends(get_state),
     _: Principal = Depends(require_admin),
 ) -> ModelInfo:
-    fields, data = await read_body(request)
+    fields, data = await read_body(request, extra_files=("training",))
     if data is None:
         raise InvalidInput(
             "Send multipart/form-data with the model in a 'file' part and its manifest "
@@ -107,6 +123,17 @@ async def upload_model(
     if "manifest" not in fields:
         raise InvalidInput("The 'manifest' field is missing. Add the manifest as JSON.")
     manifest = parse_manifest_field(str(fields["manifest"]))
+    training = fields.get("training")
+    if training is not None:
+        if not isinstance(manifest, TabularManifest) or not isinstance(training, FilePart):
+            raise InvalidInput(
+                "A 'training' part (a training sample) is for tabular models only; send it "
+                "as a file part beside a manifest with \"modality\": \"tabular\".",
+                details={"field": "training"},
+            )
+        manifest = await run_in_threadpool(
+            with_statistics, manifest, training.data, training.filename
+        )
     info = await run_in_threadpool(
         functools.partial(
             state.rt.models.add,

@@ -1,0 +1,89 @@
+"""What the tabular methods share: scoring rows in feature space, and the answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from engine.artifacts import AttributionMap, Result
+from engine.feature_artifacts import FeatureWeights
+from engine.modalities.tabular import TabularCodec, TabularRow
+from engine.models.runtime import LoadedModel
+from engine.objectives import Objective
+
+#: Rows per ONNX Runtime call: tabular models are small, so few large calls beat many.
+TABULAR_BATCH = 8192
+
+
+def codec_of(model: LoadedModel) -> TabularCodec:
+    codec = model.codec
+    if not isinstance(codec, TabularCodec):  # check_method refuses this before
+        raise TypeError(f"model {model.name!r} is not tabular")
+    return codec
+
+
+def score_rows(
+    model: LoadedModel, objective: Objective, rows: NDArray[Any], batch: int = TABULAR_BATCH
+) -> NDArray[np.float64]:
+    """The objective on each row (n, d) in feature space, in large batches."""
+    return objective.value(model_outputs(model, rows, batch))
+
+
+def model_outputs(
+    model: LoadedModel, rows: NDArray[Any], batch: int = TABULAR_BATCH
+) -> NDArray[np.float32]:
+    """The explained output (n, classes) of rows (n, d) in feature space."""
+    return model.run(model.to_model_input(rows), batch=model.fixed_batch or batch)
+
+
+def feature_result(
+    model: LoadedModel,
+    row: TabularRow,
+    weights: NDArray[np.float64],
+    model_calls: int,
+    extras: dict[str, Any],
+    *,
+    conditions: list[str] | None = None,
+    base: float | None = None,
+    f_x: float | None = None,
+    backward_passes: int = 0,
+    output: NDArray[np.float32] | None = None,
+) -> Result:
+    """A weight per feature as an attribution (axis ``feature``, with the names) and as
+    feature weights (the bar chart: the result's png). ``output``: the model's output on
+    the row where the method ran it (the reported score then costs no pass)."""
+    codec = codec_of(model)
+    order = np.argsort(-np.abs(weights), kind="stable")
+    top_k = int(extras.pop("top_k", 5))
+    pos = [codec.names[i] for i in order if weights[i] > 0][:top_k]
+    neg = [codec.names[i] for i in order if weights[i] < 0][:top_k]
+    out_extras: dict[str, Any] = {
+        "features": {n: float(w) for n, w in zip(codec.names, weights, strict=True)},
+        "top_positive": pos,
+        "top_negative": neg,
+        **extras,
+    }
+    if backward_passes:
+        out_extras["backward_passes"] = backward_passes
+    return Result(
+        [
+            AttributionMap(
+                "attribution", np.asarray(weights, np.float32), ("feature",), list(codec.names)
+            ),
+            FeatureWeights(
+                "features",
+                list(codec.names),
+                np.asarray(weights, np.float64),
+                [row.shown(i) for i in range(len(codec.names))],
+                conditions,
+                base,
+                f_x,
+            ),
+        ],
+        model_calls=model_calls,
+        extras=out_extras,
+        views={"png": "features", "overlay": "features"},
+        output=output,
+    )

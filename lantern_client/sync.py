@@ -27,6 +27,7 @@ from lantern_client.inside import (
     groups_of,
     thumbnail_names,
 )
+from lantern_client.text import WordAttributions, text_input, word_attributions_of
 
 
 class LanternClient:
@@ -335,3 +336,41 @@ class LanternClient:
         body = self.artifact(job_id, name)
         thumbs = [self.artifact_image(job_id, n) for n in thumbnail_names(body)]
         return dictionary_of(body, self.artifact_image(job_id, "sheet"), thumbs)
+
+    # -- text models ----------------------------------------------------------------------
+
+    def explain_text(
+        self,
+        text: str,
+        model: str,
+        method: str,
+        target: c.Target = "top1",
+        params: Mapping[str, Any] | None = None,
+        *,
+        wait: float | None = 30.0,
+        timeout: float = 600.0,
+    ) -> ExplanationResult:
+        """Explain a text model's prediction on ``text`` (lime, kernel_shap, occlusion over
+        words); the result (inline within ``wait`` seconds, else polled)."""
+        deadline = time.monotonic() + timeout
+        body = {"model": model, "method": method, "target": target,
+                "params": dict(params or {}), "input": text_input(text)}
+        query = {"wait": repr(float(wait))} if wait else {}
+        r = self._http.post(
+            "/v1/explanations", params=query, json=body, timeout=self.timeout + (wait or 0.0)
+        )
+        answer = c.explanation_answer(r)
+        if isinstance(answer, ExplanationResult):
+            return answer
+        return self._follow(answer, None, deadline, True)
+
+    def word_attributions(self, job_id: str, name: str = "attribution") -> WordAttributions:
+        """A text result's words, weights (numpy) and character spans."""
+        attribution = self.artifact(job_id, name)
+        words = self.artifact(job_id, "words") if name == "attribution" else None
+        return word_attributions_of(attribution, words)
+
+    def text_html(self, job_id: str, name: str = "attribution") -> str:
+        """The highlighted words as an HTML page."""
+        r = self._http.get(c.artifact_path(job_id, name), params={"format": "html"})
+        return c.check(r).text

@@ -245,6 +245,7 @@
       return;
     }
     mountInputEditor(m);
+    if (state.allMethods) listMethods();
     const shape =
       modalityOf(m) === "image"
         ? `${m.manifest.input_size[0]}×${m.manifest.input_size[1]} ${m.manifest.layout}`
@@ -406,8 +407,17 @@
 
   async function loadMethods() {
     const body = await apiJson("/v1/methods");
+    state.allMethods = body.methods;
+    listMethods();
+  }
+
+  /** The methods that take the current model's modality (one name may have a spec per
+   *  modality: the list holds the one for this model's). */
+  function listMethods() {
     const modalities = (m) => (Array.isArray(m.modalities) && m.modalities.length ? m.modalities : [m.modality]);
-    state.methods = body.methods.filter((m) => modalities(m).includes("image"));
+    const modality = modalityOf(currentModel());
+    const previous = $("method").value;
+    state.methods = (state.allMethods || []).filter((m) => modalities(m).includes(modality));
     $("method").replaceChildren(
       ...state.methods.map((m) =>
         el("option", {
@@ -417,6 +427,7 @@
         })
       )
     );
+    if (previous && state.methods.some((m) => m.name === previous)) $("method").value = previous;
     onMethodChange();
   }
 

@@ -134,3 +134,19 @@ def test_bad_text_is_a_4xx_with_a_code(
     assert isinstance(err.get("code"), str) and err["code"]
     if code is not None:
         assert err["code"] == code
+
+
+def test_client_returns_plain_structures(client: TestClient, text_model: str) -> None:
+    from lantern_client import LanternClient
+
+    with LanternClient("http://testserver", transport=client._transport) as lantern:
+        result = lantern.explain_text("good film, not bad", text_model, "kernel_shap",
+                                      target="pos", params={"num_samples": 100})
+        words = lantern.word_attributions(result.job)
+        html = lantern.text_html(result.job)
+    assert words.words == ["good", "film", "not", "bad"]
+    assert isinstance(words.values, np.ndarray) and words.values.dtype == np.float32
+    assert words.spans == [[(0, 4)], [(5, 9)], [(11, 14)], [(15, 18)]]
+    assert words.ranked()[0][0] in {"good", "bad"}
+    assert words.as_dict()["values"] is words.values
+    assert html.count("lantern-word") == 4

@@ -116,7 +116,7 @@ def top_words(values: NDArray[np.float64], k: int) -> tuple[list[int], list[int]
 def word_artifacts(item: TextInput, values: NDArray[np.float64]) -> list[Artifact]:
     """The attribution over words and the table of their occurrences (spans)."""
     rows: list[list[Any]] = [
-        [int(j), item.words[j], int(s), int(e), float(values[j])]
+        [int(j), item.text[s:e], int(s), int(e), float(values[j])]
         for (s, e), j in zip(item.spans, item.occurrence_feature, strict=True)
     ]
     return [

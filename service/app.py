@@ -96,6 +96,7 @@ def create_app(
         BodyLimitMiddleware,
         limit=settings.max_upload_bytes * 4 // 3 + 64 * 1024,
         model_limit=settings.max_model_bytes + 1024 * 1024,
+        dataset_limit=settings.max_dataset_upload_bytes + 1024 * 1024,
     )
 
     @app.middleware("http")

@@ -288,16 +288,23 @@ def validate_with(
 class BodyLimitMiddleware:
     """Refuses bodies over ``limit`` bytes with 413, by header or by counting the stream."""
 
-    def __init__(self, app: Any, limit: int, model_limit: int) -> None:
+    def __init__(
+        self, app: Any, limit: int, model_limit: int, dataset_limit: int | None = None
+    ) -> None:
         self.app = app
         self.default_limit = limit
         self.model_limit = model_limit
+        self.dataset_limit = model_limit if dataset_limit is None else dataset_limit
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.model_limit if scope.get("path") == "/v1/models" else self.default_limit
+        path = scope.get("path")
+        limit = (
+            self.model_limit if path == "/v1/models"
+            else self.dataset_limit if path == "/v1/datasets" else self.default_limit
+        )
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:

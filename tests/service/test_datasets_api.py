@@ -132,3 +132,26 @@ def test_directory_registration(api: TestClient, tmp_path: Path) -> None:
     assert r.json()["source"] == "directory" and r.json()["classes"] == ["x"]
     r = api.post("/v1/datasets", json={"name": "dir2", "path": str(tmp_path)})
     assert r.status_code == 403 and r.json()["code"] == "dataset_path_forbidden"
+
+
+def test_upload_limit_is_the_dataset_limit(tmp_path: Path) -> None:
+    """Zips above the API's image limit are taken up to max_dataset_upload_bytes; above
+    it, 413 payload_too_large."""
+    settings = Settings(data_dir=tmp_path, builtin_model=False, max_upload_bytes=1024 * 8,
+                        max_dataset_upload_bytes=200 * 1024)
+    rng = np.random.default_rng(0)
+    files = {f"a/{i}.png": png_noise(rng) for i in range(4)}
+    data = zipped(files)
+    assert 30 * 1024 < len(data) < 200 * 1024
+    big = zipped({f"a/{i}.png": png_noise(rng) for i in range(30)})
+    assert len(big) > 200 * 1024
+    with TestClient(create_app(settings)) as c:
+        assert upload(c, "ok", data).status_code == 201
+        r = upload(c, "big", big)
+        assert r.status_code == 413 and r.json()["code"] == "payload_too_large"
+
+
+def png_noise(rng: np.random.Generator) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()

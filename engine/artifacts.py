@@ -389,8 +389,8 @@ def unpack(data: bytes) -> tuple[list[Artifact], dict[str, str]]:
     return out, dict(header.get("views", {}))
 
 
-# The "inside the network" types (groups, dictionary, comparison): registered here, so any
-# process that unpacks a result knows them.
+# Types registered here, so any process that unpacks a result knows them: a weight per
+# named feature (tabular explanations); the "inside the network" types (groups,
+# dictionary, comparison).
+import engine.feature_artifacts  # noqa: E402
 import engine.inside_artifacts  # noqa: E402, F401
-# A weight per named feature (tabular explanations): registered here likewise.
-import engine.feature_artifacts  # noqa: E402, F401

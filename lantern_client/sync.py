@@ -27,6 +27,7 @@ from lantern_client.inside import (
     groups_of,
     thumbnail_names,
 )
+from lantern_client.series import SeriesAttribution
 from lantern_client.text import WordAttributions, text_input, word_attributions_of
 
 
@@ -374,3 +375,41 @@ class LanternClient:
         """The highlighted words as an HTML page."""
         r = self._http.get(c.artifact_path(job_id, name), params={"format": "html"})
         return c.check(r).text
+
+    # -- time-series models ---------------------------------------------------------------
+
+    def explain_series(
+        self,
+        values: Any,
+        model: str,
+        method: str,
+        target: c.Target = "top1",
+        params: Mapping[str, Any] | None = None,
+        *,
+        wait: float | None = 30.0,
+        timeout: float = 600.0,
+    ) -> ExplanationResult:
+        """Explain a series model's prediction on ``values`` (channels × time, a flat list
+        for one channel, or a numpy array): grad_cam, occlusion, lime,
+        integrated_gradients, saliency. The result (inline within ``wait`` s, else polled)."""
+        from lantern_client.series import series_input
+
+        deadline = time.monotonic() + timeout
+        body = {"model": model, "method": method, "target": target,
+                "params": dict(params or {}), "input": series_input(values)}
+        query = {"wait": repr(float(wait))} if wait else {}
+        r = self._http.post(
+            "/v1/explanations", params=query, json=body, timeout=self.timeout + (wait or 0.0)
+        )
+        answer = c.explanation_answer(r)
+        if isinstance(answer, ExplanationResult):
+            return answer
+        return self._follow(answer, None, deadline, True)
+
+    def series_attribution(self, job_id: str) -> SeriesAttribution:
+        """A series result's input and weights per time step as numpy arrays."""
+        from lantern_client.series import series_attribution_of
+
+        return series_attribution_of(
+            self.artifact(job_id, "plot"), self.artifact(job_id, "attribution")
+        )

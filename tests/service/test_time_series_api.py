@@ -163,3 +163,23 @@ def test_lime_on_the_built_in_model(client: TestClient) -> None:
     assert len(body["extras"]["segments"]) == 10
     att = client.get(f"/v1/jobs/{body['job']}/artifacts/attribution?format=json").json()
     assert att["axes"] == ["time"] and att["shape"] == [150]
+
+
+def test_client_returns_plain_structures(client: TestClient, spike_model: str) -> None:
+    from lantern_client import LanternClient
+    from lantern_client.series import series_input
+
+    x = spiky_series(T, SPIKE)
+    with LanternClient("http://testserver", transport=client._transport) as lantern:
+        result = lantern.explain_series(x, spike_model, "occlusion", target=0,
+                                        params={"window": 3, "stride": 1})
+        att = lantern.series_attribution(result.job)
+    assert isinstance(att.values, np.ndarray) and att.values.dtype == np.float32
+    assert att.values.shape == (T,) and att.axes == ["time"]
+    np.testing.assert_allclose(att.series, x)
+    assert att.channel_names == ["ch0"]
+    assert abs(att.peak() - SPIKE) <= 2
+    assert att.as_dict()["values"] is att.values
+    assert series_input(x[0])["values"] == x[0].astype(np.float64).tolist()
+    with pytest.raises(ValueError):
+        series_input(np.zeros((1, 2, 3)))

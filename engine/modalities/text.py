@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -69,6 +69,10 @@ class TextInput:
     spans: list[tuple[int, int]]
     occurrence_feature: list[int]
     words: list[str]
+    _gaps: list[str] = field(init=False, repr=False, compare=False)
+    _fills: list[str] = field(init=False, repr=False, compare=False)
+    _tail: str = field(init=False, repr=False, compare=False)
+    _occ: NDArray[np.intp] = field(init=False, repr=False, compare=False)
 
     @property
     def n_features(self) -> int:
@@ -80,24 +84,38 @@ class TextInput:
         runs the model on the text itself)."""
         return np.array([self.text], dtype=object)
 
+    def __post_init__(self) -> None:
+        # keep()'s pieces: the separators around the occurrences, each occurrence's text,
+        # and what takes its place when deleted ("" or, between two non-spaces, " ")
+        gaps: list[str] = []
+        fills: list[str] = []
+        pos = 0
+        text = self.text
+        for start, end in self.spans:
+            gaps.append(text[pos:start])
+            before = text[start - 1 : start]
+            after = text[end : end + 1]
+            touch = before and after and not before.isspace() and not after.isspace()
+            fills.append(" " if touch else "")
+            pos = end
+        object.__setattr__(self, "_gaps", gaps)
+        object.__setattr__(self, "_fills", fills)
+        object.__setattr__(self, "_tail", text[pos:])
+        object.__setattr__(self, "_occ", np.asarray(self.occurrence_feature, np.intp))
+
     def keep(self, mask: NDArray[Any]) -> str:
         """The text with the words whose feature ``mask`` is false deleted (every
         occurrence; where the neighbours would then touch, a space stays in their place)."""
-        keep = np.asarray(mask, dtype=bool)
-        pieces: list[str] = []
-        pos = 0
+        kept = np.asarray(mask, dtype=bool)[self._occ].tolist()
         text = self.text
-        for (start, end), j in zip(self.spans, self.occurrence_feature, strict=True):
-            if keep[j]:
-                continue
-            pieces.append(text[pos:start])
-            before = pieces[-1][-1:] if pieces[-1] else ""
-            after = text[end : end + 1]
-            if before and after and not before.isspace() and not after.isspace():
-                pieces.append(" ")
-            pos = end
-        pieces.append(text[pos:])
-        return "".join(pieces)
+        parts: list[str] = []
+        for (start, end), gap, fill, k in zip(
+            self.spans, self._gaps, self._fills, kept, strict=True
+        ):
+            parts.append(gap)
+            parts.append(text[start:end] if k else fill)
+        parts.append(self._tail)
+        return "".join(parts)
 
     def feature_spans(self) -> list[list[tuple[int, int]]]:
         """Each feature's occurrences (character spans)."""

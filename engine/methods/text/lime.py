@@ -1,12 +1,12 @@
 """LIME for text (Ribeiro, Singh & Guestrin, 2016) by word removal, as the ``lime``
 package's ``LimeTextExplainer`` (bag of words): the features are the text's distinct
 words. Sample 0 is the text itself; sample ``i > 0`` deletes k words, k drawn uniformly
-from 1..M−1 and the words at random, from ``default_rng([seed, i])``. Samples are weighted
-by the exponential kernel of their cosine distance to the text (``kernel_width`` 0.25 on
-the distance in 0..1 is the package's 25 on its distance × 100; the kernel is
-:func:`engine.methods.lime.kernel_weights`), and a weighted Ridge regression of the
-target's score on the on/off vectors gives each word its weight (``extras["r2"]``: the
-surrogate's weighted R², ``intercept``)."""
+from 1..M−1 and the words at random (all samples at once, from ``default_rng(seed)``).
+Samples are weighted by the exponential kernel of their cosine distance to the text
+(``kernel_width`` 0.25 on the distance in 0..1 is the package's 25 on its distance
+× 100; the kernel is :func:`engine.methods.lime.kernel_weights`), and a weighted Ridge
+regression of the target's score on the on/off vectors gives each word its weight
+(``extras["r2"]``: the surrogate's weighted R², ``intercept``)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from pydantic import Field
 from engine.artifacts import Result
 from engine.methods.base import MethodSpec, Progress
 from engine.methods.lime import kernel_weights
-from engine.methods.perturbation import sample_rng
 from engine.methods.registry import register
 from engine.methods.text.common import Scorer, TextParams, text_item, word_artifacts, word_extras
 from engine.models.runtime import LoadedModel
@@ -39,15 +38,18 @@ class TextLimeParams(TextParams):
 
 
 def lime_text_codes(m: int, n: int, seed: int) -> NDArray[np.uint8]:
-    """Keep-vectors (n, m): row 0 all kept, row i with 1..m−1 words deleted (of (seed, i))."""
+    """Keep-vectors (n, m): row 0 all kept; row i > 0 deletes k_i words, k_i uniform in
+    1..m−1, the words uniform among the m (all rows drawn at once from ``seed``)."""
     z = np.ones((n, m), np.uint8)
-    for i in range(1, n):
-        rng = sample_rng(seed, i)
-        if m == 1:
-            z[i, 0] = 0
-            continue
-        k = int(rng.integers(1, m))
-        z[i, rng.choice(m, k, replace=False)] = 0
+    if n <= 1:
+        return z
+    if m == 1:
+        z[1:] = 0
+        return z
+    rng = np.random.default_rng(seed)
+    k = rng.integers(1, m, size=n - 1)
+    ranks = np.argsort(rng.random((n - 1, m)), axis=1).argsort(axis=1)
+    z[1:] = ranks >= k[:, None]  # the k lowest-ranked words of a row are deleted
     return z
 
 

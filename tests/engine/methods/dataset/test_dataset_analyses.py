@@ -224,6 +224,7 @@ def _job(rt: Runtime, job_id: str, method: str, objective: dict[str, Any]) -> No
         id=job_id, model="planted", version=rt.models.get("planted").version, method=method,
         params={"k": 5}, objective=objective, input=None,
         dataset={"name": info.name, "version": info.version, "images": info.count},
+        cost=info.count,
     ))
 
 

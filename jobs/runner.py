@@ -415,7 +415,8 @@ def _run(
         if (
             splitter is not None
             and job.spec.plan is not None
-            and job.spec.cost(job.params, job.model) >= rt.settings.split_min_samples
+            and (rec.cost if rec.dataset is not None else job.spec.cost(job.params, job.model))
+            >= rt.settings.split_min_samples
         ):
             start_split(rt, job, objective, logits, splitter)
             return Outcome(JobState.running.value, rec)

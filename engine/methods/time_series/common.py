@@ -18,6 +18,9 @@ from engine.objectives import Objective
 
 MODALITY = ("time_series",)
 
+#: Rank-3 layers by model version (shape inference once per model, not per request).
+_LAYERS: dict[str, list[str]] = {}
+
 
 def codec_of(model: LoadedModel) -> TimeSeriesCodec:
     codec = model.codec
@@ -44,7 +47,13 @@ def series_layers(model: LoadedModel) -> list[str]:
     """The graph's rank-3 float tensors (batch, channels, time), in graph order: the layers
     Grad-CAM can weigh. Inner layers are read as ONNX's Conv layout (N, C, t) whatever the
     input's layout (a Keras NTC graph transposes to NCT before its first Conv)."""
-    return [ly.name for ly in discover_layers(model.proto()) if len(ly.shape) == 3]
+    found = _LAYERS.get(model.version)
+    if found is None:
+        found = [ly.name for ly in discover_layers(model.proto()) if len(ly.shape) == 3]
+        if len(_LAYERS) >= 64:
+            _LAYERS.pop(next(iter(_LAYERS)))
+        _LAYERS[model.version] = found
+    return found
 
 
 def resolve_series_layer(model: LoadedModel, layer: str | None) -> str:

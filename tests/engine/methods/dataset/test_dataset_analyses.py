@@ -18,6 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from api_schemas.models import ModelManifest
+from api_schemas.objectives import ChannelObjective
 from engine.artifacts import ImageArtifact, Table, unpack
 from engine.datasets.activations import ActivationCache, receptive_field
 from engine.methods.base import no_progress
@@ -273,3 +274,32 @@ def test_cache_is_per_model_and_dataset_version(tmp_path: Path) -> None:
     rt.datasets.add_files("synthetic", changed.items(), builtin=False)
     again, _ = analyse(rt, "dataset_predictions", {"kind": "class", "target": 0})
     assert again.model_calls == N  # a new dataset version: computed again
+
+
+def test_cancel_between_chunks_keeps_the_shards_done(tmp_path: Path) -> None:
+    """Progress is reported after every shard; a cancel there stops the extraction, and the
+    shards already written are reused by the next run (only the rest is computed)."""
+    from engine.errors import Cancelled
+
+    rt = rt_with(tmp_path, dataset_chunk_images=10)
+    model = rt.load("planted")
+    spec = get_method("max_activating", "image")
+    obj = resolve_objective(ChannelObjective(kind="channel", layer="act", channel=0), model)
+    reports: list[float] = []
+
+    def cancel_after_two(fraction: float) -> None:
+        reports.append(fraction)
+        if len(reports) == 2:
+            raise Cancelled()
+
+    reader = rt.datasets.reader("synthetic")
+    with pytest.raises(Cancelled):
+        spec.fn(model, reader, obj, spec.parse_params({}), cancel_after_two)
+    cache = rt.datasets.activations
+    from engine.methods.dataset.max_activating import targets
+
+    assert len(cache.missing(model, reader, targets(model, obj, None))) == 2  # of 4
+    result = spec.fn(model, reader, obj, spec.parse_params({"k": 4}), no_progress)
+    assert result.model_calls == 20  # the two shards left
+    assert [r[2] for r in ranking(result).rows] == ["1/03.png", "1/11.png", "1/17.png",
+                                                    "0/29.png"]

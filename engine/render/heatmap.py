@@ -95,6 +95,10 @@ def attribution_png(artifact: AttributionMap, ctx: RenderContext) -> bytes:
         from engine.render.text import words_png
 
         return words_png(artifact, ctx)
+    if artifact.axes_ and artifact.axes_[-1] == "time":  # series: curve + heat band
+        from engine.render.series import attribution_series_png
+
+        return attribution_series_png(artifact, ctx)
     return encode_png(heatmap_image(_map_of(artifact), ctx.colormap))
 
 

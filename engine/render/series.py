@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw
 
+from engine.artifacts import AttributionMap
 from engine.modalities.time_series import SeriesPlot
 from engine.render.colormap import DIVERGING, apply_colormap
 from engine.render.heatmap import Normalisation, encode_png, normalise
@@ -71,6 +72,15 @@ def series_image(plot: SeriesPlot, colormap: str = "jet") -> Image.Image:
     if not per_channel:
         band(unit[0], y)
     return img
+
+
+def attribution_series_png(artifact: AttributionMap, ctx: RenderContext) -> bytes:
+    """A (time,) or (channel, time) attribution alone: its own curve per row with its heat
+    band under it (the ``attribution`` PNG of series methods; ``plot`` has the input)."""
+    values = np.asarray(artifact.values, np.float32)
+    rows = values if values.ndim == 2 else values.reshape(1, -1)
+    names = artifact.feature_names or [f"ch{i}" for i in range(rows.shape[0])]
+    return encode_png(series_image(SeriesPlot(artifact.name, rows, values, names), ctx.colormap))
 
 
 @renderer("series", "png")

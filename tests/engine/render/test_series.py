@@ -57,3 +57,17 @@ def test_the_plot_round_trips_through_storage() -> None:
     np.testing.assert_array_equal(back.attribution, plot.attribution)
     assert plot.to_json()["meta"]["attribution_axes"] == ["time"]
     assert AttributionMap("a", plot.attribution, ("time",)).axes == ["time"]
+
+
+def test_a_time_attribution_png_is_a_curve_with_its_band_and_images_keep_heatmaps() -> None:
+    a = np.zeros(30, np.float32)
+    a[12] = 2.0
+    data = render(AttributionMap("attribution", a, ("time",)), "png", RenderContext())
+    img = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert img.shape == (MARGIN * 2 + PANEL + GAP + BAND + GAP, WIDTH + 2 * MARGIN, 3)
+    two = np.zeros((2, 30), np.float32)
+    data = render(AttributionMap("attribution", two, ("channel", "time")), "png")
+    assert Image.open(io.BytesIO(data)).size[1] == MARGIN * 2 + 2 * (PANEL + GAP + BAND + GAP)
+    # an image map is still the plain heatmap at its own size
+    data = render(AttributionMap("attribution", np.zeros((5, 7), np.float32)), "png")
+    assert Image.open(io.BytesIO(data)).size == (7, 5)

@@ -52,9 +52,7 @@ def test_text_model_explained_in_the_viewer(page: Any) -> None:
     colour_bad = words.nth(8).evaluate("e => getComputedStyle(e).backgroundColor")
     assert colour_good != colour_bad and "255, 255, 255" not in colour_good
     ranked = card.locator(".text-ranking tbody tr").first
-    expect(ranked).to_have_attribute(
-        "data-word", "wonderful" if abs(good) == top else "dreadful"
-    )
+    expect(ranked).to_have_attribute("data-word", "wonderful" if abs(good) == top else "dreadful")
     expect(card.locator("a", has_text="html")).to_have_count(1)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "viewer-text.png"), full_page=True)

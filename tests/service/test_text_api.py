@@ -140,8 +140,13 @@ def test_client_returns_plain_structures(client: TestClient, text_model: str) ->
     from lantern_client import LanternClient
 
     with LanternClient("http://testserver", transport=client._transport) as lantern:
-        result = lantern.explain_text("good film, not bad", text_model, "kernel_shap",
-                                      target="pos", params={"num_samples": 100})
+        result = lantern.explain_text(
+            "good film, not bad",
+            text_model,
+            "kernel_shap",
+            target="pos",
+            params={"num_samples": 100},
+        )
         words = lantern.word_attributions(result.job)
         html = lantern.text_html(result.job)
     assert words.words == ["good", "film", "not", "bad"]

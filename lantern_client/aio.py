@@ -26,6 +26,7 @@ from lantern_client.inside import (
     groups_of,
     thumbnail_names,
 )
+from lantern_client.series import SeriesAttribution, series_attribution_of, series_input
 from lantern_client.text import WordAttributions, text_input, word_attributions_of
 
 
@@ -320,3 +321,36 @@ class AsyncLanternClient:
         """The highlighted words as an HTML page."""
         r = await self._http.get(c.artifact_path(job_id, name), params={"format": "html"})
         return c.check(r).text
+
+    # -- time-series models ---------------------------------------------------------------
+
+    async def explain_series(
+        self,
+        values: Any,
+        model: str,
+        method: str,
+        target: c.Target = "top1",
+        params: Mapping[str, Any] | None = None,
+        *,
+        wait: float | None = 30.0,
+        timeout: float = 600.0,
+    ) -> ExplanationResult:
+        """Explain a series model's prediction on ``values`` (channels × time, a flat list
+        for one channel, or a numpy array); the result (see the sync client)."""
+        deadline = time.monotonic() + timeout
+        body = {"model": model, "method": method, "target": target,
+                "params": dict(params or {}), "input": series_input(values)}
+        query = {"wait": repr(float(wait))} if wait else {}
+        r = await self._http.post(
+            "/v1/explanations", params=query, json=body, timeout=self.timeout + (wait or 0.0)
+        )
+        answer = c.explanation_answer(r)
+        if isinstance(answer, ExplanationResult):
+            return answer
+        return await self._follow(answer, None, deadline, True)
+
+    async def series_attribution(self, job_id: str) -> SeriesAttribution:
+        """A series result's input and weights per time step as numpy arrays."""
+        return series_attribution_of(
+            await self.artifact(job_id, "plot"), await self.artifact(job_id, "attribution")
+        )

@@ -183,3 +183,24 @@ def test_client_returns_plain_structures(client: TestClient, spike_model: str) -
     assert series_input(x[0])["values"] == x[0].astype(np.float64).tolist()
     with pytest.raises(ValueError):
         series_input(np.zeros((1, 2, 3)))
+
+
+def test_the_async_client_returns_the_same(client: TestClient, spike_model: str) -> None:
+    import asyncio
+
+    import httpx
+
+    from lantern_client import AsyncLanternClient
+
+    x = spiky_series(T, SPIKE)
+
+    async def go() -> Any:
+        async with AsyncLanternClient(
+            "http://testserver", transport=httpx.ASGITransport(app=client.app)
+        ) as lantern:
+            result = await lantern.explain_series(x[0], spike_model, "saliency", target=0)
+            return await lantern.series_attribution(result.job)
+
+    att = asyncio.run(go())
+    assert att.values.shape == (1, T) and att.axes == ["channel", "time"]
+    assert abs(att.peak() - SPIKE) <= 2

@@ -20,10 +20,14 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def zoo_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Where the built-in models are built once for the session: every app, worker and CLI
     the tests start shares it (LANTERN_ZOO), so each model is built once, not per test."""
-    from engine.models.zoo import ensure_builtin
+    from engine.models.store import ModelStore
+    from engine.models.zoo.registry import builtin_models
 
     d = tmp_path_factory.mktemp("zoo")
-    ensure_builtin(d)
+    # every built-in model built (trained, where it is) once, before any app starts
+    store = ModelStore(tmp_path_factory.mktemp("zoo-store"))
+    for model in builtin_models():
+        model.register(store, d)
     before = os.environ.get("LANTERN_ZOO")
     os.environ["LANTERN_ZOO"] = str(d)
     yield d

@@ -245,7 +245,7 @@
       return;
     }
     mountInputEditor(m);
-    if (state.allMethods) listMethods();
+    if (state.allMethods && modalityOf(m) !== state.methodsModality) listMethods();
     const shape =
       modalityOf(m) === "image"
         ? `${m.manifest.input_size[0]}×${m.manifest.input_size[1]} ${m.manifest.layout}`
@@ -416,6 +416,7 @@
   function listMethods() {
     const modalities = (m) => (Array.isArray(m.modalities) && m.modalities.length ? m.modalities : [m.modality]);
     const modality = modalityOf(currentModel());
+    state.methodsModality = modality;
     const previous = $("method").value;
     state.methods = (state.allMethods || []).filter((m) => modalities(m).includes(modality));
     $("method").replaceChildren(

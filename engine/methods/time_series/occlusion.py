@@ -19,7 +19,7 @@ from engine.errors import InvalidParams
 from engine.methods.base import MethodSpec, Progress
 from engine.methods.registry import register
 from engine.methods.time_series.common import MODALITY, batched_scores, codec_of, series_result
-from engine.modalities.time_series import SeriesInput
+from engine.modalities.time_series import SeriesInput, TimeSeriesCodec
 from engine.models.runtime import LoadedModel
 from engine.objectives import Objective, ScoreKind, class_index
 
@@ -56,6 +56,8 @@ def _length(model: LoadedModel) -> int:
 
 
 def check(params: SeriesOcclusionParams, model: LoadedModel) -> None:
+    if not isinstance(model.codec, TimeSeriesCodec):
+        return  # another modality's model: check_method refuses it first
     length = _length(model)
     if params.window > length:
         raise InvalidParams(
@@ -65,6 +67,8 @@ def check(params: SeriesOcclusionParams, model: LoadedModel) -> None:
 
 
 def cost(params: SeriesOcclusionParams, model: LoadedModel) -> int:
+    if not isinstance(model.codec, TimeSeriesCodec):
+        return 1
     length = _length(model)
     n = len(positions(length, min(params.window, length), params.stride))
     channels = codec_of(model).manifest.channels if params.per_channel else 1

@@ -155,3 +155,20 @@ def test_client_returns_plain_structures(client: TestClient, text_model: str) ->
     assert words.ranked()[0][0] in {"good", "bad"}
     assert words.as_dict()["values"] is words.values
     assert html.count("lantern-word") == 4
+
+
+def test_async_client_explains_text(client: TestClient, text_model: str) -> None:
+    import asyncio
+
+    import httpx
+
+    from lantern_client.aio import AsyncLanternClient
+
+    async def go() -> Any:
+        transport = httpx.ASGITransport(app=client.app)
+        async with AsyncLanternClient("http://testserver", transport=transport) as lantern:
+            result = await lantern.explain_text("bad film", text_model, "occlusion", target="pos")
+            return await lantern.word_attributions(result.job)
+
+    words = asyncio.run(go())
+    assert words.words == ["bad", "film"] and words.values[0] < 0

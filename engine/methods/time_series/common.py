@@ -8,7 +8,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from engine.artifacts import AttributionMap, Result
-from engine.errors import InvalidParams
+from engine.errors import InvalidParams, UnsupportedModel
 from engine.methods.backprop import gradients
 from engine.modalities.time_series import SeriesInput, SeriesPlot, TimeSeriesCodec
 from engine.models.heads import default_cam_layer
@@ -27,6 +27,19 @@ def codec_of(model: LoadedModel) -> TimeSeriesCodec:
     if not isinstance(codec, TimeSeriesCodec):  # check_method refuses other models first
         raise TypeError(f"model {model.name!r} is not a time-series model")
     return codec
+
+
+def require_fixed_length(model: LoadedModel, method: str) -> None:
+    """Refuse gradient methods on a variable-length graph: the gradient models are built
+    at static shapes (onnx-ad's reverse mode) and cached per model, not per length."""
+    codec = model.codec
+    if isinstance(codec, TimeSeriesCodec) and codec.manifest.length_mode == "max":
+        raise UnsupportedModel(
+            f"{method} differentiates the graph at a fixed shape; model {model.name!r} takes "
+            "series of varying length (length_mode \"max\"). Use occlusion or lime, or "
+            "register the model with a fixed length.",
+            details={"method": method, "length_mode": "max"},
+        )
 
 
 def channel_names(model: LoadedModel) -> list[str]:

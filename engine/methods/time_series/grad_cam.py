@@ -13,6 +13,7 @@ from engine.methods.registry import register
 from engine.methods.time_series.common import (
     MODALITY,
     codec_of,
+    require_fixed_length,
     resolve_series_layer,
     series_result,
     upsample_time,
@@ -35,6 +36,7 @@ class SeriesGradCamParams(BaseModel):
 
 
 def check(params: SeriesGradCamParams, model: LoadedModel) -> None:
+    require_fixed_length(model, "grad_cam")
     model.check_gradients(resolve_series_layer(model, params.layer))
 
 

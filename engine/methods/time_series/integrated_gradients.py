@@ -17,6 +17,7 @@ from engine.methods.time_series.common import (
     MODALITY,
     codec_of,
     input_gradient,
+    require_fixed_length,
     series_result,
 )
 from engine.modalities.time_series import SeriesInput
@@ -40,6 +41,7 @@ class SeriesIntegratedGradientsParams(BaseModel):
 
 
 def check(params: SeriesIntegratedGradientsParams, model: LoadedModel) -> None:
+    require_fixed_length(model, "integrated_gradients")
     model.check_gradients()
 
 

@@ -10,7 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from engine.artifacts import Result
 from engine.methods.base import MethodSpec, Progress
 from engine.methods.registry import register
-from engine.methods.time_series.common import MODALITY, input_gradient, series_result
+from engine.methods.time_series.common import (
+    MODALITY,
+    input_gradient,
+    require_fixed_length,
+    series_result,
+)
 from engine.modalities.time_series import SeriesInput
 from engine.models.runtime import LoadedModel
 from engine.objectives import Objective, ScoreKind, class_index
@@ -29,6 +34,7 @@ class SeriesSaliencyParams(BaseModel):
 
 
 def check(params: SeriesSaliencyParams, model: LoadedModel) -> None:
+    require_fixed_length(model, "saliency")
     model.check_gradients()
 
 

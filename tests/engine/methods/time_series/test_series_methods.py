@@ -4,6 +4,7 @@ occlusion equals a hand computation on a linear model, and modalities are checke
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +192,33 @@ def test_every_series_method_says_its_modality(spike_model: LoadedModel) -> None
     assert e.value.status == 422
     assert set(e.value.details["methods"]) == series
     assert "occlusion" in e.value.message
+
+
+def test_variable_length_models_take_perturbations_and_refuse_gradients(tmp_path: Path) -> None:
+    import onnx
+
+    from api_schemas.modalities.time_series import TimeSeriesManifest
+    from engine.errors import UnsupportedModel
+    from engine.gradients import GradientCache
+    from engine.models.runtime import RuntimeOptions
+
+    proto = spike_cnn(T)
+    proto.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "T"  # dynamic time axis
+    path = tmp_path / "var.onnx"
+    onnx.save(proto, path)
+    manifest = TimeSeriesManifest.model_validate(
+        {"modality": "time_series", "name": "var", "labels": ["spike", "flat"], "length": T,
+         "length_mode": "max", "min_length": 8}
+    )
+    model = LoadedModel("var", "v", path, manifest, RuntimeOptions(), GradientCache(tmp_path))
+    short = model.codec.decode(json.dumps(spiky_series(40, 25)[0].tolist()).encode())
+    assert short.length == 40
+    params = SeriesOcclusionParams(window=5, stride=1)
+    res = occlusion(model, short, ClassScore(0), params, no_progress)
+    values = art(res, "attribution").values
+    assert values.shape == (40,) and abs(int(np.argmax(values)) - 25) <= 2
+    get_method("occlusion", "time_series").check(params, model)
+    for name in ("saliency", "grad_cam", "integrated_gradients"):
+        spec = get_method(name, "time_series")
+        with pytest.raises(UnsupportedModel):
+            spec.check(spec.parse_params({}), model)

@@ -265,9 +265,14 @@ class DatasetStore:
                 details={"dataset": name},
             )
         d = self._dir(name)
+        versions = [p.stem for p in d.glob("*.json") if p.name != "record.json"]
         trash = self.root / f".deleted-{name}-{os.getpid()}-{time.monotonic_ns()}"
         os.replace(d, trash)
         shutil.rmtree(trash, ignore_errors=True)
+        shared = {i.version for i in self.all()}  # another name with the same content
+        for v in set(versions) - shared:  # its activations, for every model
+            for acts in self.activations.root.glob(f"*/{v}"):
+                shutil.rmtree(acts, ignore_errors=True)
         self._readers = {k: v for k, v in self._readers.items() if k[0] != name}
         return info
 

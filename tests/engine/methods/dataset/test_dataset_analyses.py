@@ -303,3 +303,15 @@ def test_cancel_between_chunks_keeps_the_shards_done(tmp_path: Path) -> None:
     assert result.model_calls == 20  # the two shards left
     assert [r[2] for r in ranking(result).rows] == ["1/03.png", "1/11.png", "1/17.png",
                                                     "0/29.png"]
+
+
+def test_deleting_a_dataset_drops_its_activations(tmp_path: Path) -> None:
+    rt = rt_with(tmp_path)
+    analyse(rt, "dataset_predictions", {"kind": "class", "target": 0})
+    model = rt.load("planted")
+    version = rt.datasets.get("synthetic").version
+    rt.datasets.add_files("twin", images().items(), builtin=False)  # same content
+    rt.datasets.delete("synthetic")
+    assert (rt.datasets.activations.root / model.version / version).is_dir()  # twin's
+    rt.datasets.delete("twin")
+    assert not (rt.datasets.activations.root / model.version / version).exists()

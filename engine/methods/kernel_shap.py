@@ -101,10 +101,6 @@ def sample_coalitions(
     rows: list[NDArray[np.uint8]] = []
     weights: list[float] = []
 
-    def add(mask: NDArray[np.uint8], w: float) -> None:
-        rows.append(mask.copy())
-        weights.append(w)
-
     num_subset_sizes = math.ceil((m - 1) / 2.0)
     num_paired = math.floor((m - 1) / 2.0)
     weight_vector = np.array([(m - 1.0) / (i * (m - i)) for i in range(1, num_subset_sizes + 1)])
@@ -114,7 +110,6 @@ def sample_coalitions(
     num_full_subsets = 0
     num_samples_left = nsamples
     remaining = weight_vector.copy()
-    mask = np.zeros(m, dtype=np.uint8)
     for size in range(1, num_subset_sizes + 1):
         nsubsets = math.comb(m, size)
         if size <= num_paired:
@@ -128,12 +123,13 @@ def sample_coalitions(
         w = weight_vector[size - 1] / math.comb(m, size)
         if size <= num_paired:
             w /= 2.0
-        for inds in itertools.combinations(range(m), size):
-            mask[:] = 0
-            mask[list(inds)] = 1
-            add(mask, w)
-            if size <= num_paired:
-                add(1 - mask, w)
+        inds = np.asarray(list(itertools.combinations(range(m), size)), np.int64)
+        masks = np.zeros((len(inds), m), np.uint8)
+        masks[np.arange(len(inds))[:, None], inds] = 1
+        if size <= num_paired:  # each subset, then its complement
+            masks = np.stack([masks, 1 - masks], axis=1).reshape(-1, m)
+        rows.extend(masks)
+        weights.extend([w] * len(masks))
     n_fixed = len(rows)
     samples_left = nsamples - n_fixed
     if num_full_subsets != num_subset_sizes and samples_left > 0:
@@ -142,25 +138,39 @@ def sample_coalitions(
         rw = rw[num_full_subsets:]
         rw /= rw.sum()
         draws = rng.choice(len(rw), 4 * samples_left, p=rw)
+        sizes = draws.astype(np.int64) + num_full_subsets + 1
         used: dict[bytes, int] = {}
+        # the draws' random subsets: rng.permutation(m)[:size] for each draw in turn, made
+        # in blocks (rng.permuted shuffles row after row: the same stream)
+        block_masks = np.zeros((0, m), np.uint8)
+        keys: list[bytes] = []
         pos = 0
         while samples_left > 0 and pos < len(draws):
-            size = int(draws[pos]) + num_full_subsets + 1
+            if pos == len(keys):
+                stop = min(len(draws), pos + samples_left // 2 + 16)
+                perms = rng.permuted(np.tile(np.arange(m), (stop - pos, 1)), axis=1)
+                block = np.zeros((stop - pos, m), np.uint8)
+                keep = np.arange(m)[None, :] < sizes[pos:stop, None]
+                block[np.arange(stop - pos)[:, None], perms] = keep
+                block_masks = np.concatenate([block_masks, block])
+                keys.extend(r.tobytes() for r in block)
+            size = int(sizes[pos])
+            mask = block_masks[pos]
+            key = keys[pos]
             pos += 1
-            mask[:] = 0
-            mask[rng.permutation(m)[:size]] = 1
-            key = mask.tobytes()
             new = key not in used
             if new:
                 used[key] = len(rows)
                 samples_left -= 1
-                add(mask, 1.0)
+                rows.append(mask)
+                weights.append(1.0)
             else:
                 weights[used[key]] += 1.0
             if samples_left > 0 and size <= num_paired:
                 if new:
                     samples_left -= 1
-                    add(1 - mask, 1.0)
+                    rows.append(1 - mask)
+                    weights.append(1.0)
                 else:
                     weights[used[key] + 1] += 1.0
         weight_left = float(weight_vector[num_full_subsets:].sum())

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -15,6 +18,25 @@ from engine.objectives import Objective
 
 #: Rows per ONNX Runtime call: tabular models are small, so few large calls beat many.
 TABULAR_BATCH = 8192
+
+
+_controller: Any = None
+_controller_lock = threading.Lock()
+
+
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """BLAS on one thread: the surrogates' small products (30 × 5,000) run 10-20× slower
+    when OpenBLAS's threads contend with ONNX Runtime's and the host's other work."""
+    global _controller
+    if _controller is None:
+        with _controller_lock:
+            if _controller is None:
+                from threadpoolctl import ThreadpoolController
+
+                _controller = ThreadpoolController()
+    with _controller.limit(limits=1, user_api="blas"):
+        yield
 
 
 def codec_of(model: LoadedModel) -> TabularCodec:
@@ -60,7 +82,6 @@ def feature_result(
     pos = [codec.names[i] for i in order if weights[i] > 0][:top_k]
     neg = [codec.names[i] for i in order if weights[i] < 0][:top_k]
     out_extras: dict[str, Any] = {
-        "features": {n: float(w) for n, w in zip(codec.names, weights, strict=True)},
         "top_positive": pos,
         "top_negative": neg,
         **extras,

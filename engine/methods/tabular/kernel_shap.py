@@ -27,6 +27,7 @@ from engine.methods.tabular.common import (
     codec_of,
     feature_result,
     model_outputs,
+    one_blas_thread,
     score_rows,
 )
 from engine.modalities.tabular import TabularRow
@@ -114,7 +115,8 @@ def kernel_shap(
     y = coalition_values(model, objective, x, rows, w, players, coalitions, progress)
     phi = np.zeros(x.shape[0], np.float64)
     if m:
-        phi[players] = solve_shapley(coalitions, weights, y, f_x, f_base)
+        with one_blas_thread():
+            phi[players] = solve_shapley(coalitions, weights, y, f_x, f_base)
     progress(1.0)
     n = int(coalitions.shape[0])
     return feature_result(

@@ -20,6 +20,7 @@ one value, which the package turns into a z-score and Lantern keeps as that valu
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +32,12 @@ from scipy.special import ndtr, ndtri
 from engine.artifacts import Result
 from engine.methods.base import MethodSpec, Progress
 from engine.methods.registry import register
-from engine.methods.tabular.common import codec_of, feature_result, model_outputs
+from engine.methods.tabular.common import (
+    codec_of,
+    feature_result,
+    model_outputs,
+    one_blas_thread,
+)
 from engine.modalities.tabular import TabularCodec, TabularRow
 from engine.models.runtime import LoadedModel
 from engine.objectives import Objective, ScoreKind
@@ -56,33 +62,84 @@ class TabularLimeParams(BaseModel):
 
 @dataclass(frozen=True)
 class Discretised:
-    """Each feature's bins (numeric) or categories as the sampling distribution."""
+    """Each feature's bins (numeric) or categories as the sampling distribution, and for
+    every (numeric feature, bin) the truncated normal that draws a value inside the bin."""
 
     quartiles: list[NDArray[np.float64] | None]  # None for categorical and boolean
     frequencies: list[NDArray[np.float64]]
+    cdfs: list[NDArray[np.float64]]
     means: list[NDArray[np.float64]]
-    stds: list[NDArray[np.float64]]
-    mins: list[NDArray[np.float64]]
-    maxs: list[NDArray[np.float64]]
+    numeric: list[int]
+    #: features of at most _SMALL categories or bins, their cdfs padded with +inf, the rest
+    small: NDArray[np.int64]
+    small_cdfs: NDArray[np.float64]
+    large: list[int]
+    #: per (numeric feature, bin), flattened as k * 4 + bin: the truncated normal's inverse
+    #: CDF as ``loc + scale · sign · ndtri(base + u' · span)`` (u' = u, or 1 − u where the
+    #: right tail is the stable side), and whether the bin spans more than one value
+    loc: NDArray[np.float64]
+    scale: NDArray[np.float64]
+    sign: NDArray[np.float64]
+    base: NDArray[np.float64]
+    span: NDArray[np.float64]
+    vary: NDArray[np.bool_]
 
     @staticmethod
     def of(codec: TabularCodec) -> Discretised:
+        cached = _DISCRETISED.get(codec)
+        if cached is not None:
+            return cached
         q: list[NDArray[np.float64] | None] = []
-        fr, mu, sd, lo, hi = [], [], [], [], []
-        for f, s in zip(codec.features, codec.stats.features, strict=True):
+        fr, cdfs, mu = [], [], []
+        numeric: list[int] = []
+        tables: dict[str, list[float]] = {k: [] for k in ("loc", "scale", "a", "b")}
+        for j, (f, s) in enumerate(zip(codec.features, codec.stats.features, strict=True)):
             if f.type == "numeric" and s.bins is not None:
+                numeric.append(j)
                 q.append(np.asarray(s.quartiles or [], np.float64))
-                fr.append(np.asarray([b.frequency for b in s.bins], np.float64))
+                freq = np.asarray([b.frequency for b in s.bins], np.float64)
                 mu.append(np.asarray([b.mean for b in s.bins], np.float64))
-                sd.append(np.asarray([b.std for b in s.bins], np.float64) + 1e-11)
-                lo.append(np.asarray([b.min for b in s.bins], np.float64))
-                hi.append(np.asarray([b.max for b in s.bins], np.float64))
+                for k in range(_MAX_BINS):
+                    bin_ = s.bins[min(k, len(s.bins) - 1)]
+                    std = bin_.std + 1e-11  # as the package's discretizer
+                    tables["loc"].append(bin_.mean)
+                    tables["scale"].append(std)
+                    tables["a"].append((bin_.min - bin_.mean) / std)
+                    tables["b"].append((bin_.max - bin_.mean) / std)
             else:
                 q.append(None)
-                fr.append(np.asarray(s.frequencies or [1.0], np.float64))
-                for lst in (mu, sd, lo, hi):
-                    lst.append(np.zeros(0))
-        return Discretised(q, fr, mu, sd, lo, hi)
+                freq = np.asarray(s.frequencies or [1.0], np.float64)
+                mu.append(np.zeros(0))
+            fr.append(freq)
+            cdf = np.cumsum(freq)
+            cdfs.append(cdf / cdf[-1] if cdf[-1] > 0 else np.linspace(0, 1, len(cdf) + 1)[1:])
+        a = np.asarray(tables["a"], np.float64)
+        b = np.asarray(tables["b"], np.float64)
+        left = a < 0
+        f64 = np.float64
+        small = [j for j, c in enumerate(cdfs) if len(c) <= _SMALL]
+        # the last cdf entry is 1, which no draw reaches: it needs no column
+        padded = np.full((len(small), max([len(cdfs[j]) - 1 for j in small] + [0])), np.inf)
+        for k, j in enumerate(small):
+            padded[k, : len(cdfs[j]) - 1] = cdfs[j][:-1]
+        out = Discretised(
+            q,
+            fr,
+            cdfs,
+            mu,
+            numeric,
+            np.asarray(small, np.int64),
+            padded,
+            [j for j in range(len(cdfs)) if len(cdfs[j]) > _SMALL],
+            np.asarray(tables["loc"], f64),
+            np.asarray(tables["scale"], f64),
+            np.asarray(np.where(left, 1.0, -1.0), f64),
+            np.asarray(np.where(left, ndtr(a), ndtr(-b)), f64),
+            np.asarray(np.where(left, ndtr(b) - ndtr(a), ndtr(-a) - ndtr(-b)), f64),
+            np.asarray(a != b, np.bool_),
+        )
+        _DISCRETISED[codec] = out
+        return out
 
     def discretise(self, x: NDArray[np.float64]) -> NDArray[np.int64]:
         """The row's bin of each numeric feature, its code of each other one."""
@@ -93,6 +150,11 @@ class Discretised:
             else:
                 out[j] = int(np.searchsorted(qts, x[j]))
         return out
+
+
+_MAX_BINS = 4
+_SMALL = 8
+_DISCRETISED: weakref.WeakKeyDictionary[TabularCodec, Discretised] = weakref.WeakKeyDictionary()
 
 
 def _truncnorm(
@@ -123,30 +185,33 @@ def lime_samples(
     first = disc.discretise(x)
     draws = rs.random_sample((d, n))  # RandomState.choice(p=...) draws column by column
     picked = np.empty((d, n), np.int64)
-    for j in range(d):
-        cdf = np.cumsum(disc.frequencies[j])
-        cdf /= cdf[-1]
-        picked[j] = np.searchsorted(cdf, draws[j], side="right")
+    small = disc.small
+    if small.size:  # few bins or categories: count the cdf steps at or below each draw
+        sd = draws[small]
+        count = np.zeros(sd.shape, np.int64)
+        for k in range(disc.small_cdfs.shape[1]):
+            count += sd >= disc.small_cdfs[:, k : k + 1]
+        picked[small] = count
+    for j in disc.large:
+        picked[j] = np.searchsorted(disc.cdfs[j], draws[j], side="right")
     picked = np.minimum(picked, np.asarray([len(f) - 1 for f in disc.frequencies])[:, None])
     z = (picked == first[:, None]).T.astype(np.uint8)
     z[0] = 1
     samples = picked.T.astype(np.float64)
     samples[0] = x
-    # numeric values inside their bins, feature by feature, rows 1.. (the package's order)
-    numeric = [j for j, q in enumerate(disc.quartiles) if q is not None]
-    if numeric and n > 1:
-        idx = picked[numeric, 1:]
-        mins = np.stack([disc.mins[j][idx[k]] for k, j in enumerate(numeric)])
-        maxs = np.stack([disc.maxs[j][idx[k]] for k, j in enumerate(numeric)])
-        means = np.stack([disc.means[j][idx[k]] for k, j in enumerate(numeric)])
-        stds = np.stack([disc.stds[j][idx[k]] for k, j in enumerate(numeric)])
-        a = (mins - means) / stds
-        b = (maxs - means) / stds
-        vary = a != b
-        values = means.copy()  # a bin of one value: that value
-        u = rs.uniform(size=int(vary.sum()))  # row-major: feature by feature, as the package
-        values[vary] = _truncnorm(u, a[vary], b[vary], means[vary], stds[vary])
-        samples[1:, numeric] = values.T
+    # numeric values inside their bins, feature by feature, rows 1.. (the package's order:
+    # its truncnorm.rvs is the inverse CDF of uniforms drawn in that order)
+    if disc.numeric and n > 1:
+        t = picked[disc.numeric, 1:] + (_MAX_BINS * np.arange(len(disc.numeric)))[:, None]
+        values = disc.loc[t]  # a bin of one value: that value
+        vary = disc.vary[t]
+        tv = t[vary]
+        u = rs.uniform(size=tv.size)
+        u = np.where(disc.sign[tv] > 0, u, 1.0 - u)
+        values[vary] = disc.loc[tv] + disc.scale[tv] * disc.sign[tv] * ndtri(
+            disc.base[tv] + u * disc.span[tv]
+        )
+        samples[1:, disc.numeric] = values.T
     return z, samples
 
 
@@ -218,7 +283,8 @@ def lime(
     progress(0.9)
     d = z.shape[1]
     width = params.kernel_width or float(np.sqrt(d) * 0.75)
-    coef, intercept, r2, local = ridge(z, y, kernel_weights(z, width), params.alpha)
+    with one_blas_thread():
+        coef, intercept, r2, local = ridge(z, y, kernel_weights(z, width), params.alpha)
     progress(1.0)
     return feature_result(
         model,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -27,6 +27,7 @@ from lantern_client.inside import (
     thumbnail_names,
 )
 from lantern_client.series import SeriesAttribution, series_attribution_of, series_input
+from lantern_client.tabular import FeatureWeights, feature_weights_of, row_input
 from lantern_client.text import WordAttributions, text_input, word_attributions_of
 
 
@@ -354,3 +355,34 @@ class AsyncLanternClient:
         return series_attribution_of(
             await self.artifact(job_id, "plot"), await self.artifact(job_id, "attribution")
         )
+
+    # -- tabular models -------------------------------------------------------------------
+
+    async def explain_row(
+        self,
+        row: Mapping[str, Any] | Sequence[Any],
+        model: str,
+        method: str,
+        target: c.Target = "top1",
+        params: Mapping[str, Any] | None = None,
+        *,
+        wait: float | None = 30.0,
+        timeout: float = 600.0,
+    ) -> ExplanationResult:
+        """Explain a tabular model's prediction on ``row`` (a mapping by feature name, or a
+        sequence in feature order); the result (see the sync client)."""
+        deadline = time.monotonic() + timeout
+        body = {"model": model, "method": method, "target": target,
+                "params": dict(params or {}), "input": row_input(row)}
+        query = {"wait": repr(float(wait))} if wait else {}
+        r = await self._http.post(
+            "/v1/explanations", params=query, json=body, timeout=self.timeout + (wait or 0.0)
+        )
+        answer = c.explanation_answer(r)
+        if isinstance(answer, ExplanationResult):
+            return answer
+        return await self._follow(answer, None, deadline, True)
+
+    async def feature_weights(self, job_id: str, name: str = "features") -> FeatureWeights:
+        """A tabular result's weight per feature (numpy), with the row's values."""
+        return feature_weights_of(await self.artifact(job_id, name))

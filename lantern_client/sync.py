@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -28,6 +28,7 @@ from lantern_client.inside import (
     thumbnail_names,
 )
 from lantern_client.series import SeriesAttribution
+from lantern_client.tabular import FeatureWeights
 from lantern_client.text import WordAttributions, text_input, word_attributions_of
 
 
@@ -413,3 +414,39 @@ class LanternClient:
         return series_attribution_of(
             self.artifact(job_id, "plot"), self.artifact(job_id, "attribution")
         )
+
+    # -- tabular models -------------------------------------------------------------------
+
+    def explain_row(
+        self,
+        row: Mapping[str, Any] | Sequence[Any],
+        model: str,
+        method: str,
+        target: c.Target = "top1",
+        params: Mapping[str, Any] | None = None,
+        *,
+        wait: float | None = 30.0,
+        timeout: float = 600.0,
+    ) -> ExplanationResult:
+        """Explain a tabular model's prediction on ``row`` (a mapping by feature name, or a
+        sequence in feature order): lime, kernel_shap, saliency, integrated_gradients. The
+        result (inline within ``wait`` seconds, else polled)."""
+        from lantern_client.tabular import row_input
+
+        deadline = time.monotonic() + timeout
+        body = {"model": model, "method": method, "target": target,
+                "params": dict(params or {}), "input": row_input(row)}
+        query = {"wait": repr(float(wait))} if wait else {}
+        r = self._http.post(
+            "/v1/explanations", params=query, json=body, timeout=self.timeout + (wait or 0.0)
+        )
+        answer = c.explanation_answer(r)
+        if isinstance(answer, ExplanationResult):
+            return answer
+        return self._follow(answer, None, deadline, True)
+
+    def feature_weights(self, job_id: str, name: str = "features") -> FeatureWeights:
+        """A tabular result's weight per feature (numpy), with the row's values."""
+        from lantern_client.tabular import feature_weights_of
+
+        return feature_weights_of(self.artifact(job_id, name))

@@ -164,14 +164,29 @@ class TabularManifest(ManifestBase):
         return sum(len(f.values or []) if f.type == "categorical" else 1 for f in self.features)
 
 
+MAX_ROWS = 100
+"""Rows one request may explain (``rows``, or a CSV file)."""
+
+
 class TabularInputBody(BaseModel):
-    """One row: an object by feature name, or an array in the manifest's feature order.
-    Numbers for numeric features, a category's name for categorical ones, true/false for
-    booleans, null where the feature is nullable."""
+    """One row (``row``): an object by feature name, or an array in the manifest's feature
+    order; or several (``rows``, at most MAX_ROWS), each explained. Numbers for numeric
+    features, a category's name for categorical ones, true/false for booleans, null where
+    the feature is nullable. A multipart request may send the rows as a CSV file instead
+    (a header of feature names, a line per row)."""
 
     model_config = ConfigDict(extra="forbid")
 
     modality: Literal["tabular"]
-    row: dict[str, Any] | list[Any] = Field(
-        examples=[{"age": 41, "income": 52000.0, "city": "Lyon", "member": True}]
+    row: dict[str, Any] | list[Any] | None = Field(
+        default=None, examples=[{"age": 41, "income": 52000.0, "city": "Lyon", "member": True}]
     )
+    rows: list[dict[str, Any] | list[Any]] | None = Field(
+        default=None, min_length=1, max_length=MAX_ROWS
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> TabularInputBody:
+        if (self.row is None) == (self.rows is None):
+            raise ValueError("give either `row` (one row) or `rows` (several)")
+        return self

@@ -24,7 +24,12 @@ import onnxruntime as ort
 import orjson
 from numpy.typing import NDArray
 
-from api_schemas.modalities.tabular import TabularFeature, TabularManifest, TabularStatistics
+from api_schemas.modalities.tabular import (
+    MAX_ROWS,
+    TabularFeature,
+    TabularManifest,
+    TabularStatistics,
+)
 from engine.errors import InvalidInput, InvalidManifest, InvalidModel, LanternError
 from engine.modalities.base import GraphCheck, Modality, check_label_count
 from engine.modalities.registry import register_modality
@@ -73,6 +78,22 @@ class TabularRow:
         if isinstance(v, float):
             return f"{v:.4g}"
         return str(v)
+
+
+@dataclass(frozen=True, eq=False)
+class TabularRows:
+    """Several decoded rows (``rows``, or a CSV file), each explained on its own:
+    ``values`` (n, d) in feature space."""
+
+    rows: tuple[TabularRow, ...]
+
+    @property
+    def values(self) -> NDArray[np.float64]:
+        return np.stack([r.values for r in self.rows])
+
+
+def rows_of(item: TabularRow | TabularRows) -> tuple[TabularRow, ...]:
+    return item.rows if isinstance(item, TabularRows) else (item,)
 
 
 def _stats(manifest: TabularManifest) -> TabularStatistics:
@@ -125,15 +146,86 @@ class TabularCodec:
     def validate(self, data: bytes) -> None:
         self.decode(data)
 
-    def decode(self, data: bytes) -> TabularRow:
+    def decode(self, data: bytes) -> TabularRow | TabularRows:
+        """The input body's JSON (``row`` or ``rows``), or a CSV file of rows."""
         try:
             body = orjson.loads(data)
         except orjson.JSONDecodeError:
-            raise _bad(
-                "not_a_row", "The row is not valid JSON. Send an object or an array."
-            ) from None
+            return self.decode_csv(data)
+        if isinstance(body, dict) and body.get("rows") is not None:
+            return self.decode_rows(body["rows"])
         row = body.get("row") if isinstance(body, dict) and "row" in body else body
         return self.decode_row(row)
+
+    def decode_rows(self, rows: Any) -> TabularRow | TabularRows:
+        if not isinstance(rows, list) or not rows:
+            raise _bad("not_a_row", "`rows` is a non-empty list of rows.")
+        if len(rows) > MAX_ROWS:
+            raise _bad(
+                "too_many_rows",
+                f"{len(rows)} rows; one request explains at most {MAX_ROWS}. Split them.",
+                rows=len(rows),
+                limit=MAX_ROWS,
+            )
+        decoded = []
+        for i, r in enumerate(rows):
+            try:
+                decoded.append(self.decode_row(r))
+            except InvalidRow as e:
+                raise InvalidRow(
+                    f"Row {i + 1}: {e.message}", details={**e.details, "row": i + 1}
+                ) from None
+        return decoded[0] if len(decoded) == 1 else TabularRows(tuple(decoded))
+
+    def decode_csv(self, data: bytes) -> TabularRow | TabularRows:
+        """A CSV file: a header of feature names, then one line per row (an empty cell is
+        null)."""
+        import csv
+        import io
+
+        try:
+            text = data.decode("utf-8-sig")
+            lines = [r for r in csv.reader(io.StringIO(text)) if r]
+        except (UnicodeDecodeError, csv.Error):
+            lines = []
+        if len(lines) < 2:
+            raise _bad(
+                "not_a_row",
+                "The input is neither JSON nor a CSV file with a header of feature names "
+                "and at least one row.",
+            )
+        header = [h.strip() for h in lines[0]]
+        rows: list[dict[str, Any]] = []
+        for n, line in enumerate(lines[1:], start=2):
+            if len(line) != len(header):
+                raise _bad(
+                    "wrong_length",
+                    f"Line {n} of the CSV has {len(line)} cells; its header has {len(header)}.",
+                    line=n,
+                )
+            rows.append({h: self._csv_cell(h, c) for h, c in zip(header, line, strict=True)})
+        return self.decode_rows(rows)
+
+    def _csv_cell(self, name: str, cell: str) -> Any:
+        """A CSV cell as the JSON value the feature takes (text that is none stays text,
+        so decode_row names what is wrong)."""
+        i = self.index.get(name)
+        text = cell.strip()
+        if i is None:
+            return text
+        kind = self.features[i].type
+        if text == "" and kind != "categorical":
+            return None
+        if kind == "numeric":
+            try:
+                return float(text)
+            except ValueError:
+                return text
+        if kind == "boolean":
+            low = text.lower()
+            return True if low in ("true", "1", "yes") else False if low in (
+                "false", "0", "no") else text
+        return text
 
     def decode_row(self, row: Any) -> TabularRow:
         """A row as an object by feature name or an array in feature order."""
@@ -261,8 +353,11 @@ class TabularCodec:
             out[~ok, s : s + len(f.values or [])] = np.nan
         return out
 
-    def item_input(self, item: TabularRow) -> NDArray[np.float32]:
-        return self.to_model_input(item.values[None])
+    def item_input(self, item: TabularRow | TabularRows) -> NDArray[np.float32]:
+        """The row (1, width), or the rows (n, width): "top1" and the reported score are
+        the first row's."""
+        values = item.values
+        return self.to_model_input(values[None] if values.ndim == 1 else values)
 
     def baseline(
         self, item: TabularRow, name: Any = "mean", blur_radius: float = 0.0

@@ -217,3 +217,41 @@ def test_a_bad_training_sample_is_refused(client: TestClient) -> None:
     )
     assert r.status_code == 422 and "training sample" in r.json()["message"]
     assert client.get("/v1/models/bad-sample").status_code == 404
+
+
+def test_several_rows_by_json_and_by_csv_upload(client: TestClient, tab_model: str) -> None:
+    rows = [ROW, {**ROW, "a": -1.0, "colour": "red", "flag": False}]
+    r = client.post(
+        "/v1/explanations?wait=30",
+        json={"model": tab_model, "method": "kernel_shap", "target": 1,
+              "input": {"modality": "tabular", "rows": rows}},
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["attribution"]["shape"] == [2, 4]
+    arts = {a["name"]: a for a in body["artifacts"]}
+    assert arts["attribution"]["axes"] == ["row", "feature"]
+    e = body["extras"]
+    assert e["rows"] == 2 and len(e["sum_check"]) == 2 and max(map(abs, e["sum_check"])) < 1e-3
+    single = explain(client, tab_model, "kernel_shap", rows[1], target=1).json()
+    assert body["attribution"]["values"][1] == single["attribution"]["values"]
+    csv = b"flag,colour,a,b\ntrue,blue,1.2,-0.4\nfalse,red,-1.0,-0.4\n"
+    up = client.post(
+        "/v1/explanations?wait=30",
+        files={"file": ("rows.csv", csv, "text/csv")},
+        data={"model": tab_model, "method": "kernel_shap", "target": "1"},
+    )
+    assert up.status_code == 200, up.text
+    assert up.json()["attribution"]["values"] == body["attribution"]["values"]
+    bad = client.post(
+        "/v1/explanations?wait=30",
+        files={"file": ("rows.csv", b"a,b,colour,flag\n1,2,purple,true\n", "text/csv")},
+        data={"model": tab_model, "method": "lime"},
+    )
+    assert bad.status_code == 422 and bad.json()["details"]["reason"] == "unknown_category"
+    png = client.get(f"/v1/jobs/{body['job']}/result?format=png")
+    assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
+    both = client.post("/v1/explanations?wait=5", json={
+        "model": tab_model, "method": "lime",
+        "input": {"modality": "tabular", "row": ROW, "rows": rows}})
+    assert both.status_code == 422 and both.json()["code"] == "invalid_input"

@@ -12,7 +12,8 @@ from numpy.typing import NDArray
 
 from engine.artifacts import AttributionMap, Result
 from engine.feature_artifacts import FeatureWeights
-from engine.modalities.tabular import TabularCodec, TabularRow
+from engine.methods.base import MethodFn, Progress, ScaledProgress
+from engine.modalities.tabular import TabularCodec, TabularRow, TabularRows, rows_of
 from engine.models.runtime import LoadedModel
 from engine.objectives import Objective
 
@@ -107,4 +108,52 @@ def feature_result(
         extras=out_extras,
         views={"png": "features", "overlay": "features"},
         output=output,
+    )
+
+
+def per_row(fn: MethodFn[Any]) -> MethodFn[Any]:
+    """A method of one row that explains each of several rows (``rows``, a CSV file) too:
+    the attribution is then (rows, features), the bar chart each feature's mean |weight|,
+    and every per-row number of the extras a list over the rows."""
+
+    def run(
+        model: LoadedModel, item: Any, objective: Objective, params: Any, progress: Progress
+    ) -> Result:
+        if not isinstance(item, TabularRows):
+            return fn(model, item, objective, params, progress)
+        rows = rows_of(item)
+        n = len(rows)
+        results = [
+            fn(model, row, objective, params, ScaledProgress(progress, i / n, 1 / n))
+            for i, row in enumerate(rows)
+        ]
+        return _stacked(model, results)
+
+    run.__name__ = getattr(fn, "__name__", "per_row")
+    run.__doc__ = fn.__doc__
+    return run
+
+
+def _stacked(model: LoadedModel, results: list[Result]) -> Result:
+    codec = codec_of(model)
+    values = np.stack([np.asarray(r.values, np.float64) for r in results])
+    importance = np.abs(values).mean(axis=0)
+    extras: dict[str, Any] = {"rows": len(results)}
+    for key, v in results[0].extras.items():
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            extras[key] = [r.extras.get(key) for r in results]
+    order = np.argsort(-importance, kind="stable")
+    extras["top_features"] = [codec.names[i] for i in order[:5]]
+    outputs = [r.output for r in results]
+    return Result(
+        [
+            AttributionMap(
+                "attribution", values.astype(np.float32), ("row", "feature"), list(codec.names)
+            ),
+            FeatureWeights("features", list(codec.names), importance, [], None, None, None),
+        ],
+        model_calls=sum(r.model_calls for r in results),
+        extras=extras,
+        views={"png": "features", "overlay": "features"},
+        output=None if any(o is None for o in outputs) else np.concatenate(outputs),  # type: ignore[arg-type]
     )

@@ -19,7 +19,7 @@ from engine.methods.backprop import gradients
 from engine.methods.base import MethodSpec, Progress
 from engine.methods.integrated_gradients import Rule, quadrature
 from engine.methods.registry import register
-from engine.methods.tabular.common import codec_of, feature_result
+from engine.methods.tabular.common import codec_of, feature_result, per_row
 from engine.modalities.tabular import TabularBaseline, TabularCodec, TabularRow
 from engine.models.runtime import LoadedModel
 from engine.objectives import Objective, ScoreKind, objective_tensor
@@ -147,7 +147,7 @@ SALIENCY = register(
     MethodSpec(
         name="saliency",
         params_model=TabularSaliencyParams,
-        fn=saliency,
+        fn=per_row(saliency),
         description="The gradient of the score w.r.t. each feature (differentiable models).",
         kind="gradient",
         execution="sync",
@@ -160,7 +160,7 @@ INTEGRATED_GRADIENTS = register(
     MethodSpec(
         name="integrated_gradients",
         params_model=TabularIntegratedGradientsParams,
-        fn=integrated_gradients,
+        fn=per_row(integrated_gradients),
         description="Integrated gradients from a baseline row (training means) to the row; "
         "reports the completeness delta.",
         kind="gradient",

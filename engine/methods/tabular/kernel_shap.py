@@ -28,6 +28,7 @@ from engine.methods.tabular.common import (
     feature_result,
     model_outputs,
     one_blas_thread,
+    per_row,
     score_rows,
 )
 from engine.modalities.tabular import TabularRow
@@ -150,7 +151,7 @@ SPEC = register(
     MethodSpec(
         name="kernel_shap",
         params_model=TabularKernelShapParams,
-        fn=kernel_shap,
+        fn=per_row(kernel_shap),
         description="KernelSHAP for a row: Shapley values of the features against the "
         "training sample's k-means background; they sum to f(x) − E[f(background)].",
         kind="perturbation",

@@ -37,6 +37,7 @@ from engine.methods.tabular.common import (
     feature_result,
     model_outputs,
     one_blas_thread,
+    per_row,
 )
 from engine.modalities.tabular import TabularCodec, TabularRow
 from engine.models.runtime import LoadedModel
@@ -316,7 +317,7 @@ SPEC = register(
     MethodSpec(
         name="lime",
         params_model=TabularLimeParams,
-        fn=lime,
+        fn=per_row(lime),
         description="LIME for a row: samples from the training statistics (quartile bins, "
         "category frequencies), a weighted linear surrogate on 'same bin as the row'.",
         kind="perturbation",

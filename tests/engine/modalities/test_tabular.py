@@ -232,3 +232,46 @@ def test_statistics_must_match_the_features() -> None:
         TabularManifest.model_validate(
             {**numeric_manifest("m3", 3).model_dump(), "statistics": st}
         )
+
+
+def test_several_rows_as_json_or_csv() -> None:
+    from engine.modalities.tabular import TabularRows
+
+    codec = TabularCodec(mixed())
+    rows = codec.decode(json.dumps({"row": None, "rows": [
+        [40, "Nice", True, 1.0], {"age": 50, "city": "Lyon", "member": False, "income": None},
+    ]}).encode())
+    assert isinstance(rows, TabularRows) and rows.values.shape == (2, 4)
+    csv = b"city,age,member,income\nNice,40,true,1\nLyon,50,no,\n"
+    from_csv = codec.decode(csv)
+    assert isinstance(from_csv, TabularRows)
+    np.testing.assert_array_equal(from_csv.values, rows.values)
+    assert codec.item_input(from_csv).shape == (2, 4)
+    one = codec.decode(b"age,city,member,income\n40,Nice,1,1\n")
+    assert not isinstance(one, TabularRows) and one.values.tolist() == [40, 2, 1, 1]
+
+
+@pytest.mark.parametrize(
+    ("data", "reason", "row"),
+    [
+        (b"age,city,member,income\n40,Rome,true,1\n", "unknown_category", 1),
+        (b"age,city,member,income\n40,Nice,true,1\nx,Nice,true,1\n", "wrong_type", 2),
+        (b"age,city,member,zip\n40,Nice,true,1\n", "missing_column", 1),
+        (b"age,city,member,income\n40,Nice\n", "wrong_length", None),
+        (b"just one line\n", "not_a_row", None),
+    ],
+)
+def test_bad_csv_rows_name_the_row(data: bytes, reason: str, row: int | None) -> None:
+    with pytest.raises(InvalidRow) as e:
+        TabularCodec(mixed()).decode(data)
+    assert e.value.details["reason"] == reason
+    if row is not None:
+        assert e.value.details["row"] == row and f"Row {row}" in e.value.message
+
+
+def test_too_many_rows_are_refused() -> None:
+    from api_schemas.modalities.tabular import MAX_ROWS
+
+    with pytest.raises(InvalidRow) as e:
+        TabularCodec(mixed()).decode_rows([[40, "Nice", True, 1.0]] * (MAX_ROWS + 1))
+    assert e.value.details["reason"] == "too_many_rows"

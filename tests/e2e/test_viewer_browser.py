@@ -734,8 +734,13 @@ def test_every_artifact_type_is_drawn_by_its_renderer(page: Any, chelsea: Path) 
 # ---------------------------------------------------------------- objectives ("Explain")
 
 
-def methods_of(server: str) -> dict[str, dict[str, Any]]:
-    return {m["name"]: m for m in httpx.get(server + "/v1/methods").json()["methods"]}
+def methods_of(server: str, modality: str = "image") -> dict[str, dict[str, Any]]:
+    """The methods for one modality by name (a name has a spec per modality)."""
+    return {
+        m["name"]: m
+        for m in httpx.get(server + "/v1/methods").json()["methods"]
+        if modality in m["modalities"]
+    }
 
 
 KNOWN_KINDS = ["class", "channel", "neuron", "layer_norm", "direction"]

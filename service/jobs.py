@@ -39,7 +39,7 @@ from engine.methods.registry import get_method
 from engine.modalities.image import decode_image
 from engine.objectives import resolve_objective
 from engine.quality.metrics import MetricsRequest
-from engine.render.registry import RenderContext, dumps, formats_of, render
+from engine.render.registry import RenderContext, dumps, formats_for, formats_of, render
 from engine.targets import canonical_target
 from jobs.runner import ITEMS
 from jobs.store import JobRecord
@@ -411,7 +411,7 @@ def render_view(
     """The result's ``png`` or ``overlay``: its view artifact drawn in that format (an
     overlay of an artifact without one, e.g. a channel grid, is its png)."""
     artifact = stored.view(fmt)
-    if fmt == "overlay" and "overlay" not in formats_of(artifact.type):
+    if fmt == "overlay" and "overlay" not in formats_for(artifact):
         fmt = "png"
     return render_artifact(state, rec, artifact, fmt, colormap, alpha)
 
@@ -419,8 +419,9 @@ def render_view(
 def artifact_links(job_id: str, artifact: Artifact | dict[str, Any]) -> dict[str, str]:
     name = artifact.name if isinstance(artifact, Artifact) else str(artifact["name"])
     kind = artifact.type if isinstance(artifact, Artifact) else str(artifact["type"])
+    axes = artifact.axes if isinstance(artifact, Artifact) else artifact.get("axes")
     base = f"/v1/jobs/{job_id}/artifacts/{name}"
-    return {fmt: f"{base}?format={fmt}" for fmt in formats_of(kind)}
+    return {fmt: f"{base}?format={fmt}" for fmt in formats_of(kind, axes)}
 
 
 def build_result(

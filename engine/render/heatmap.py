@@ -12,7 +12,7 @@ from PIL import Image
 from engine.artifacts import AttributionMap
 from engine.errors import InvalidFormat
 from engine.render.colormap import DIVERGING, apply_colormap
-from engine.render.registry import RenderContext, renderer
+from engine.render.registry import RenderContext, image_axes, renderer
 
 Normalisation = Literal["positive", "absolute", "signed"]
 
@@ -102,6 +102,6 @@ def attribution_png(artifact: AttributionMap, ctx: RenderContext) -> bytes:
     return encode_png(heatmap_image(_map_of(artifact), ctx.colormap))
 
 
-@renderer("attribution", "overlay")
+@renderer("attribution", "overlay", axes=image_axes)
 def attribution_overlay(artifact: AttributionMap, ctx: RenderContext) -> bytes:
     return encode_png(overlay_image(_map_of(artifact), ctx.image(), ctx.colormap, ctx.alpha))

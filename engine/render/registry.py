@@ -54,21 +54,35 @@ def dumps(obj: Any) -> bytes:
 
 
 RenderFn = Callable[[Any, RenderContext], bytes]
+#: Which artifacts of its type a renderer draws, by their axes (None: all of them).
+AxesRule = Callable[[tuple[str, ...]], bool]
 
 _RENDERERS: dict[tuple[str, str], RenderFn] = {}
+_AXES: dict[tuple[str, str], AxesRule] = {}
 
 
-def renderer(artifact_type: str, fmt: str) -> Callable[[RenderFn], RenderFn]:
-    """Decorator: register ``fn(artifact, ctx) -> bytes`` for ``(artifact_type, fmt)``."""
+def renderer(
+    artifact_type: str, fmt: str, *, axes: AxesRule | None = None
+) -> Callable[[RenderFn], RenderFn]:
+    """Decorator: register ``fn(artifact, ctx) -> bytes`` for ``(artifact_type, fmt)``;
+    ``axes`` limits it to the artifacts whose axes it accepts (an overlay needs image axes,
+    highlighted text word axes), so links are offered only where a rendering exists."""
 
     def deco(fn: RenderFn) -> RenderFn:
         key = (artifact_type, fmt)
         if key in _RENDERERS:
             raise ValueError(f"renderer {key} registered twice")
         _RENDERERS[key] = fn
+        if axes is not None:
+            _AXES[key] = axes
         return fn
 
     return deco
+
+
+def image_axes(axes: tuple[str, ...]) -> bool:
+    """A map over an image's pixels (what an overlay draws on)."""
+    return axes == ("y", "x")
 
 
 _loaded = False
@@ -90,10 +104,25 @@ def _load() -> None:
     _loaded = True
 
 
-def formats_of(artifact_type: str) -> list[str]:
-    """The formats an artifact of this type renders to: json, npy, then its renderers'."""
+def formats_of(artifact_type: str, axes: tuple[str, ...] | list[str] | None = None) -> list[str]:
+    """The formats an artifact of this type (and these axes, when given) renders to: json,
+    npy, then its renderers'."""
     _load()
-    return ["json", "npy", *[f for (t, f) in _RENDERERS if t == artifact_type]]
+    shape = tuple(axes) if axes is not None else None
+    return [
+        "json",
+        "npy",
+        *[
+            f
+            for (t, f) in _RENDERERS
+            if t == artifact_type and (shape is None or (t, f) not in _AXES or _AXES[(t, f)](shape))
+        ],
+    ]
+
+
+def formats_for(artifact: Artifact) -> list[str]:
+    """The formats this artifact renders to."""
+    return formats_of(artifact.type, artifact.axes)
 
 
 def render(artifact: Artifact, fmt: str, ctx: RenderContext | None = None) -> bytes:
@@ -107,11 +136,12 @@ def render(artifact: Artifact, fmt: str, ctx: RenderContext | None = None) -> by
         np.save(buf, artifact.primary_array(), allow_pickle=False)
         return buf.getvalue()
     fn = _RENDERERS.get((artifact.type, fmt))
-    if fn is None:
+    rule = _AXES.get((artifact.type, fmt))
+    if fn is None or (rule is not None and not rule(tuple(artifact.axes))):
+        formats = formats_for(artifact)
         raise InvalidFormat(
-            f"An artifact of type {artifact.type!r} has no {fmt!r} rendering. "
-            f"Ask for one of: {', '.join(formats_of(artifact.type))}.",
-            details={"artifact": artifact.name, "format": fmt,
-                     "formats": formats_of(artifact.type)},
+            f"Artifact {artifact.name!r} ({artifact.type}, axes {artifact.axes}) has no {fmt!r} "
+            f"rendering. Ask for one of: {', '.join(formats)}.",
+            details={"artifact": artifact.name, "format": fmt, "formats": formats},
         )
     return fn(artifact, ctx)

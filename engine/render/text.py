@@ -75,7 +75,7 @@ def words_html(words: list[str], values: NDArray[np.float64]) -> str:
     )
 
 
-@renderer("attribution", "html")
+@renderer("attribution", "html", axes=lambda axes: axes == ("word",))
 def attribution_html(artifact: AttributionMap, ctx: RenderContext) -> bytes:
     words, values = _words(artifact)
     return words_html(words, values).encode("utf-8")

@@ -240,7 +240,7 @@ def test_damaged_records_survive_a_restart(tmp_path: Path, zoo_dir: Path) -> Non
     the built-in model repaired."""
     (tmp_path / "zoo").mkdir()
     shutil.copy(zoo_dir / f"{BUILTIN_MODEL_ID}.onnx", tmp_path / "zoo")
-    settings = Settings(data_dir=tmp_path)
+    settings = Settings(data_dir=tmp_path, builtin_models=[BUILTIN_MODEL_ID])
     _damage(settings.models_dir, "junk", b"{")
     _damage(settings.models_dir, BUILTIN_MODEL_ID, b'{"name": null}')
     with TestClient(create_app(settings)) as c:

@@ -136,6 +136,10 @@ class TabularCodec:
             width += len(f.values or []) if (self.onehot and f.type == "categorical") else 1
         self.starts = np.asarray(starts, np.int64)
         self.width = width
+        #: the feature each column of the graph's input holds
+        self.feature_of_column = np.repeat(
+            np.arange(len(self.features)), np.diff(np.append(self.starts, width))
+        )
 
     @property
     def stats(self) -> TabularStatistics:
@@ -352,6 +356,10 @@ class TabularCodec:
             out[rows, s + col[ok].astype(np.int64)] = 1.0
             out[~ok, s : s + len(f.values or [])] = np.nan
         return out
+
+    def item_input_of(self, values: NDArray[np.float64]) -> NDArray[np.float32]:
+        """A row (d,) in feature space as the graph's input (1, width)."""
+        return self.to_model_input(values[None])
 
     def item_input(self, item: TabularRow | TabularRows) -> NDArray[np.float32]:
         """The row (1, width), or the rows (n, width): "top1" and the reported score are

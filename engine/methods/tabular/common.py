@@ -47,13 +47,6 @@ def codec_of(model: LoadedModel) -> TabularCodec:
     return codec
 
 
-def score_rows(
-    model: LoadedModel, objective: Objective, rows: NDArray[Any], batch: int = TABULAR_BATCH
-) -> NDArray[np.float64]:
-    """The objective on each row (n, d) in feature space, in large batches."""
-    return objective.value(model_outputs(model, rows, batch))
-
-
 def model_outputs(
     model: LoadedModel, rows: NDArray[Any], batch: int = TABULAR_BATCH
 ) -> NDArray[np.float32]:

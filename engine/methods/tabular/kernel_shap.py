@@ -14,6 +14,8 @@ f(x) − E[f(background)] (``sum_check``).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,7 +31,6 @@ from engine.methods.tabular.common import (
     model_outputs,
     one_blas_thread,
     per_row,
-    score_rows,
 )
 from engine.modalities.tabular import TabularRow
 from engine.models.runtime import LoadedModel
@@ -69,6 +70,18 @@ def varying(x: NDArray[np.float64], rows: NDArray[np.float64]) -> NDArray[np.int
     return np.nonzero(~same.all(axis=0))[0]
 
 
+@functools.lru_cache(maxsize=32)
+def coalitions_of(
+    m: int, num_samples: int, seed: int
+) -> tuple[NDArray[np.uint8], NDArray[np.float64]]:
+    """shap's coalitions for m players: a pure function of its arguments, kept (a model's
+    rows mostly have the same players)."""
+    z, w = sample_coalitions(m, num_samples, seed)
+    z.setflags(write=False)
+    w.setflags(write=False)
+    return z, w
+
+
 def coalition_values(
     model: LoadedModel,
     objective: Objective,
@@ -79,20 +92,32 @@ def coalition_values(
     coalitions: NDArray[np.uint8],
     progress: Progress,
 ) -> NDArray[np.float64]:
-    """E_b[f(x on the coalition's players, b elsewhere)] for each coalition."""
-    k, d = rows.shape
+    """E_b[f(x on the coalition's players, b elsewhere)] for each coalition, the samples
+    made in the graph's input space (a feature's columns follow its player)."""
+    codec = codec_of(model)
+    k = rows.shape[0]
+    xm = codec.item_input_of(x)[0]
+    bm = codec.to_model_input(rows)
+    column = codec.feature_of_column  # the feature of each input column
+    player_of = np.full(x.shape[0], -1, np.int64)
+    player_of[players] = np.arange(len(players))
+    cols = np.nonzero(player_of[column] >= 0)[0]
+    col_player = player_of[column[cols]]
     n = coalitions.shape[0]
     out = np.empty(n, np.float64)
     step = max(1, TABULAR_BATCH // k)
-    keep = np.zeros((min(step, max(n, 1)), d), bool)
+    width = xm.shape[0]
+    batch = np.empty((min(step, max(n, 1)), k, width), np.float32)
+    keep = np.zeros((batch.shape[0], width), bool)
     for start in range(0, n, step):
         stop = min(start + step, n)
-        m = keep[: stop - start]
-        m[:] = False
-        m[:, players] = coalitions[start:stop].astype(bool)
-        batch = np.where(m[:, None, :], x[None, None, :], rows[None, :, :]).reshape(-1, d)
-        scores = score_rows(model, objective, batch).reshape(stop - start, k)
-        out[start:stop] = scores @ w
+        b, kp = batch[: stop - start], keep[: stop - start]
+        b[:] = bm[None]
+        kp[:, cols] = coalitions[start:stop][:, col_player]  # a column follows its player
+        np.copyto(b, xm[None, None, :], where=kp[:, None, :])
+        flat = b.reshape(-1, width)
+        scores = objective.value(model.run(flat, batch=model.fixed_batch or TABULAR_BATCH))
+        out[start:stop] = scores.reshape(stop - start, k) @ w
         progress(stop / n)
     return out
 
@@ -112,7 +137,7 @@ def kernel_shap(
     f_base = float(ends[1:] @ w)
     players = varying(x, rows)
     m = len(players)
-    coalitions, weights = sample_coalitions(m, params.num_samples, params.seed)
+    coalitions, weights = coalitions_of(m, params.num_samples, params.seed)
     y = coalition_values(model, objective, x, rows, w, players, coalitions, progress)
     phi = np.zeros(x.shape[0], np.float64)
     if m:

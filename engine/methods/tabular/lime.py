@@ -20,8 +20,10 @@ one value, which the package turns into a z-score and Lantern keeps as that valu
 
 from __future__ import annotations
 
+import threading
 import weakref
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,9 +35,9 @@ from engine.artifacts import Result
 from engine.methods.base import MethodSpec, Progress
 from engine.methods.registry import register
 from engine.methods.tabular.common import (
+    TABULAR_BATCH,
     codec_of,
     feature_result,
-    model_outputs,
     one_blas_thread,
     per_row,
 )
@@ -84,6 +86,8 @@ class Discretised:
     base: NDArray[np.float64]
     span: NDArray[np.float64]
     vary: NDArray[np.bool_]
+    kept: OrderedDict[tuple[int, int], Any] = field(default_factory=OrderedDict, compare=False)
+    lock: threading.Lock = field(default_factory=threading.Lock, compare=False)
 
     @staticmethod
     def of(codec: TabularCodec) -> Discretised:
@@ -177,13 +181,14 @@ def _truncnorm(
     return loc + scale * out
 
 
-def lime_samples(
-    disc: Discretised, x: NDArray[np.float64], n: int, seed: int
-) -> tuple[NDArray[np.uint8], NDArray[np.float64]]:
-    """(binary representation (n, d), samples in feature space (n, d)); row 0 is ``x``."""
+def lime_draws(
+    disc: Discretised, n: int, seed: int
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """What the package draws for ``n`` samples from ``seed`` — every sample's bin or
+    category (d, n) and samples 1.. in feature space (n − 1, d). None of it depends on
+    the row (only sample 0 and the binary representation do)."""
     d = len(disc.quartiles)
     rs = np.random.RandomState(seed)
-    first = disc.discretise(x)
     draws = rs.random_sample((d, n))  # RandomState.choice(p=...) draws column by column
     picked = np.empty((d, n), np.int64)
     small = disc.small
@@ -196,10 +201,7 @@ def lime_samples(
     for j in disc.large:
         picked[j] = np.searchsorted(disc.cdfs[j], draws[j], side="right")
     picked = np.minimum(picked, np.asarray([len(f) - 1 for f in disc.frequencies])[:, None])
-    z = (picked == first[:, None]).T.astype(np.uint8)
-    z[0] = 1
-    samples = picked.T.astype(np.float64)
-    samples[0] = x
+    tail = picked[:, 1:].T.astype(np.float64)
     # numeric values inside their bins, feature by feature, rows 1.. (the package's order:
     # its truncnorm.rvs is the inverse CDF of uniforms drawn in that order)
     if disc.numeric and n > 1:
@@ -212,8 +214,54 @@ def lime_samples(
         values[vary] = disc.loc[tv] + disc.scale[tv] * disc.sign[tv] * ndtri(
             disc.base[tv] + u * disc.span[tv]
         )
-        samples[1:, disc.numeric] = values.T
-    return z, samples
+        tail[:, disc.numeric] = values.T
+    return picked, tail
+
+
+_DRAWS_KEPT = 4
+_DRAWS_MAX_VALUES = 4_000_000
+"""Draws kept per model (and their size): a model explained again and again with the same
+sample count and seed reuses them (they do not depend on the row)."""
+
+
+_Draws = tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float32]]
+
+
+def _draws(codec: TabularCodec, disc: Discretised, n: int, seed: int) -> _Draws:
+    """lime_draws and samples 1.. as the model's input, kept per model where small."""
+    key = (n, seed)
+    with disc.lock:
+        hit: _Draws | None = disc.kept.get(key)
+        if hit is not None:
+            disc.kept.move_to_end(key)
+            return hit
+    picked, tail = lime_draws(disc, n, seed)
+    entry: _Draws = (picked, tail, codec.to_model_input(tail))
+    if n * len(disc.quartiles) <= _DRAWS_MAX_VALUES:
+        for a in entry:
+            a.setflags(write=False)
+        with disc.lock:
+            disc.kept[key] = entry
+            while len(disc.kept) > _DRAWS_KEPT:
+                disc.kept.popitem(last=False)
+    return entry
+
+
+def lime_samples(
+    disc: Discretised, x: NDArray[np.float64], n: int, seed: int
+) -> tuple[NDArray[np.uint8], NDArray[np.float64]]:
+    """(binary representation (n, d), samples in feature space (n, d)); row 0 is ``x``."""
+    picked, tail = lime_draws(disc, n, seed)
+    return _binary(disc, picked, x), np.concatenate([x[None], tail])
+
+
+def _binary(
+    disc: Discretised, picked: NDArray[np.int64], x: NDArray[np.float64]
+) -> NDArray[np.uint8]:
+    """1 where a sample's bin or category is the row's; sample 0 (the row) all 1."""
+    z: NDArray[np.uint8] = (picked == disc.discretise(x)[:, None]).T.astype(np.uint8)
+    z[0] = 1
+    return z
 
 
 def conditions(codec: TabularCodec, disc: Discretised, x: NDArray[np.float64]) -> list[str]:
@@ -277,9 +325,11 @@ def lime(
 ) -> Result:
     codec = codec_of(model)
     disc = Discretised.of(codec)
-    z, samples = lime_samples(disc, row.values, params.num_samples, params.seed)
+    picked, _, tail_input = _draws(codec, disc, params.num_samples, params.seed)
+    z = _binary(disc, picked, row.values)
     progress(0.1)
-    outputs = model_outputs(model, samples)
+    x = np.concatenate([codec.item_input(row), tail_input])
+    outputs = model.run(x, batch=model.fixed_batch or TABULAR_BATCH)
     y = objective.value(outputs)
     progress(0.9)
     d = z.shape[1]

@@ -33,7 +33,7 @@ def test_weight_gradients_match_finite_differences() -> None:
     y = np.eye(2, dtype=np.float32)[[0, 1, 1, 0]]
     tg = _training_graph(linear(w, b), ["w", "b"], 4, 2)
     adj = reverse_all(tg, ["w", "b"], LOSS)
-    seed = [v.name for v in adj.graph.input if v.name not in {"x", "w", "b", LABELS}][0]
+    seed = next(v.name for v in adj.graph.input if v.name not in {"x", "w", "b", LABELS})
     sess = _session(adj)
     loss, gw, gb = sess.run(None, {"x": x, "w": w, "b": b, LABELS: y,
                                    seed: np.ones(1, np.float32)})[:3]

@@ -4,27 +4,24 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 
 from jobs.dispatch import Dispatcher, EmbeddedDispatcher
 from jobs.reconciler import Reconciler
 from jobs.runtime import Runtime
-from lantern import __version__, logs
+from lantern import __version__
 from lantern.settings import Settings
 from service.errors import install_error_handlers
 from service.inputs import BodyLimitMiddleware
-from service.metrics import LATENCY, REQUESTS
+from service.observe import ObserveMiddleware
 from service.routers import datasets, explanations, health, jobs, methods, models
 from service.routers.viewer import mount_viewer
 from service.state import ServiceState
 
 log = logging.getLogger("lantern.api")
-access = logging.getLogger("lantern.access")
 
 
 def _prepare(state: ServiceState) -> None:
@@ -99,35 +96,7 @@ def create_app(
         dataset_limit=settings.max_dataset_upload_bytes + 1024 * 1024,
     )
 
-    @app.middleware("http")
-    async def observe(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        start = time.perf_counter()
-        rid = request.headers.get("x-request-id", "")[:64] or uuid.uuid4().hex
-        token = logs.request_id.set(rid)
-        try:
-            response = await call_next(request)
-            route = request.scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            seconds = time.perf_counter() - start
-            LATENCY.labels(path).observe(seconds)
-            REQUESTS.labels(path, str(response.status_code)).inc()
-            response.headers["X-Request-ID"] = rid
-            access.info(
-                "%s %s %d",
-                request.method,
-                request.url.path,
-                response.status_code,
-                extra={
-                    "route": path,
-                    "status": response.status_code,
-                    "ms": round(seconds * 1e3, 2),
-                },
-            )
-            return response
-        finally:
-            logs.request_id.reset(token)
+    app.add_middleware(ObserveMiddleware)
 
     for r in (health.router, models.router, methods.router, explanations.router, jobs.router,
               datasets.router):

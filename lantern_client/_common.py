@@ -101,6 +101,16 @@ def model_bytes(model: ModelInput) -> tuple[str, bytes]:
     return path.name, path.read_bytes()
 
 
+def sample_bytes(sample: ModelInput) -> tuple[str, bytes, str]:
+    """A training sample's multipart file: (name, bytes, content type)."""
+    if isinstance(sample, bytes | bytearray | memoryview):
+        data = bytes(sample)
+        parquet = data[:4] == b"PAR1"
+        return ("train.parquet" if parquet else "train.csv"), data, "application/octet-stream"
+    path = Path(sample)
+    return path.name, path.read_bytes(), "application/octet-stream"
+
+
 def manifest_json(manifest: ManifestInput) -> str:
     if isinstance(manifest, ManifestBase):
         return manifest.model_dump_json()

@@ -78,13 +78,22 @@ class AsyncLanternClient:
     async def get_model(self, name: str) -> ModelInfo:
         return c.parse(ModelInfo, await self._http.get(c.model_path(name)))
 
-    async def upload_model(self, model: c.ModelInput, manifest: c.ManifestInput) -> ModelInfo:
-        """Register an ``.onnx`` model (path or bytes) with its manifest."""
+    async def upload_model(
+        self,
+        model: c.ModelInput,
+        manifest: c.ManifestInput,
+        *,
+        training: c.ModelInput | None = None,
+    ) -> ModelInfo:
+        """Register an ``.onnx`` model (path or bytes) with its manifest; a tabular model
+        with its ``training`` sample (a CSV or Parquet path, or bytes), whose statistics
+        the server computes and keeps with the version."""
         fname, data = c.model_bytes(model)
+        files = {"file": (fname, data, "application/octet-stream")}
+        if training is not None:
+            files["training"] = c.sample_bytes(training)
         r = await self._http.post(
-            "/v1/models",
-            files={"file": (fname, data, "application/octet-stream")},
-            data={"manifest": c.manifest_json(manifest)},
+            "/v1/models", files=files, data={"manifest": c.manifest_json(manifest)}
         )
         return c.parse(ModelInfo, r)
 

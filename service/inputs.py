@@ -265,7 +265,14 @@ def input_bytes(body: Any, limit: int) -> bytes:
 
     if isinstance(body, ImageInputBody):
         return decode_base64_image(body.data, limit)
-    data: bytes = orjson.dumps(body.model_dump(mode="json", exclude={"modality"}))
+    try:
+        data: bytes = orjson.dumps(body.model_dump(mode="json", exclude={"modality"}))
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits (JSON allows any length)
+        raise InvalidInput(
+            "The input holds an integer too large to be a number here (beyond 64 bits). "
+            "Send it as a finite JSON number.",
+            details={"field": "input", "reason": "non_finite_number"},
+        ) from None
     return data
 
 

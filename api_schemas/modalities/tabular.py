@@ -147,13 +147,25 @@ class TabularManifest(ManifestBase):
                 f"statistics describe {len(st.features)} features; the manifest has "
                 f"{len(self.features)}"
             )
-        for f, s in zip(self.features, st.features, strict=True):
-            if f.type == "numeric" and s.quartiles is None:
-                raise ValueError(f"numeric feature {f.name!r} needs quartiles and bins")
-            if f.type != "numeric":
-                want = len(f.values or []) if f.type == "categorical" else 2
-                if s.frequencies is None or len(s.frequencies) != want:
-                    raise ValueError(f"feature {f.name!r} needs {want} category frequencies")
+        for j, (f, s) in enumerate(zip(self.features, st.features, strict=True)):
+            if f.type == "numeric":
+                if s.quartiles is None:
+                    raise ValueError(f"numeric feature {f.name!r} needs quartiles and bins")
+                if s.quartiles != sorted(s.quartiles) or any(
+                    b.min > b.max for b in s.bins or []
+                ):
+                    raise ValueError(f"the quartiles and bins of {f.name!r} are not in order")
+                continue
+            want = len(f.values or []) if f.type == "categorical" else 2
+            if s.frequencies is None or len(s.frequencies) != want:
+                raise ValueError(f"feature {f.name!r} needs {want} category frequencies")
+            if any(p < 0 for p in s.frequencies) or sum(s.frequencies) <= 0:
+                raise ValueError(f"the frequencies of {f.name!r} are not a distribution")
+            codes = {float(c) for c in range(want)}
+            if any(r[j] not in codes for r in st.background):
+                raise ValueError(
+                    f"background values of {f.name!r} must be its category codes 0..{want - 1}"
+                )
         return self
 
     @property

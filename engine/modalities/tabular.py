@@ -296,7 +296,10 @@ class TabularCodec:
                     feature=f.name,
                     expected="number",
                 )
-            x = float(v)
+            try:
+                x = float(v)
+            except OverflowError:  # an integer beyond a double
+                x = math.inf
             if not math.isfinite(x):
                 raise _bad(
                     "missing_value",

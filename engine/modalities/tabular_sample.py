@@ -244,15 +244,21 @@ def category_statistics(codes: NDArray[np.float64], categories: int) -> FeatureS
 
 
 def kmeans_background(
-    x: NDArray[np.float64], k: int = BACKGROUND_K
+    x: NDArray[np.float64], k: int = BACKGROUND_K, categorical: NDArray[np.bool_] | None = None
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """``shap.kmeans(x, k)``: centroids (NaN imputed by column means first), each value
+    """``shap.kmeans(x, k)``: centroids (NaN imputed by column means first — by the most
+    frequent code in ``categorical`` columns, so a centroid keeps a category), each value
     rounded to the nearest value of its column, and the cluster sizes as weights."""
     from sklearn.cluster import KMeans
 
     x = np.array(x, np.float64)
-    means = np.nanmean(np.where(np.isnan(x), np.nan, x), axis=0) if x.size else x
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # an all-null column: its mean is NaN, then 0
+        means = np.nanmean(x, axis=0) if x.size else np.zeros(x.shape[1])
     means = np.where(np.isnan(means), 0.0, means)
+    for c in np.nonzero(categorical if categorical is not None else [])[0]:
+        codes = x[:, c][~np.isnan(x[:, c])].astype(np.int64)
+        means[c] = float(np.argmax(np.bincount(codes))) if codes.size else 0.0
     holes = np.isnan(x)
     if holes.any():
         x[holes] = np.take(means, np.nonzero(holes)[1])
@@ -282,7 +288,8 @@ def statistics_of(
             feats.append(numeric_statistics(x[:, j]))
         else:
             feats.append(category_statistics(x[:, j], len(f.values or []) or 2))
-    centres, weights = kmeans_background(x, k)
+    categorical = np.asarray([f.type != "numeric" for f in manifest.features])
+    centres, weights = kmeans_background(x, k, categorical)
     return TabularStatistics(
         rows=int(x.shape[0]),
         features=feats,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -61,3 +62,21 @@ def test_row_input_takes_numpy_values() -> None:
     assert row_input(np.array([1.5, 2.0]))["row"] == [1.5, 2.0]
     with pytest.raises(TypeError):
         row_input("1,2")
+
+
+def test_upload_with_a_training_sample(server: str, tmp_path: Any) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from lantern_testing.tabular import linear_data, skl_onnx
+
+    x, y = linear_data([1.0, -2.0], n=200)
+    csv = tmp_path / "train.csv"
+    csv.write_text("a,b\n" + "".join(f"{u:.5f},{v:.5f}\n" for u, v in x))
+    manifest = {"name": "two", "modality": "tabular", "labels": ["no", "yes"],
+                "features": [{"name": "a"}, {"name": "b"}]}
+    with LanternClient(server) as c:
+        info = c.upload_model(skl_onnx(LogisticRegression().fit(x, y), 2), manifest,
+                              training=csv)
+        assert info.manifest.statistics.rows == 200  # type: ignore[union-attr]
+        res = c.explain_row({"a": 1.0, "b": 0.5}, "two", "kernel_shap", target="yes")
+        assert c.feature_weights(res.job).names == ["a", "b"]

@@ -255,3 +255,13 @@ def test_several_rows_by_json_and_by_csv_upload(client: TestClient, tab_model: s
         "model": tab_model, "method": "lime",
         "input": {"modality": "tabular", "row": ROW, "rows": rows}})
     assert both.status_code == 422 and both.json()["code"] == "invalid_input"
+
+
+def test_an_integer_beyond_64_bits_is_refused(client: TestClient, tab_model: str) -> None:
+    body = (
+        '{"model": "tiny-tab", "method": "lime", "input": {"modality": "tabular", '
+        '"row": {"a": ' + "9" * 400 + ', "b": 1, "colour": "red", "flag": true}}}'
+    )
+    r = client.post("/v1/explanations?wait=5", content=body,
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text

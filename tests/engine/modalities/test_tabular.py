@@ -275,3 +275,35 @@ def test_too_many_rows_are_refused() -> None:
     with pytest.raises(InvalidRow) as e:
         TabularCodec(mixed()).decode_rows([[40, "Nice", True, 1.0]] * (MAX_ROWS + 1))
     assert e.value.details["reason"] == "too_many_rows"
+
+
+def test_a_nullable_category_keeps_codes_in_the_background() -> None:
+    m = TabularManifest.model_validate({
+        **MIXED,
+        "features": [*MIXED["features"][:1],
+                     {"name": "city", "type": "categorical", "values": ["Lyon", "Paris", "Nice"],
+                      "nullable": True},
+                     *MIXED["features"][2:]],
+    })
+    csv = CSV.replace("52,Nice", "52,").replace("60,Paris", "60,")
+    st = with_statistics(m, csv.encode()).statistics
+    assert st is not None and {r[1] for r in st.background} <= {0.0, 1.0, 2.0}
+
+
+def test_inconsistent_statistics_are_refused() -> None:
+    st = mixed().statistics
+    assert st is not None
+    bad = st.model_dump()
+    bad["background"][0][1] = 7.0  # not a code of city
+    with pytest.raises(ValueError, match="category codes"):
+        TabularManifest.model_validate({**MIXED, "statistics": bad})
+    bad = st.model_dump()
+    bad["features"][1]["frequencies"] = [0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="distribution"):
+        TabularManifest.model_validate({**MIXED, "statistics": bad})
+
+
+def test_an_integer_beyond_a_double_is_refused() -> None:
+    with pytest.raises(InvalidRow) as e:
+        TabularCodec(mixed()).decode_row([10**400, "Nice", True, 1.0])
+    assert e.value.details["reason"] == "missing_value"

@@ -269,3 +269,17 @@ def test_image_methods_refuse_a_tabular_model_naming_those_that_apply(
     fits = e.value.details["methods"]
     assert {"lime", "kernel_shap", "saliency", "integrated_gradients"} <= set(fits)
     assert "grad_cam" not in fits and e.value.status == 422
+
+
+def test_kept_draws_carry_nothing_of_an_earlier_row(linear: Any) -> None:
+    # LIME keeps a model's draws per (count, seed): explaining a row after another gives
+    # what explaining it first gives
+    model, _, x = linear
+    a, b = row_at(x, Z), row_at(x, [-z for z in Z])
+    first_b = run(model, "lime", b, seed=11, num_samples=800).result.values
+    run(model, "lime", a, seed=12, num_samples=800)
+    again_a = run(model, "lime", a, seed=12, num_samples=800).result.values
+    after_a = run(model, "lime", b, seed=11, num_samples=800).result.values
+    np.testing.assert_array_equal(first_b, after_a)
+    direct = lime_samples(Discretised.of(model.codec), a.values, 800, 12)  # type: ignore[arg-type]
+    assert direct[1].shape == (800, 6) and np.isfinite(again_a).all()

@@ -40,6 +40,30 @@ def one_blas_thread() -> Iterator[None]:
         yield
 
 
+MAX_SAMPLE_VALUES = 25_000_000
+"""The most feature values one request's perturbed rows may hold (samples × features):
+about 200 MB in float64, what a worker is asked to hold at once."""
+
+
+def check_size(method: str, samples: int, model: LoadedModel, per_row: int = 1) -> None:
+    """Refuse (before queueing) a sample count that, with this model's width, would hold
+    more than MAX_SAMPLE_VALUES values."""
+    from engine.errors import InvalidParams
+
+    codec = model.codec
+    if not isinstance(codec, TabularCodec):
+        return
+    values = samples * per_row * max(codec.width, len(codec.features))
+    if values > MAX_SAMPLE_VALUES:
+        most = MAX_SAMPLE_VALUES // (per_row * max(codec.width, len(codec.features)))
+        raise InvalidParams(
+            f"{method} with {samples} samples on this model's {codec.width} input columns "
+            f"would hold {values} values at once; the limit is {MAX_SAMPLE_VALUES}. Ask for "
+            f"at most {most} samples.",
+            details={"samples": samples, "limit": MAX_SAMPLE_VALUES, "most": most},
+        )
+
+
 def codec_of(model: LoadedModel) -> TabularCodec:
     codec = model.codec
     if not isinstance(codec, TabularCodec):  # check_method refuses this before

@@ -26,6 +26,7 @@ from engine.methods.kernel_shap import sample_coalitions, solve_shapley
 from engine.methods.registry import register
 from engine.methods.tabular.common import (
     TABULAR_BATCH,
+    check_size,
     codec_of,
     feature_result,
     model_outputs,
@@ -70,12 +71,26 @@ def varying(x: NDArray[np.float64], rows: NDArray[np.float64]) -> NDArray[np.int
     return np.nonzero(~same.all(axis=0))[0]
 
 
-@functools.lru_cache(maxsize=32)
+_BATCH_VALUES = 8_000_000
+"""Input values per forward batch (32 MB of float32), whatever the model's width."""
+_KEPT_MAX_VALUES = 4_000_000
+"""The largest coalition matrix kept (players × coalitions); larger ones are drawn anew."""
+
+
 def coalitions_of(
     m: int, num_samples: int, seed: int
 ) -> tuple[NDArray[np.uint8], NDArray[np.float64]]:
-    """shap's coalitions for m players: a pure function of its arguments, kept (a model's
-    rows mostly have the same players)."""
+    """shap's coalitions for m players: a pure function of its arguments, kept where small
+    (a model's rows mostly have the same players)."""
+    if m * num_samples > _KEPT_MAX_VALUES:
+        return sample_coalitions(m, num_samples, seed)
+    return _kept_coalitions(m, num_samples, seed)
+
+
+@functools.lru_cache(maxsize=32)
+def _kept_coalitions(
+    m: int, num_samples: int, seed: int
+) -> tuple[NDArray[np.uint8], NDArray[np.float64]]:
     z, w = sample_coalitions(m, num_samples, seed)
     z.setflags(write=False)
     w.setflags(write=False)
@@ -105,8 +120,8 @@ def coalition_values(
     col_player = player_of[column[cols]]
     n = coalitions.shape[0]
     out = np.empty(n, np.float64)
-    step = max(1, TABULAR_BATCH // k)
     width = xm.shape[0]
+    step = max(1, min(TABULAR_BATCH, _BATCH_VALUES // max(width, 1)) // k)
     batch = np.empty((min(step, max(n, 1)), k, width), np.float32)
     keep = np.zeros((batch.shape[0], width), bool)
     for start in range(0, n, step):
@@ -167,6 +182,11 @@ def kernel_shap(
     )
 
 
+def check(params: TabularKernelShapParams, model: LoadedModel) -> None:
+    # the coalitions (samples × players) are held at once
+    check_size("kernel_shap", params.num_samples, model)
+
+
 def cost(params: TabularKernelShapParams, model: LoadedModel) -> int:
     k = len(codec_of(model).stats.background)
     return 1 + k * (1 + params.num_samples)
@@ -183,5 +203,6 @@ SPEC = register(
         execution="job",
         modalities=("tabular",),
         cost=cost,
+        check=check,
     )
 )

@@ -36,6 +36,7 @@ from engine.methods.base import MethodSpec, Progress
 from engine.methods.registry import register
 from engine.methods.tabular.common import (
     TABULAR_BATCH,
+    check_size,
     codec_of,
     feature_result,
     one_blas_thread,
@@ -363,6 +364,10 @@ def cost(params: TabularLimeParams, model: LoadedModel) -> int:
     return params.num_samples
 
 
+def check(params: TabularLimeParams, model: LoadedModel) -> None:
+    check_size("lime", params.num_samples, model)
+
+
 SPEC = register(
     MethodSpec(
         name="lime",
@@ -374,5 +379,6 @@ SPEC = register(
         execution="job",
         modalities=("tabular",),
         cost=cost,
+        check=check,
     )
 )

@@ -283,3 +283,19 @@ def test_kept_draws_carry_nothing_of_an_earlier_row(linear: Any) -> None:
     np.testing.assert_array_equal(first_b, after_a)
     direct = lime_samples(Discretised.of(model.codec), a.values, 800, 12)  # type: ignore[arg-type]
     assert direct[1].shape == (800, 6) and np.isfinite(again_a).all()
+
+
+def test_samples_beyond_the_value_limit_are_refused_before_running(
+    linear: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engine.errors import InvalidParams
+    from engine.methods.tabular import common
+
+    model, _, _ = linear
+    monkeypatch.setattr(common, "MAX_SAMPLE_VALUES", 6 * 1000)
+    for method in ("lime", "kernel_shap"):
+        spec = get_method(method, "tabular")
+        spec.check(spec.parse_params({"num_samples": 1000}), model)
+        with pytest.raises(InvalidParams) as e:
+            spec.check(spec.parse_params({"num_samples": 1001}), model)
+        assert e.value.details["most"] == 1000

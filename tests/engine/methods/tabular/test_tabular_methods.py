@@ -299,3 +299,22 @@ def test_samples_beyond_the_value_limit_are_refused_before_running(
         with pytest.raises(InvalidParams) as e:
             spec.check(spec.parse_params({"num_samples": 1001}), model)
         assert e.value.details["most"] == 1000
+
+
+def test_kernel_shap_agrees_with_the_shap_package(builtin: dict[str, LoadedModel]) -> None:
+    shap = pytest.importorskip("shap")  # the bench-peers extra
+    from engine.models.zoo.tabular import split
+
+    model = builtin["breast-cancer-gbm"]
+    xtr, _, _, _ = split()
+    row = held_out_row(4)
+
+    def f(rows: np.ndarray) -> np.ndarray:
+        return model.run(np.asarray(rows, np.float32))
+
+    explainer = shap.KernelExplainer(f, shap.kmeans(xtr.astype(np.float64), 10))
+    sv = explainer.shap_values(row.values[None], nsamples=2000, l1_reg=False, silent=True)
+    sv = np.asarray(sv[1] if isinstance(sv, list) else sv)
+    theirs = sv.reshape(-1, 30, 2)[0, :, 1] if sv.ndim == 3 else sv.reshape(-1)
+    ours = np.asarray(run(model, "kernel_shap", row, target=1).result.values, np.float64)
+    assert np.corrcoef(ours, theirs)[0, 1] >= 0.95

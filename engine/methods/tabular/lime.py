@@ -287,7 +287,7 @@ def conditions(codec: TabularCodec, disc: Discretised, x: NDArray[np.float64]) -
     return out
 
 
-def kernel_weights(z: NDArray[np.uint8], width: float) -> NDArray[np.float64]:
+def kernel_weights(z: NDArray[Any], width: float) -> NDArray[np.float64]:
     """sqrt(exp(-d²/w²)), d the euclidean distance of each binary row to the all-ones row."""
     d2 = (z.shape[1] - z.sum(axis=1, dtype=np.float64))
     out: NDArray[np.float64] = np.sqrt(np.exp(-d2 / width**2))
@@ -298,17 +298,16 @@ def ridge(
     z: NDArray[Any], y: NDArray[np.float64], w: NDArray[np.float64], alpha: float
 ) -> tuple[NDArray[np.float64], float, float, float]:
     """scikit-learn's weighted Ridge(alpha, fit_intercept=True) in closed form: (coef,
-    intercept, weighted R², prediction at row 0)."""
-    x = z.astype(np.float64)
-    sw = w / w.sum()
-    xm = sw @ x
-    ym = float(sw @ y)
-    xc = x - xm
-    yc = y - ym
-    xw = xc * w[:, None]
-    a = xc.T @ xw
+    intercept, weighted R², prediction at row 0). The centred Gram matrix is XᵀWX − W·x̄x̄ᵀ
+    (no centred copy of the samples)."""
+    x = np.asarray(z, np.float64)  # no copy when the caller has it as float64 already
+    total = float(w.sum())
+    xtw = x.T * w  # (d, n)
+    xm = xtw.sum(axis=1) / total
+    ym = float(w @ y) / total
+    a = xtw @ x - total * np.outer(xm, xm)
     a[np.diag_indices_from(a)] += alpha
-    coef = np.linalg.solve(a, xw.T @ yc)
+    coef = np.linalg.solve(a, xtw @ y - total * xm * ym)
     intercept = ym - float(xm @ coef)
     pred = x @ coef + intercept
     ss_res = float(w @ (y - pred) ** 2)
@@ -327,7 +326,7 @@ def lime(
     codec = codec_of(model)
     disc = Discretised.of(codec)
     picked, _, tail_input = _draws(codec, disc, params.num_samples, params.seed)
-    z = _binary(disc, picked, row.values)
+    z = _binary(disc, picked, row.values).astype(np.float64)
     progress(0.1)
     x = np.concatenate([codec.item_input(row), tail_input])
     outputs = model.run(x, batch=model.fixed_batch or TABULAR_BATCH)

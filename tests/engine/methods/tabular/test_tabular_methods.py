@@ -318,3 +318,20 @@ def test_kernel_shap_agrees_with_the_shap_package(builtin: dict[str, LoadedModel
     theirs = sv.reshape(-1, 30, 2)[0, :, 1] if sv.ndim == 3 else sv.reshape(-1)
     ours = np.asarray(run(model, "kernel_shap", row, target=1).result.values, np.float64)
     assert np.corrcoef(ours, theirs)[0, 1] >= 0.95
+
+
+def test_the_surrogate_is_scikit_learn_s_weighted_ridge() -> None:
+    from sklearn.linear_model import Ridge
+
+    from engine.methods.tabular.lime import ridge
+
+    rng = np.random.default_rng(0)
+    z = (rng.random((3000, 12)) < 0.3).astype(np.uint8)
+    y = z @ rng.normal(size=12) + rng.normal(size=3000) * 0.1
+    w = rng.random(3000)
+    coef, intercept, r2, local = ridge(z, y, w, 1.0)
+    ref = Ridge(alpha=1.0).fit(z.astype(float), y, sample_weight=w)
+    np.testing.assert_allclose(coef, ref.coef_, atol=1e-9)
+    assert intercept == pytest.approx(ref.intercept_, abs=1e-9)
+    assert r2 == pytest.approx(ref.score(z.astype(float), y, sample_weight=w), abs=1e-9)
+    assert local == pytest.approx(float(ref.predict(z[:1].astype(float))[0]), abs=1e-9)

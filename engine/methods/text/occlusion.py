@@ -42,6 +42,14 @@ def occlusion(
     )
 
 
+def cost(params: TextOcclusionParams, model: LoadedModel) -> int:
+    """One call per distinct word, at most: before the text is read, the most words a text
+    within the model's length limit can hold (a word and a separator each), plus the
+    references."""
+    max_chars = int(getattr(model.codec, "max_chars", 0) or 0)
+    return (max_chars + 1) // 2 + 2
+
+
 SPEC = register(
     MethodSpec(
         name="occlusion",
@@ -51,5 +59,6 @@ SPEC = register(
         kind="perturbation",
         execution="job",
         modalities=("text",),
+        cost=cost,
     )
 )

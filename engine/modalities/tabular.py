@@ -10,7 +10,8 @@ background values in) and the codec turns any batch of such rows into model inpu
 
 Every row a caller can get wrong is an :class:`~engine.errors.InvalidRow` with a
 ``details.reason``: ``missing_column``, ``extra_column``, ``unknown_category``,
-``wrong_type``, ``missing_value``, ``wrong_length``, ``not_a_row``.
+``wrong_type``, ``missing_value``, ``out_of_range`` (beyond float32), ``wrong_length``,
+``too_many_rows``, ``not_a_row``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from engine.modalities.base import GraphCheck, Modality, check_label_count
 from engine.modalities.registry import register_modality
 
 TabularBaseline = Literal["mean", "median", "zero"]
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class InvalidRow(InvalidInput):
@@ -305,6 +307,13 @@ class TabularCodec:
                     "missing_value",
                     f"Feature {f.name!r} is {x}; send a finite number"
                     + (" or null." if f.nullable else "."),
+                    feature=f.name,
+                )
+            if abs(x) > _FLOAT32_MAX:
+                raise _bad(
+                    "out_of_range",
+                    f"Feature {f.name!r} is {x:.3g}, beyond what the model's float32 input "
+                    "holds (±3.4e38). Send a smaller number.",
                     feature=f.name,
                 )
             return x

@@ -307,3 +307,9 @@ def test_an_integer_beyond_a_double_is_refused() -> None:
     with pytest.raises(InvalidRow) as e:
         TabularCodec(mixed()).decode_row([10**400, "Nice", True, 1.0])
     assert e.value.details["reason"] == "missing_value"
+
+
+def test_a_number_beyond_float32_is_refused() -> None:
+    with pytest.raises(InvalidRow) as e:
+        TabularCodec(mixed()).decode_row([1e39, "Nice", True, 1.0])
+    assert e.value.details["reason"] == "out_of_range" and e.value.details["feature"] == "age"

@@ -39,6 +39,7 @@ MAX_SAMPLE_ROWS = 200_000
 BACKGROUND_K = 10
 """k-means rows of the KernelSHAP background (fewer when the sample has fewer rows)."""
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 _TRUE = {"true", "1", "yes", "t", "y"}
 _FALSE = {"false", "0", "no", "f", "n"}
 _NULL = {"", "na", "nan", "null", "none"}
@@ -169,8 +170,8 @@ def _cell(name: str, kind: str, codes: dict[str, int], v: Any, i: int) -> float:
             x = float(text)
         except (TypeError, ValueError):
             raise _wrong(name, v, i, "a number") from None
-        if math.isinf(x):
-            raise _wrong(name, v, i, "a finite number")
+        if math.isinf(x) or abs(x) > _FLOAT32_MAX:
+            raise _wrong(name, v, i, "a finite number within float32 (±3.4e38)")
         return x
     if kind == "boolean":
         if isinstance(text, bool | int | float):

@@ -1,4 +1,5 @@
-"""What the tabular methods share: scoring rows in feature space, and the answer."""
+"""What the tabular methods share: scoring rows, bounds, BLAS threads, several rows, and
+the answer."""
 
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ TABULAR_BATCH = 8192
 
 _controller: Any = None
 _controller_lock = threading.Lock()
+#: BLAS's thread count is the process's: one limit at a time, so that two threads' limits
+#: never restore each other's (a limit entered while another is held would restore 1)
+_limit_lock = threading.RLock()
 
 
 @contextmanager
@@ -36,7 +40,7 @@ def one_blas_thread() -> Iterator[None]:
                 from threadpoolctl import ThreadpoolController
 
                 _controller = ThreadpoolController()
-    with _controller.limit(limits=1, user_api="blas"):
+    with _limit_lock, _controller.limit(limits=1, user_api="blas"):
         yield
 
 
@@ -45,7 +49,7 @@ MAX_SAMPLE_VALUES = 25_000_000
 about 200 MB in float64, what a worker is asked to hold at once."""
 
 
-def check_size(method: str, samples: int, model: LoadedModel, per_row: int = 1) -> None:
+def check_size(method: str, samples: int, model: LoadedModel) -> None:
     """Refuse (before queueing) a sample count that, with this model's width, would hold
     more than MAX_SAMPLE_VALUES values."""
     from engine.errors import InvalidParams
@@ -53,9 +57,9 @@ def check_size(method: str, samples: int, model: LoadedModel, per_row: int = 1) 
     codec = model.codec
     if not isinstance(codec, TabularCodec):
         return
-    values = samples * per_row * max(codec.width, len(codec.features))
+    values = samples * codec.width
     if values > MAX_SAMPLE_VALUES:
-        most = MAX_SAMPLE_VALUES // (per_row * max(codec.width, len(codec.features)))
+        most = MAX_SAMPLE_VALUES // codec.width
         raise InvalidParams(
             f"{method} with {samples} samples on this model's {codec.width} input columns "
             f"would hold {values} values at once; the limit is {MAX_SAMPLE_VALUES}. Ask for "

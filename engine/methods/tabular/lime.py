@@ -220,12 +220,14 @@ def lime_draws(
 
 
 _DRAWS_KEPT = 4
-_DRAWS_MAX_VALUES = 4_000_000
+_DRAWS_MAX_VALUES = 1_000_000  # samples × features: at most ~20 MB an entry
 """Draws kept per model (and their size): a model explained again and again with the same
 sample count and seed reuses them (they do not depend on the row)."""
 
 
-_Draws = tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float32]]
+#: (bins and categories (d, n) — at most 10,000 categories: int16 —, samples 1.. in feature
+#: space, and as the model's input)
+_Draws = tuple[NDArray[np.int16], NDArray[np.float64], NDArray[np.float32]]
 
 
 def _draws(codec: TabularCodec, disc: Discretised, n: int, seed: int) -> _Draws:
@@ -237,7 +239,7 @@ def _draws(codec: TabularCodec, disc: Discretised, n: int, seed: int) -> _Draws:
             disc.kept.move_to_end(key)
             return hit
     picked, tail = lime_draws(disc, n, seed)
-    entry: _Draws = (picked, tail, codec.to_model_input(tail))
+    entry: _Draws = (picked.astype(np.int16), tail, codec.to_model_input(tail))
     if n * len(disc.quartiles) <= _DRAWS_MAX_VALUES:
         for a in entry:
             a.setflags(write=False)
@@ -257,7 +259,7 @@ def lime_samples(
 
 
 def _binary(
-    disc: Discretised, picked: NDArray[np.int64], x: NDArray[np.float64]
+    disc: Discretised, picked: NDArray[Any], x: NDArray[np.float64]
 ) -> NDArray[np.uint8]:
     """1 where a sample's bin or category is the row's; sample 0 (the row) all 1."""
     z: NDArray[np.uint8] = (picked == disc.discretise(x)[:, None]).T.astype(np.uint8)

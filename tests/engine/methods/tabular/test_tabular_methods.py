@@ -151,19 +151,6 @@ def test_truncated_normal_is_scipy_s() -> None:
     )
 
 
-def test_lime_draws_the_lime_package_s_samples(linear: Any) -> None:
-    lime_tabular = pytest.importorskip("lime.lime_tabular")
-    model, _, x = linear
-    row = row_at(x, Z)
-    explainer = lime_tabular.LimeTabularExplainer(
-        x.astype(np.float64), discretize_continuous=True, random_state=3
-    )
-    data, inverse = explainer._LimeTabularExplainer__data_inverse(row.values, 500)
-    z, s = lime_samples(Discretised.of(model.codec), row.values, 500, seed=3)  # type: ignore[arg-type]
-    np.testing.assert_array_equal(z, data)
-    np.testing.assert_allclose(s, inverse, rtol=1e-6, atol=1e-6)
-
-
 def test_categorical_features_are_sampled_by_frequency(tmp_path: Path) -> None:
     from sklearn.tree import DecisionTreeClassifier
 
@@ -204,8 +191,13 @@ def builtin(tmp_path_factory: pytest.TempPathFactory) -> dict[str, LoadedModel]:
         if b.modality == "tabular":
             info = b.register(store, d / "zoo")
             out[info.name] = LoadedModel(
-                info.name, info.version, store.path(info.name, info.version), info.manifest,
-                RuntimeOptions(), GradientCache(d / "g"), io=GraphIO("input", info.output or ""),
+                info.name,
+                info.version,
+                store.path(info.name, info.version),
+                info.manifest,
+                RuntimeOptions(),
+                GradientCache(d / "g"),
+                io=GraphIO("input", info.output or ""),
             )
     return out
 
@@ -225,8 +217,9 @@ def test_builtin_models_record_held_out_accuracy(builtin: dict[str, LoadedModel]
 
 
 def test_mlp_integrated_gradients_complete(builtin: dict[str, LoadedModel]) -> None:
-    out = run(builtin["breast-cancer-mlp"], "integrated_gradients", held_out_row(5), target=0,
-              steps=256)
+    out = run(
+        builtin["breast-cancer-mlp"], "integrated_gradients", held_out_row(5), target=0, steps=256
+    )
     e = out.result.extras
     attr = np.asarray(out.result.values, np.float64)
     assert abs(attr.sum() - (e["f_x"] - e["f_baseline"])) <= 0.02 * abs(e["f_x"] - e["f_baseline"])
@@ -299,25 +292,6 @@ def test_samples_beyond_the_value_limit_are_refused_before_running(
         with pytest.raises(InvalidParams) as e:
             spec.check(spec.parse_params({"num_samples": 1001}), model)
         assert e.value.details["most"] == 1000
-
-
-def test_kernel_shap_agrees_with_the_shap_package(builtin: dict[str, LoadedModel]) -> None:
-    shap = pytest.importorskip("shap")  # the bench-peers extra
-    from engine.models.zoo.tabular import split
-
-    model = builtin["breast-cancer-gbm"]
-    xtr, _, _, _ = split()
-    row = held_out_row(4)
-
-    def f(rows: np.ndarray) -> np.ndarray:
-        return model.run(np.asarray(rows, np.float32))
-
-    explainer = shap.KernelExplainer(f, shap.kmeans(xtr.astype(np.float64), 10))
-    sv = explainer.shap_values(row.values[None], nsamples=2000, l1_reg=False, silent=True)
-    sv = np.asarray(sv[1] if isinstance(sv, list) else sv)
-    theirs = sv.reshape(-1, 30, 2)[0, :, 1] if sv.ndim == 3 else sv.reshape(-1)
-    ours = np.asarray(run(model, "kernel_shap", row, target=1).result.values, np.float64)
-    assert np.corrcoef(ours, theirs)[0, 1] >= 0.95
 
 
 def test_the_surrogate_is_scikit_learn_s_weighted_ridge() -> None:

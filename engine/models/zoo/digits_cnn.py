@@ -17,8 +17,6 @@ build and written into the model's description (and bench/RESULTS.md).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from api_schemas.models import ImageManifest, ModelInfo
 from engine.models.store import ModelStore
-from engine.models.zoo.registry import BuiltinModel, register_builtin
+from engine.models.zoo.registry import BuiltinModel, atomic_write, register_builtin
 
 NAME = "digits-cnn"
 LABELS = [str(i) for i in range(10)]
@@ -63,9 +61,9 @@ def digits_pixels() -> tuple[NDArray[np.uint8], NDArray[np.int64]]:
     return images, np.asarray(d.target, np.int64)
 
 
-def split(n: int, labels: NDArray[np.int64], held_out: float = 0.2) -> tuple[
-    NDArray[np.int64], NDArray[np.int64]
-]:
+def split(
+    n: int, labels: NDArray[np.int64], held_out: float = 0.2
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """A seeded, stratified train / held-out split of indices."""
     rng = np.random.default_rng(SEED)
     train: list[int] = []
@@ -107,14 +105,30 @@ def build_graph(seed: int = SEED) -> onnx.ModelProto:
     }
     nodes = [
         helper.make_node("ReduceMean", ["input"], ["gray"], axes=[1], keepdims=1),
-        helper.make_node("Conv", ["gray", "conv1.weight", "conv1.bias"], ["conv1.pre"],
-                         kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node(
+            "Conv",
+            ["gray", "conv1.weight", "conv1.bias"],
+            ["conv1.pre"],
+            kernel_shape=[3, 3],
+            pads=[1, 1, 1, 1],
+        ),
         helper.make_node("Relu", ["conv1.pre"], ["conv1"]),
-        helper.make_node("Conv", ["conv1", "conv2.weight", "conv2.bias"], ["conv2.pre"],
-                         kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node(
+            "Conv",
+            ["conv1", "conv2.weight", "conv2.bias"],
+            ["conv2.pre"],
+            kernel_shape=[3, 3],
+            pads=[1, 1, 1, 1],
+            strides=[2, 2],
+        ),
         helper.make_node("Relu", ["conv2.pre"], ["conv2"]),
-        helper.make_node("Conv", ["conv2", "conv3.weight", "conv3.bias"], ["conv3.pre"],
-                         kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node(
+            "Conv",
+            ["conv2", "conv3.weight", "conv3.bias"],
+            ["conv3.pre"],
+            kernel_shape=[3, 3],
+            pads=[1, 1, 1, 1],
+        ),
         helper.make_node("Relu", ["conv3.pre"], ["conv3"]),
         helper.make_node("GlobalAveragePool", ["conv3"], ["pool"]),
         helper.make_node("Flatten", ["pool"], ["pool.flat"], axis=1),
@@ -157,21 +171,6 @@ def train_model() -> tuple[onnx.ModelProto, dict[str, Any]]:
     return result.model, record
 
 
-def _atomic(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o644)
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def ensure(zoo_dir: Path) -> tuple[Path, dict[str, Any]]:
     """``zoo_dir/digits-cnn.onnx`` and its training record, trained first where missing."""
     target = Path(zoo_dir) / f"{NAME}.onnx"
@@ -179,8 +178,8 @@ def ensure(zoo_dir: Path) -> tuple[Path, dict[str, Any]]:
     with _LOCK:
         if not (target.is_file() and meta.is_file()):
             model, record = train_model()
-            _atomic(meta, json.dumps(record, indent=1).encode())
-            _atomic(target, model.SerializeToString())
+            atomic_write(meta, json.dumps(record, indent=1).encode())
+            atomic_write(target, model.SerializeToString())
     return target, json.loads(meta.read_text())
 
 

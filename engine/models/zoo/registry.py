@@ -5,7 +5,9 @@ a new module. Their files are built once into a zoo directory and reused."""
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,3 +51,20 @@ def builtin_models() -> list[BuiltinModel]:
                     importlib.import_module(info.name)
                 _loaded = True
     return sorted(_BUILTINS.values(), key=lambda m: (m.modality != "image", m.name))
+
+
+def atomic_write(path: Path, payload: bytes) -> None:
+    """Write a zoo file so that readers never see a partial one (temp file, fsync,
+    os.replace; readable by all: mkstemp creates 0600 files)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o644)
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -18,8 +18,6 @@ code as a registration's training sample (:mod:`engine.modalities.tabular_sample
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,7 @@ from api_schemas.modalities.tabular import TabularFeature, TabularStatistics
 from api_schemas.models import ModelInfo, TabularManifest
 from engine.modalities.tabular_sample import statistics_of
 from engine.models.store import ModelStore
-from engine.models.zoo.registry import BuiltinModel, register_builtin
+from engine.models.zoo.registry import BuiltinModel, atomic_write, register_builtin
 
 SEED = 0
 HELD_OUT = 0.25
@@ -59,9 +57,7 @@ def split() -> tuple[
     from sklearn.model_selection import train_test_split
 
     x, y, _, _ = breast_cancer()
-    xtr, xte, ytr, yte = train_test_split(
-        x, y, test_size=HELD_OUT, random_state=SEED, stratify=y
-    )
+    xtr, xte, ytr, yte = train_test_split(x, y, test_size=HELD_OUT, random_state=SEED, stratify=y)
     return xtr, xte, ytr, yte
 
 
@@ -115,19 +111,6 @@ def build(kind: str) -> tuple[bytes, dict[str, Any]]:
     return data, record
 
 
-def _atomic(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o644)
-            fh.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def ensure(zoo_dir: Path, name: str, kind: str) -> tuple[Path, dict[str, Any]]:
     """``zoo_dir/<name>.onnx`` and its build record, built first where missing."""
     target = Path(zoo_dir) / f"{name}.onnx"
@@ -135,8 +118,8 @@ def ensure(zoo_dir: Path, name: str, kind: str) -> tuple[Path, dict[str, Any]]:
     with _LOCK:
         if not (target.is_file() and meta.is_file()):
             data, record = build(kind)
-            _atomic(meta, json.dumps(record, indent=1).encode())
-            _atomic(target, data)
+            atomic_write(meta, json.dumps(record, indent=1).encode())
+            atomic_write(target, data)
     return target, json.loads(meta.read_text())
 
 

@@ -389,8 +389,17 @@ def unpack(data: bytes) -> tuple[list[Artifact], dict[str, str]]:
     return out, dict(header.get("views", {}))
 
 
-# Types registered here, so any process that unpacks a result knows them: a weight per
-# named feature (tabular explanations); the "inside the network" types (groups,
-# dictionary, comparison).
-import engine.feature_artifacts  # noqa: E402
-import engine.inside_artifacts  # noqa: E402, F401
+def _load_types() -> None:
+    """Import every module of :mod:`engine.artifact_types`: each registers its types on
+    import, so any process that unpacks a result knows them (adding a type is adding its
+    module)."""
+    import importlib
+    import pkgutil
+
+    import engine.artifact_types as package
+
+    for info in pkgutil.iter_modules(package.__path__, prefix=f"{package.__name__}."):
+        importlib.import_module(info.name)
+
+
+_load_types()

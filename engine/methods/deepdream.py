@@ -24,8 +24,8 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.artifact_types.inside import Comparison
 from engine.artifacts import Curve, ImageArtifact, Result
-from engine.inside_artifacts import Comparison
 from engine.methods.base import MethodSpec, Progress
 from engine.methods.registry import register
 from engine.modalities.image import ImageInput

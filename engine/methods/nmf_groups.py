@@ -32,9 +32,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from sklearn.decomposition import NMF
 from sklearn.exceptions import ConvergenceWarning
 
+from engine.artifact_types.inside import Groups, hex_colour
 from engine.artifacts import Artifact, ImageArtifact, Result, Table
 from engine.errors import InvalidParams
-from engine.inside_artifacts import Groups, hex_colour
 from engine.methods.backprop import gradients
 from engine.methods.base import MethodSpec, Progress, ScaledProgress
 from engine.methods.layer_maps import to_chw

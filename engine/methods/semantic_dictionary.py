@@ -23,9 +23,9 @@ from numpy.typing import NDArray
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.artifact_types.inside import Dictionary
 from engine.artifacts import Artifact, ImageArtifact, Result
 from engine.errors import InvalidParams
-from engine.inside_artifacts import Dictionary
 from engine.methods.base import MethodSpec, Progress, ScaledProgress
 from engine.methods.layer_maps import to_chw
 from engine.methods.registry import register

@@ -7,7 +7,7 @@ from html import escape
 
 from PIL import Image, ImageDraw
 
-from engine.feature_artifacts import FeatureWeights
+from engine.artifact_types.features import FeatureWeights
 from engine.render.heatmap import encode_png
 from engine.render.registry import RenderContext, renderer
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from PIL import ImageDraw
 
-from engine.inside_artifacts import Dictionary
+from engine.artifact_types.inside import Dictionary
 from engine.render.heatmap import encode_png
 from engine.render.registry import RenderContext, renderer
 

@@ -8,7 +8,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from engine.inside_artifacts import Groups
+from engine.artifact_types.inside import Groups
 from engine.render.heatmap import encode_png
 from engine.render.registry import RenderContext, renderer
 

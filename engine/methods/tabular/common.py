@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from engine.artifact_types.features import FeatureWeights
 from engine.artifacts import AttributionMap, Result
-from engine.feature_artifacts import FeatureWeights
 from engine.methods.base import MethodFn, Progress, ScaledProgress
 from engine.modalities.tabular import TabularCodec, TabularRow, TabularRows, rows_of
 from engine.models.runtime import LoadedModel

@@ -12,9 +12,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from skimage import data
 
+from engine.artifact_types.inside import Comparison
 from engine.artifacts import Curve, ImageArtifact
 from engine.errors import Cancelled
-from engine.inside_artifacts import Comparison
 from engine.methods.base import no_progress
 from engine.methods.deepdream import DeepDreamParams, deepdream
 from engine.methods.registry import get_method

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from sklearn.decomposition import NMF
 
+from engine.artifact_types.inside import Groups
 from engine.artifacts import ImageArtifact, Table
 from engine.errors import Cancelled, InvalidParams, UnknownLayer
-from engine.inside_artifacts import Groups
 from engine.methods.base import no_progress
 from engine.methods.nmf_groups import NmfGroupsParams, group_attributions, nmf_groups
 from engine.methods.registry import get_method

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine.artifact_types.inside import Dictionary
 from engine.artifacts import ImageArtifact
 from engine.errors import InvalidParams, UnknownLayer
-from engine.inside_artifacts import Dictionary
 from engine.methods.base import no_progress
 from engine.methods.feature_visualisation import (
     FeatureVisualisationParams,

@@ -249,6 +249,13 @@ class UnknownDataset(LanternError):
     code = "unknown_dataset"
 
 
+class UnknownDatasetImage(LanternError):
+    """An image index beyond a dataset's images (``details.count`` says how many)."""
+
+    status = 404
+    code = "unknown_image"
+
+
 class DatasetProtected(LanternError):
     """A built-in dataset's name: it cannot be replaced or deleted."""
 

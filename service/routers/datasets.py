@@ -4,14 +4,16 @@ list, show and delete them. Dataset analyses name one in their request (``datase
 from __future__ import annotations
 
 import functools
+import io
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from PIL import Image
 
 from api_schemas.datasets import DatasetInfo, DatasetList, DirectoryDataset
 from api_schemas.errors import ErrorBody
-from engine.errors import InvalidInput, PayloadTooLarge
+from engine.errors import InvalidInput, PayloadTooLarge, UnknownDatasetImage
 from service.auth import AUTH_RESPONSES, Principal, require_admin, require_user
 from service.inputs import read_body, validate_as
 from service.state import ServiceState, get_state
@@ -134,3 +136,72 @@ def delete_dataset(
 ) -> Response:
     state.rt.datasets.delete(dataset)
     return Response(status_code=204)
+
+
+#: PNG keeps these modes as they are; any other is converted (to RGBA if it has alpha).
+_PNG_MODES = frozenset({"1", "L", "LA", "RGB", "RGBA", "I;16"})
+_IMMUTABLE = "private, max-age=31536000, immutable"
+
+
+def _png(raw: bytes, size: int | None) -> bytes:
+    """An image's stored bytes as PNG; with ``size``, scaled so that its longer side is
+    ``size`` (nearest-neighbour when enlarging, so an 8x8 digit stays crisp)."""
+    with Image.open(io.BytesIO(raw)) as src:
+        src.load()
+        img: Image.Image = src
+        if img.mode not in _PNG_MODES:
+            alpha = "A" in img.getbands() or "transparency" in img.info
+            img = img.convert("RGBA" if alpha else "RGB")
+        if size is not None:
+            w, h = img.size
+            scale = size / max(w, h)
+            target = (max(1, round(w * scale)), max(1, round(h * scale)))
+            if target != (w, h):
+                if scale >= 1 or img.mode in ("1", "I;16"):
+                    img = img.resize(target, Image.Resampling.NEAREST)
+                else:
+                    img = img.resize(target, Image.Resampling.LANCZOS)
+        out = io.BytesIO()
+        img.save(out, format="PNG")
+        return out.getvalue()
+
+
+@router.get(
+    "/{dataset}/images/{index}",
+    response_class=Response,
+    responses={**ERRORS, 200: {"content": {"image/png": {}},
+                                "description": "The image as PNG."},
+               304: {"description": "Not modified (If-None-Match held its ETag)."}},
+    summary="One image of a dataset as PNG, optionally as a thumbnail.",
+)
+def get_dataset_image(
+    dataset: str,
+    index: int,
+    request: Request,
+    size: int | None = Query(None, ge=8, le=512, examples=[64],
+                             description="A thumbnail whose longer side is this many "
+                             "pixels (nearest-neighbour when enlarging)."),
+    version: str | None = Query(None, pattern=r"^[0-9a-f]{1,64}$",
+                                examples=["3f2a9c0d1b7e4a56"], description="A version of the "
+                                "dataset (default: the current one). Its images never "
+                                "change, so the answer may be cached for good."),
+    state: ServiceState = Depends(get_state),
+    _: Principal = Depends(require_user),
+) -> Response:
+    """Image ``index`` (0-based, in the dataset's index order: the order analyses report)
+    of the dataset. The ETag is the version, the index and the size; send it back in
+    If-None-Match for a 304."""
+    reader = state.rt.datasets.reader(dataset, version)
+    count = len(reader)
+    if not 0 <= index < count:
+        raise UnknownDatasetImage(
+            f"Dataset {reader.name!r} has {count} images (indices 0 to {count - 1}); "
+            f"there is no image {index}. Ask for an index in that range.",
+            details={"dataset": reader.name, "index": index, "count": count},
+        )
+    etag = f'"{reader.version}-{index}-{size or 0}"'
+    headers = {"ETag": etag, "Cache-Control": _IMMUTABLE if version else "private, no-cache"}
+    inm = request.headers.get("if-none-match", "")
+    if etag in [t.strip().removeprefix("W/") for t in inm.split(",")] or inm.strip() == "*":
+        return Response(status_code=304, headers=headers)
+    return Response(_png(reader.read(index), size), media_type="image/png", headers=headers)

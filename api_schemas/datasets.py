@@ -59,3 +59,22 @@ class DirectoryDataset(BaseModel):
     )
     strict: bool = Field(default=False, description="Refuse it whole if a file is no image.")
     description: str = Field(default="", max_length=2000)
+
+
+class DatasetImage(BaseModel):
+    """One image of a dataset: its index (what GET .../images/{index} reads), its id (the
+    path analyses report) and label."""
+
+    index: int
+    id: str = Field(examples=["3/0042.png"])
+    label: str | None = None
+    width: int
+    height: int
+
+
+class DatasetImageList(BaseModel):
+    dataset: str
+    version: str
+    count: int = Field(description="Images in this version of the dataset.")
+    offset: int
+    images: list[DatasetImage]

@@ -11,7 +11,13 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from PIL import Image
 
-from api_schemas.datasets import DatasetInfo, DatasetList, DirectoryDataset
+from api_schemas.datasets import (
+    DatasetImage,
+    DatasetImageList,
+    DatasetInfo,
+    DatasetList,
+    DirectoryDataset,
+)
 from api_schemas.errors import ErrorBody
 from engine.errors import InvalidInput, PayloadTooLarge, UnknownDatasetImage
 from service.auth import AUTH_RESPONSES, Principal, require_admin, require_user
@@ -138,6 +144,55 @@ def delete_dataset(
     return Response(status_code=204)
 
 
+_VERSION = r"^[0-9a-f]{1,64}$"
+
+
+@router.get(
+    "/{dataset}/images",
+    response_model=DatasetImageList,
+    responses=ERRORS,
+    summary="A dataset's images: index, id, label and size; a page of them, or the ones "
+    "named by id.",
+)
+def list_dataset_images(
+    dataset: str,
+    offset: int = Query(0, ge=0, examples=[0], description="The first image's index."),
+    limit: int = Query(100, ge=1, le=10_000, examples=[100], description="Images at most."),
+    id: list[str] | None = Query(
+        None, max_length=1000, examples=[["3/0042.png"]],
+        description="Image ids (the paths analyses report, e.g. a confusion cell's ids): "
+        "these images, in this order, instead of a page. An id the dataset lacks is a 404.",
+    ),
+    version: str | None = Query(None, pattern=_VERSION, examples=["3f2a9c0d1b7e4a56"],
+                                description="A version of the dataset (default: current)."),
+    state: ServiceState = Depends(get_state),
+    _: Principal = Depends(require_user),
+) -> DatasetImageList:
+    reader = state.rt.datasets.reader(dataset, version)
+    index = reader.index
+    if id is not None:
+        pos = {str(r["path"]): i for i, r in enumerate(index)}
+        missing = [x for x in id if x not in pos]
+        if missing:
+            raise UnknownDatasetImage(
+                f"Dataset {reader.name!r} (version {reader.version}) has no image "
+                f"{missing[0][:200]!r}. Name ids that GET /v1/datasets/{reader.name}/images "
+                "lists (an analysis's ids belong to its dataset_version).",
+                details={"dataset": reader.name, "missing": [m[:200] for m in missing[:20]]},
+            )
+        chosen = [pos[x] for x in id]
+        start = 0
+    else:
+        chosen = list(range(min(offset, len(index)), min(offset + limit, len(index))))
+        start = offset
+    return DatasetImageList(
+        dataset=reader.name, version=reader.version, count=len(index), offset=start,
+        images=[DatasetImage(index=i, id=str(index[i]["path"]), label=index[i]["label"],
+                             width=int(index[i]["width"]), height=int(index[i]["height"]))
+                for i in chosen],
+    )
+
+
 #: PNG keeps these modes as they are; any other is converted (to RGBA if it has alpha).
 _PNG_MODES = frozenset({"1", "L", "LA", "RGB", "RGBA", "I;16"})
 _IMMUTABLE = "private, max-age=31536000, immutable"
@@ -181,7 +236,7 @@ def get_dataset_image(
     size: int | None = Query(None, ge=8, le=512, examples=[64],
                              description="A thumbnail whose longer side is this many "
                              "pixels (nearest-neighbour when enlarging)."),
-    version: str | None = Query(None, pattern=r"^[0-9a-f]{1,64}$",
+    version: str | None = Query(None, pattern=_VERSION,
                                 examples=["3f2a9c0d1b7e4a56"], description="A version of the "
                                 "dataset (default: the current one). Its images never "
                                 "change, so the answer may be cached for good."),
@@ -204,4 +259,13 @@ def get_dataset_image(
     inm = request.headers.get("if-none-match", "")
     if etag in [t.strip().removeprefix("W/") for t in inm.split(",")] or inm.strip() == "*":
         return Response(status_code=304, headers=headers)
-    return Response(_png(reader.read(index), size), media_type="image/png", headers=headers)
+    try:
+        png = _png(reader.read(index), size)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        # a registered directory's file that changed or vanished since (uploads are ours)
+        raise UnknownDatasetImage(
+            f"Image {index} of dataset {reader.name!r} ({reader.index[index]['path']!r}) can "
+            "no longer be read: its file changed or vanished. Register the dataset again.",
+            details={"dataset": reader.name, "index": index, "count": count},
+        ) from None
+    return Response(png, media_type="image/png", headers=headers)

@@ -177,3 +177,49 @@ def test_refusals(api: TestClient, path: str, status: int, code: str) -> None:
     if code == "unknown_image":
         assert body["details"]["count"] == 1797
         assert "0 to 1796" in body["message"]
+
+
+def test_image_list_pages_and_ids(api: TestClient, mixed: dict[str, object]) -> None:
+    page = api.get("/v1/datasets/digits/images?offset=1795&limit=10", headers=USER).json()
+    assert page["count"] == 1797 and page["offset"] == 1795
+    assert [i["index"] for i in page["images"]] == [1795, 1796]
+    first = api.get("/v1/datasets/digits/images?limit=3", headers=USER).json()["images"]
+    assert [i["index"] for i in first] == [0, 1, 2]
+    assert all(i["width"] == 8 and i["height"] == 8 and i["label"] for i in first)
+    # ids (a confusion cell's) -> indices, in the order asked
+    ids = [first[2]["id"], first[0]["id"]]
+    got = api.get("/v1/datasets/digits/images", params={"id": ids}, headers=USER).json()
+    assert [i["index"] for i in got["images"]] == [2, 0]
+    assert [i["id"] for i in got["images"]] == ids
+    byid = api.get("/v1/datasets/mixed/images", params={"id": ["b/alpha.png"]},
+                   headers=USER).json()["images"]
+    assert byid == [{"index": ORDER["b/alpha.png"], "id": "b/alpha.png", "label": "b",
+                     "width": 5, "height": 3}]
+    missing = api.get("/v1/datasets/digits/images", params={"id": [ids[0], "no/such.png"]},
+                      headers=USER)
+    assert missing.status_code == 404 and missing.json()["code"] == "unknown_image"
+    assert missing.json()["details"]["missing"] == ["no/such.png"]
+    too_many = api.get("/v1/datasets/digits/images", params={"id": ["x"] * 1001},
+                       headers=USER)
+    assert too_many.status_code == 422 and too_many.json()["code"] == "validation_error"
+    assert api.get("/v1/datasets/digits/images?limit=0", headers=USER).status_code == 422
+    assert api.get("/v1/datasets/nope/images", headers=USER).json()["code"] == \
+        "unknown_dataset"
+
+
+def test_a_vanished_file_of_a_directory_is_a_404(tmp_path_factory: pytest.TempPathFactory) -> None:
+    root = tmp_path_factory.mktemp("roots")
+    (root / "set" / "x").mkdir(parents=True)
+    (root / "set" / "x" / "1.png").write_bytes(
+        encoded(Image.fromarray(np.full((4, 4, 3), 7, np.uint8)), "PNG"))
+    settings = Settings(data_dir=tmp_path_factory.mktemp("dirdata"), builtin_model=False,
+                        dataset_roots=[root])
+    with TestClient(create_app(settings)) as c:
+        r = c.post("/v1/datasets", json={"name": "dir", "path": str(root / "set")})
+        assert r.status_code == 201, r.text
+        assert c.get("/v1/datasets/dir/images/0").status_code == 200
+        (root / "set" / "x" / "1.png").write_bytes(b"no longer an image")
+        gone = c.get("/v1/datasets/dir/images/0?size=16")
+        assert gone.status_code == 404 and gone.json()["code"] == "unknown_image"
+        (root / "set" / "x" / "1.png").unlink()
+        assert c.get("/v1/datasets/dir/images/0").json()["code"] == "unknown_image"

@@ -141,6 +141,28 @@ class Settings(BaseSettings):
         default=256, ge=1, le=65536,
         description="Images per chunk of a dataset analysis (one chunk in memory per worker).",
     )
+    activation_cache_bytes: int = Field(
+        default=0, ge=0,
+        description="Most bytes the activation cache (data_dir/activations: activations and "
+        "decoded pixels) keeps: after a write, least recently used (model version, dataset "
+        "version) entries are deleted; 0 = no limit.",
+    )
+    dataset_pixel_cache_ratio: float = Field(
+        default=4.0, ge=0.0,
+        description="Keep a dataset's decoded pixels at a model's input size (uint8, read "
+        "back memory-mapped by later extractions) when they take at most this many times "
+        "the images' mean file size; 0 = never.",
+    )
+    dataset_decode_threads: int = Field(
+        default=1, ge=1, le=64,
+        description="Threads decoding a dataset's images while the model runs (per worker).",
+    )
+    dataset_scratch_stale_s: float = Field(
+        default=3600.0, gt=0,
+        description="A dataset upload's temporary files left by another host's process, or a "
+        "live one's, are removed when the store opens once unchanged this long (a dead "
+        "process's of this host at once).",
+    )
     builtin_datasets: list[str] | None = Field(
         default=None, description="Which built-in datasets to register (JSON list); unset = all."
     )

@@ -19,7 +19,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +30,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from engine.datasets.pixels import PixelCache, Prefetcher
+
 if TYPE_CHECKING:
     from engine.datasets.store import DatasetReader
     from engine.models.runtime import LoadedModel
 
 OUTPUT = "@output"
+#: Layer values held before their statistics are taken (batches' values concatenated)
+STATS_BYTES = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -82,17 +88,34 @@ def _stats(t: NDArray[np.float32], channels_last: bool) -> dict[str, NDArray[Any
 
 
 class ActivationCache:
-    def __init__(self, root: Path, chunk: int) -> None:
+    """``max_bytes`` (0: no limit): after a write, whole (model version, dataset version)
+    entries — and the decoded pixels of a dataset version — are deleted, least recently
+    used first, until the cache holds at most that many bytes; the entry just written is
+    kept. ``pixel_ratio``: see :mod:`engine.datasets.pixels` (0: decoded pixels are never
+    kept). ``decode_threads``: threads decoding one batch's images (1: the one background
+    thread)."""
+
+    def __init__(self, root: Path, chunk: int, *, max_bytes: int = 0,
+                 pixel_ratio: float = 4.0, decode_threads: int = 1) -> None:
         self.root = Path(root)
         self.chunk = max(1, int(chunk))
+        self.max_bytes = max(0, int(max_bytes))
+        self.pixels = PixelCache(self.root, pixel_ratio)
+        self.decode_threads = max(1, int(decode_threads))
+        #: what the last ensure() of this process did: images decoded, read from the pixel
+        #: cache (benchmarks and tests)
+        self.last_decoded = 0
+        self.last_mapped = 0
 
     def shards(self, n: int) -> list[tuple[int, int]]:
         return [(a, min(n, a + self.chunk)) for a in range(0, n, self.chunk)]
 
+    def _entry(self, model: LoadedModel, reader: DatasetReader) -> Path:
+        return self.root / model.version / reader.version
+
     def _path(self, model: LoadedModel, reader: DatasetReader, target: Target,
               shard: tuple[int, int]) -> Path:
-        return (self.root / model.version / reader.version / target.key
-                / f"{shard[0]}-{shard[1]}.npz")
+        return self._entry(model, reader) / target.key / f"{shard[0]}-{shard[1]}.npz"
 
     def missing(self, model: LoadedModel, reader: DatasetReader, targets: Sequence[Target],
                 start: int = 0, stop: int | None = None) -> list[tuple[int, int]]:
@@ -111,47 +134,118 @@ class ActivationCache:
         progress: Callable[[float], None] | None = None,
     ) -> int:
         """Compute the missing shards that begin in [start, stop); the images run (the
-        forward passes: 0 when every shard was there)."""
+        forward passes: 0 when every shard was there).
+
+        The next images are decoded in a background thread while ONNX Runtime runs the
+        current batch (at most this shard's and the next shard's images in memory)."""
         todo = self.missing(model, reader, targets, start, stop)
+        self.last_decoded = self.last_mapped = 0
+        if not todo:
+            if self.max_bytes:
+                _touch(self._entry(model, reader))
+            return 0
+        targets = list(targets)
+        layers = sorted({t.layer for t in targets if t.layer != OUTPUT})
+        parts: dict[Target, list[dict[str, NDArray[Any]]]] = {t: [] for t in targets}
+        pending: list[list[NDArray[np.float32]]] = []
+        pending_bytes = 0
         passes = 0
-        for k, shard in enumerate(todo):
-            passes += self._extract(model, reader, list(targets), shard)
-            if progress is not None:
-                progress((k + 1) / len(todo))
+        done = 0
+        with Prefetcher(model, reader, todo, model.options.max_batch, self.pixels,
+                        self.decode_threads) as batches:
+            try:
+                for batch in batches:
+                    x = model.to_model_input(batch.pixels.astype(np.float32))
+                    if layers:
+                        outs = model.probe(x, layers)
+                    else:
+                        outs = [model.run(x)]
+                    del x
+                    pending.append(outs)
+                    pending_bytes += sum(o.nbytes for o in outs)
+                    del outs
+                    if pending_bytes >= STATS_BYTES or batch.last:
+                        # the batches' values together: one reduction per target, not one
+                        # per batch (a small model's batches cost less than numpy's calls)
+                        names = [*layers, OUTPUT]
+                        values = {name: np.concatenate([p[j] for p in pending])
+                                  for j, name in enumerate(names)}
+                        values[OUTPUT] = values[OUTPUT].reshape(values[OUTPUT].shape[0], -1)
+                        pending, pending_bytes = [], 0
+                        for t in targets:
+                            parts[t].append(_keep(values[t.layer], t, model.channels_last))
+                        del values
+                    if not batch.last:
+                        continue
+                    for t in targets:
+                        arrays = {k: np.concatenate([p[k] for p in parts[t]])
+                                  for k in parts[t][0] if k != "spatial"}
+                        if "spatial" in parts[t][0]:
+                            arrays["spatial"] = parts[t][0]["spatial"]
+                        _atomic_npz(self._path(model, reader, t, batch.shard), arrays)
+                        parts[t] = []
+                    batches.release()
+                    passes += batch.shard[1] - batch.shard[0]
+                    done += 1
+                    if progress is not None:
+                        progress(done / len(todo))
+            finally:
+                self.last_decoded = batches.decoded
+                self.last_mapped = batches.mapped
+        if self.max_bytes:
+            keep = {self._entry(model, reader)}
+            if batches.keep:
+                keep.add(self.pixels.entry(reader))
+            for k in keep:
+                _touch(k)
+            self.evict(keep)
         return passes
 
-    def _extract(self, model: LoadedModel, reader: DatasetReader, targets: list[Target],
-                 shard: tuple[int, int]) -> int:
-        a, b = shard
-        pixels = np.stack([model.codec.decode(reader.read(i)).pixels for i in range(a, b)])
-        x = model.to_model_input(pixels.astype(np.float32))
-        del pixels
-        layers = sorted({t.layer for t in targets if t.layer != OUTPUT})
-        step = model.options.max_batch
-        parts: list[list[NDArray[np.float32]]] = []
-        for i in range(0, x.shape[0], step):
-            if layers:
-                parts.append(model.probe(x[i : i + step], layers))
-            else:
-                parts.append([model.run(x[i : i + step])])
-        values = {name: np.concatenate([p[j] for p in parts]) for j, name in
-                  enumerate([*layers, OUTPUT])}
-        values[OUTPUT] = values[OUTPUT].reshape(b - a, -1)
-        for t in targets:
-            v = values[t.layer]
-            if t.layer == OUTPUT:
-                arrays: dict[str, NDArray[Any]] = {"value": v.astype(np.float32)}
-            elif t.neuron is not None:
-                c, y, xx = t.neuron
-                cf = np.moveaxis(v, -1, 1) if model.channels_last and v.ndim > 2 else v
-                arrays = {"value": cf[:, c, y, xx].astype(np.float32)}
-            else:
-                arrays = _stats(v, model.channels_last)
-            _atomic_npz(self._path(model, reader, t, shard), arrays)
-        return b - a
+    # size limit -------------------------------------------------------------------------
+    def entries(self) -> list[tuple[Path, float, int]]:
+        """Every (model version, dataset version) entry and decoded-pixels entry: (its
+        directory, when it was last used, its bytes), least recently used first."""
+        out: list[tuple[Path, float, int]] = []
+        if not self.root.is_dir():
+            return out
+        for top in _dirs(self.root):
+            for entry in _dirs(top):
+                used, size = _usage(entry)
+                out.append((entry, used, size))
+        out.sort(key=lambda e: e[1])
+        return out
 
+    def evict(self, keep: set[Path] | None = None) -> list[Path]:
+        """Delete entries, least recently used first, until at most ``max_bytes`` remain
+        (never one in ``keep``); the directories deleted."""
+        if not self.max_bytes:
+            return []
+        keep = keep or set()
+        entries = self.entries()
+        total = sum(e[2] for e in entries)
+        gone: list[Path] = []
+        for path, _used, size in entries:
+            if total <= self.max_bytes:
+                break
+            if path in keep:
+                continue
+            trash = path.with_name(f".evicted-{path.name}-{os.getpid()}-{time.monotonic_ns()}")
+            try:
+                os.replace(path, trash)  # readers see the entry whole or not at all
+            except OSError:
+                continue  # another process evicted it first
+            shutil.rmtree(trash, ignore_errors=True)
+            total -= size
+            gone.append(path)
+        return gone
+
+    # reading ----------------------------------------------------------------------------
     def _load(self, model: LoadedModel, reader: DatasetReader, target: Target
               ) -> dict[str, NDArray[Any]]:
+        if self.missing(model, reader, [target]):  # evicted, or never computed here
+            self.ensure(model, reader, [target])
+        if self.max_bytes:
+            _touch(self._entry(model, reader))
         parts: dict[str, list[NDArray[Any]]] = {}
         spatial: NDArray[Any] | None = None
         for shard in self.shards(len(reader)):
@@ -174,9 +268,63 @@ class ActivationCache:
 
     def values(self, model: LoadedModel, reader: DatasetReader, target: Target
                ) -> NDArray[np.float32]:
-        """A neuron's values or the output (N, ...) over the dataset."""
+        """A neuron's values or the output (N, ...) over the dataset (computed first where
+        missing)."""
         v: NDArray[np.float32] = self._load(model, reader, target)["value"]
         return v
+
+
+def _keep(v: NDArray[np.float32], t: Target, channels_last: bool) -> dict[str, NDArray[Any]]:
+    """What a target keeps of one batch's values of its layer."""
+    if t.layer == OUTPUT:
+        return {"value": v.astype(np.float32)}
+    if t.neuron is not None:
+        c, y, xx = t.neuron
+        cf = np.moveaxis(v, -1, 1) if channels_last and v.ndim > 2 else v
+        return {"value": cf[:, c, y, xx].astype(np.float32)}
+    return _stats(v, channels_last)
+
+
+_USED = ".used"
+
+
+def _touch(entry: Path) -> None:
+    """Mark an entry used now (its ``.used`` file's mtime)."""
+    try:
+        entry.mkdir(parents=True, exist_ok=True)
+        mark = entry / _USED
+        mark.touch()
+        now = time.time_ns()  # exact: the file system's own clock ticks in milliseconds
+        os.utime(mark, ns=(now, now))
+    except OSError:
+        pass  # evicted meanwhile: the next write marks it again
+
+
+def _dirs(path: Path) -> list[Path]:
+    try:
+        return [Path(e.path) for e in os.scandir(path)
+                if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")]
+    except OSError:
+        return []
+
+
+def _usage(entry: Path) -> tuple[float, int]:
+    """(last used, bytes) of an entry: its ``.used`` mark, else its newest file."""
+    size = 0
+    newest = 0.0
+    for dirpath, _dirnames, filenames in os.walk(entry):
+        for f in filenames:
+            try:
+                st = os.stat(os.path.join(dirpath, f))
+            except OSError:
+                continue
+            size += st.st_size
+            newest = max(newest, st.st_mtime)
+    try:
+        used = (entry / _USED).stat().st_mtime
+    except OSError:
+        used = newest
+    return used, size
 
 
 def _atomic_npz(path: Path, arrays: dict[str, NDArray[Any]]) -> None:

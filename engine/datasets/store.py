@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -196,6 +197,8 @@ class DatasetStore:
         limits: DatasetLimits,
         dataset_roots: list[Path],
         activations: ActivationCache | None = None,
+        *,
+        stale_s: float = 3600.0,
     ) -> None:
         self.root = Path(root)
         #: Where analyses keep activations (shared by the readers of this store).
@@ -203,6 +206,31 @@ class DatasetStore:
         self.limits = limits
         self.dataset_roots = [Path(r) for r in dataset_roots]
         self._readers: dict[tuple[str, str], DatasetReader] = {}
+        self.stale_s = stale_s
+        self.swept = self.sweep()
+
+    # scratch left by a crashed process ----------------------------------------------------
+    def sweep(self) -> list[Path]:
+        """Remove what a process that died mid-way left in the store: an upload's temporary
+        directory, a deleted dataset's trash, a record's temporary file. Called when the
+        store opens. Scratch of this host whose process is gone goes at once; other scratch
+        (another host's, or a live process's: a concurrent upload) only once nothing in it
+        changed for ``stale_s`` seconds. The paths removed."""
+        gone: list[Path] = []
+        if not self.root.is_dir():
+            return gone
+        now = time.time()
+        for entry in _scandir(self.root):
+            if entry.name.startswith("."):
+                if _stale(Path(entry.path), now, self.stale_s):
+                    _remove(Path(entry.path))
+                    gone.append(Path(entry.path))
+            elif entry.is_dir(follow_symlinks=False):
+                for f in _scandir(Path(entry.path)):  # a record's temp file (_atomic_write)
+                    if f.name.startswith(".") and _stale(Path(f.path), now, self.stale_s):
+                        _remove(Path(f.path))
+                        gone.append(Path(f.path))
+        return gone
 
     # reading ------------------------------------------------------------------------
     def _dir(self, name: str) -> Path:
@@ -266,7 +294,7 @@ class DatasetStore:
             )
         d = self._dir(name)
         versions = [p.stem for p in d.glob("*.json") if p.name != "record.json"]
-        trash = self.root / f".deleted-{name}-{os.getpid()}-{time.monotonic_ns()}"
+        trash = self.root / f"{_scratch_prefix('deleted')}{name}-{time.monotonic_ns()}"
         os.replace(d, trash)
         shutil.rmtree(trash, ignore_errors=True)
         shared = {i.version for i in self.all()}  # another name with the same content
@@ -467,7 +495,7 @@ class DatasetStore:
         existing = d / f"{info.version}.json"
         if not (vdir / "index.json").is_file():
             self.root.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{info.name}.", dir=self.root))
+            tmp = Path(tempfile.mkdtemp(prefix=_scratch_prefix("upload"), dir=self.root))
             try:
                 if files is not None:
                     for p, b in files.items():
@@ -501,7 +529,7 @@ def _natural(label: str) -> tuple[int, int | str]:
 
 
 def _atomic_write(path: Path, payload: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_scratch_prefix(path.name), dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(payload)
@@ -509,6 +537,72 @@ def _atomic_write(path: Path, payload: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _host() -> str:
+    """This host's tag in scratch names: its name and its pid namespace (two containers of
+    one name sharing a volume still tell their processes apart)."""
+    name = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:40] or "host"
+    try:
+        return f"{name}{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return name
+
+
+_HOST = _host()
+_SCRATCH = re.compile(r"^\.[^~]*~(?P<host>[A-Za-z0-9]+)~(?P<pid>\d+)~")
+
+
+def _scratch_prefix(what: str) -> str:
+    """A temporary name that says which host and process made it (see DatasetStore.sweep)."""
+    return f".{what}~{_HOST}~{os.getpid()}~"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _newest_mtime(path: Path) -> float:
+    try:
+        newest = path.lstat().st_mtime
+    except OSError:
+        return time.time()  # gone, or going: leave it
+    if path.is_dir() and not path.is_symlink():
+        for dirpath, dirnames, filenames in os.walk(path):
+            for f in [*dirnames, *filenames]:
+                try:
+                    newest = max(newest, os.lstat(os.path.join(dirpath, f)).st_mtime)
+                except OSError:
+                    continue
+    return newest
+
+
+def _stale(path: Path, now: float, stale_s: float) -> bool:
+    m = _SCRATCH.match(path.name)
+    if m is not None and m["host"] == _HOST and int(m["pid"]) != os.getpid():
+        if not _alive(int(m["pid"])):
+            return True
+    return now - _newest_mtime(path) > stale_s
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _scandir(path: Path) -> list[os.DirEntry[str]]:
+    try:
+        return list(os.scandir(path))
+    except OSError:
+        return []
 
 
 def iter_chunks(n: int, chunk: int) -> Iterator[tuple[int, int]]:
@@ -531,5 +625,9 @@ def dataset_store(settings: Any) -> DatasetStore:
             max_image_pixels=settings.max_pixels,
         ),
         list(settings.dataset_roots),
-        ActivationCache(settings.data_dir / "activations", settings.dataset_chunk_images),
+        ActivationCache(settings.data_dir / "activations", settings.dataset_chunk_images,
+                        max_bytes=settings.activation_cache_bytes,
+                        pixel_ratio=settings.dataset_pixel_cache_ratio,
+                        decode_threads=settings.dataset_decode_threads),
+        stale_s=settings.dataset_scratch_stale_s,
     )

@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from api_schemas.datasets import DatasetInfo, DatasetList
 from api_schemas.explanations import ExplanationResult
 from api_schemas.jobs import JobState, JobStatus
 from api_schemas.methods import MethodInfo, MethodList
@@ -99,6 +102,57 @@ class AsyncLanternClient:
 
     async def delete_model(self, name: str) -> None:
         c.check(await self._http.delete(c.model_path(name)))
+
+    # -- datasets -----------------------------------------------------------------------
+
+    async def list_datasets(self) -> list[DatasetInfo]:
+        return c.parse(DatasetList, await self._http.get("/v1/datasets")).datasets
+
+    async def get_dataset(self, name: str) -> DatasetInfo:
+        return c.parse(DatasetInfo, await self._http.get(f"/v1/datasets/{quote(name, safe='')}"))
+
+    async def upload_dataset(
+        self, archive: Path | bytes, name: str, *, index: str | None = None,
+        strict: bool = False, description: str = "",
+    ) -> DatasetInfo:
+        """Register a zip of images (a folder per class, or an index CSV/JSON inside)."""
+        data = archive if isinstance(archive, bytes) else Path(archive).read_bytes()
+        fields = {"name": name, "strict": "true" if strict else "false",
+                  "description": description, **({"index": index} if index else {})}
+        r = await self._http.post(
+            "/v1/datasets", files={"file": ("dataset.zip", data, "application/zip")},
+            data=fields,
+        )
+        return c.parse(DatasetInfo, r)
+
+    async def register_dataset_directory(
+        self, name: str, path: str, *, index: str | None = None, strict: bool = False
+    ) -> DatasetInfo:
+        """Register a directory on the server, under one of its dataset roots."""
+        body = {"name": name, "path": path, "index": index, "strict": strict}
+        return c.parse(DatasetInfo, await self._http.post("/v1/datasets", json=body))
+
+    async def delete_dataset(self, name: str) -> None:
+        c.check(await self._http.delete(f"/v1/datasets/{quote(name, safe='')}"))
+
+    async def analyse_dataset(
+        self, dataset: str, model: str, method: str,
+        objective: Mapping[str, Any] | None = None, params: Mapping[str, Any] | None = None,
+        *, progress: c.ProgressCallback | None = None, timeout: float = 600.0,
+    ) -> ExplanationResult:
+        """Run a dataset analysis (max_activating, min_activating, dataset_predictions)
+        over ``dataset`` and wait for its result."""
+        deadline = time.monotonic() + timeout
+        body: dict[str, Any] = {"model": model, "method": method, "dataset": dataset,
+                                "params": dict(params or {})}
+        if objective is not None:
+            body["objective"] = dict(objective)
+        answer = c.explanation_answer(await self._http.post("/v1/explanations", json=body))
+        if isinstance(answer, ExplanationResult):
+            if progress is not None:
+                progress(1.0, JobState.succeeded.value)
+            return answer
+        return await self._follow(answer, progress, deadline, True)
 
     async def methods(self) -> list[MethodInfo]:
         return c.parse(MethodList, await self._http.get("/v1/methods")).methods

@@ -46,6 +46,9 @@ def dataset_of(
             details={"metrics": metrics.names},
         )
     info = rt.datasets.get(req.dataset)
+    check = getattr(spec.plan, "check_dataset", None)  # e.g. the sets' labels and ids exist
+    if callable(check):
+        check(spec.parse_params(req.params), rt.datasets.reader(info.name, info.version))
     if req.objective is None and req.target is None:
         objective = ClassObjective(target=0)
     return {"name": info.name, "version": info.version, "images": info.count}, objective

@@ -50,7 +50,8 @@ class DistributionParams(DatasetParams):
     layers: list[str] | None = Field(
         default=None, min_length=1, max_length=8,
         description="The layers whose channels to describe (one or several; a single name "
-        "is taken as a list). Default: the last spatial layer before global pooling.")
+        "is taken as a list; the model's output gives one row per class). Default: the last "
+        "spatial layer before global pooling.")
     statistic: Literal["mean", "max"] = Field(
         default="mean", description="A channel's value per image: the mean or the max of "
         "its activation over the layer's positions.")
@@ -95,7 +96,10 @@ def layers_of(model: LoadedModel, params: DistributionParams) -> list[str]:
 
 
 def targets(model: LoadedModel, objective: Objective, params: Any) -> list[Target]:
-    return [Target(OUTPUT), *(Target(layer) for layer in layers_of(model, params))]
+    """The logits (for sets by prediction, and the output as a layer) and each layer's
+    pooled stats."""
+    return [Target(OUTPUT), *(Target(layer) for layer in layers_of(model, params)
+                              if layer != model.output_name)]
 
 
 def check(params: DistributionParams, model: LoadedModel) -> None:
@@ -103,7 +107,7 @@ def check(params: DistributionParams, model: LoadedModel) -> None:
     compared sets are among the sets."""
     shapes = model.layer_shapes()
     for layer in layers_of(model, params):
-        if layer not in shapes or layer == model.output_name:
+        if layer not in shapes:
             raise UnknownLayer(
                 f"The model has no layer {layer!r} to describe. Pick one listed by GET "
                 "/v1/models/{model}.",
@@ -215,15 +219,19 @@ def _assemble(model: LoadedModel, reader: DatasetReader, objective: Objective, p
     layers = layers_of(model, params)
     parts, row_layers, row_channels = [], [], []
     spatial: dict[str, list[int]] = {}
+    logits = cache.values(model, reader, Target(OUTPUT)).reshape(len(reader), -1)
     for layer in layers:
-        st = cache.layer(model, reader, layer)
-        v = (st.max if params.statistic == "max" else st.mean).astype(np.float64)
+        if layer == model.output_name:  # the output: one value per class
+            v = logits.astype(np.float64)
+            spatial[layer] = [1, 1]
+        else:
+            st = cache.layer(model, reader, layer)
+            v = (st.max if params.statistic == "max" else st.mean).astype(np.float64)
+            spatial[layer] = list(st.spatial)
         parts.append(v)
         row_layers += [layer] * v.shape[1]
         row_channels += list(range(v.shape[1]))
-        spatial[layer] = list(st.spatial)
     values = np.concatenate(parts, axis=1)  # (N, rows)
-    logits = cache.values(model, reader, Target(OUTPUT)).reshape(len(reader), -1)
 
     def predicted() -> NDArray[np.int64]:
         out: NDArray[np.int64] = np.argmax(logits, axis=1).astype(np.int64)

@@ -268,3 +268,21 @@ def test_several_layers_and_the_artifact_round_trip(tmp_path: Path) -> None:
                      sets=[{"by": "all"}])
     assert [a.name for a in one.artifacts] == ["distributions"]  # one set: nothing ranked
     assert one.model_calls == 0
+
+
+def test_the_output_as_a_layer_one_row_per_class(tmp_path: Path) -> None:
+    """logits = [1, 10·max(act0)]: class 1's logit tells planted from plain, class 0's is
+    the same for every image."""
+    rt = rt_with(tmp_path)
+    r, _ = analyse(rt, "activation_distributions", CLASS0, layers="logits",
+                   sets=planted_sets(rt))
+    dist, table = parts(r)
+    assert dist.layers == ["logits", "logits"] and dist.order == [1, 0]
+    assert table.rows[0][1:4] == ["logits", 1, 1.0]
+    assert table.rows[1][1:4] == ["logits", 0, 0.5] and table.rows[1][7] == 1.0
+    np.testing.assert_array_equal(dist.edges[0, [0, -1]], [0.5, 1.5])  # constant: 1 ± 0.5
+    again, _ = analyse(rt, "activation_distributions", CLASS0, layers=["logits", "act"],
+                       sets=planted_sets(rt))
+    assert again.model_calls == N  # act is new
+    by_label, _ = analyse(rt, "activation_distributions", CLASS0, layers="logits")
+    assert by_label.model_calls == 0  # the logits were kept

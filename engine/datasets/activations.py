@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 OUTPUT = "@output"
 #: Layer values held before their statistics are taken (batches' values concatenated)
 STATS_BYTES = 32 * 1024 * 1024
+#: Decoding in a background thread unless it took more than this many times the model's
+#: time per image (then overlapping gains little and the threads' contention costs more)
+INLINE_RATIO = 4.0
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,10 @@ class ActivationCache:
         #: cache (benchmarks and tests)
         self.last_decoded = 0
         self.last_mapped = 0
+        self.last_background = True
+        # (model version, dataset version) -> seconds per image decoding, running the model,
+        # as this process last measured them: whether decoding runs in the background
+        self._costs: dict[tuple[str, str], tuple[float, float]] = {}
 
     def shards(self, n: int) -> list[tuple[int, int]]:
         return [(a, min(n, a + self.chunk)) for a in range(0, n, self.chunk)]
@@ -137,7 +144,10 @@ class ActivationCache:
         forward passes: 0 when every shard was there).
 
         The next images are decoded in a background thread while ONNX Runtime runs the
-        current batch (at most this shard's and the next shard's images in memory)."""
+        current batch (at most this shard's and the next shard's images in memory) —
+        unless this process measured decoding at more than ``INLINE_RATIO`` times the
+        model's time on this dataset, where the threads' contention costs more than the
+        overlap gains: then in this thread, batch by batch."""
         todo = self.missing(model, reader, targets, start, stop)
         self.last_decoded = self.last_mapped = 0
         if not todo:
@@ -151,16 +161,22 @@ class ActivationCache:
         pending_bytes = 0
         passes = 0
         done = 0
+        key = (model.version, reader.version)
+        seen = self._costs.get(key)
+        background = seen is None or seen[0] <= INLINE_RATIO * seen[1]
+        model_s = 0.0
         with Prefetcher(model, reader, todo, model.options.max_batch, self.pixels,
-                        self.decode_threads) as batches:
+                        self.decode_threads, background) as batches:
             try:
                 for batch in batches:
+                    t0 = time.perf_counter()
                     x = model.to_model_input(batch.pixels.astype(np.float32))
                     if layers:
                         outs = model.probe(x, layers)
                     else:
                         outs = [model.run(x)]
                     del x
+                    model_s += time.perf_counter() - t0
                     pending.append(outs)
                     pending_bytes += sum(o.nbytes for o in outs)
                     del outs
@@ -192,6 +208,9 @@ class ActivationCache:
             finally:
                 self.last_decoded = batches.decoded
                 self.last_mapped = batches.mapped
+                self.last_background = background
+        if batches.decoded and passes:
+            self._costs[key] = (batches.decode_s / batches.decoded, model_s / passes)
         if self.max_bytes:
             keep = {self._entry(model, reader)}
             if batches.keep:

@@ -18,7 +18,10 @@ Two ways to get a shard ``[a, b)`` of them, giving the same uint8 values (N, H, 
 
 :class:`Prefetcher` decodes (or maps) the next images in a background thread while the
 caller runs the model on the current ones: at most two shards of images are alive at once
-(the one the model runs on and the one being decoded).
+(the one the model runs on and the one being decoded). Where decoding takes many times
+the model's time (tiny images, a tiny model: the digits), overlapping gains little and the
+two threads' contention for the interpreter costs more (about 25% on the digits): the
+activation cache then decodes in its own thread (see ``ActivationCache.ensure``).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import os
 import queue
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -130,7 +134,8 @@ _DONE = object()
 
 class Prefetcher:
     """Pixels of ``shards`` batch by batch (``step`` images, from each shard's start), made
-    in a background thread while the caller uses the previous batch.
+    in a background thread while the caller uses the previous batch (``background``; else
+    each batch is made when the caller asks for it, in the caller's thread).
 
     Each shard's pixels are one uint8 array; a new shard is begun only when at most one
     other is still in use (the caller calls :meth:`release` after a shard's last batch),
@@ -141,7 +146,7 @@ class Prefetcher:
 
     def __init__(self, model: LoadedModel, reader: DatasetReader,
                  shards: Sequence[tuple[int, int]], step: int, pixels: PixelCache | None,
-                 threads: int = 1) -> None:
+                 threads: int = 1, background: bool = True) -> None:
         self.model = model
         self.reader = reader
         self.shards = list(shards)
@@ -149,29 +154,43 @@ class Prefetcher:
         self.pixels = pixels
         self.keep = pixels is not None and pixels.worth_keeping(model, reader)
         self.threads = max(1, int(threads))
+        self.background = background
         self._q: queue.Queue[Any] = queue.Queue()
         self._slots = threading.Semaphore(2)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._produce, name="lantern-decode",
                                         daemon=True)
-        #: images decoded / read from the pixel cache (for benchmarks and tests)
+        self._pool: ThreadPoolExecutor | None = None
+        #: images decoded / read from the pixel cache, seconds spent decoding (benchmarks,
+        #: tests, and the choice of ``background`` next time)
         self.decoded = 0
         self.mapped = 0
+        self.decode_s = 0.0
 
     def __enter__(self) -> Prefetcher:
-        self._thread.start()
+        if self.threads > 1:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="lantern-decode")
+        if self.background:
+            self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._slots.release()  # a producer waiting for a slot wakes and sees the stop
-        self._thread.join()
+        if self.background:
+            self._slots.release()  # a producer waiting for a slot wakes and sees the stop
+            self._thread.join()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
     def release(self) -> None:
         """The caller is done with a shard's pixels."""
-        self._slots.release()
+        if self.background:
+            self._slots.release()
 
     def __iter__(self) -> Iterator[Batch]:
+        if not self.background:
+            yield from self._batches()
+            return
         while True:
             item = self._q.get()
             if item is _DONE:
@@ -181,28 +200,29 @@ class Prefetcher:
             yield item
 
     def _produce(self) -> None:
-        pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
         try:
-            for shard in self.shards:
-                self._slots.acquire()
-                if self._stop.is_set():
-                    return
-                self._one(shard, pool)
+            for batch in self._batches():
+                self._q.put(batch)
             self._q.put(_DONE)
         except BaseException as e:  # handed to the consumer, raised there
             self._q.put(e)
-        finally:
-            if pool is not None:
-                pool.shutdown(wait=True)
 
-    def _one(self, shard: tuple[int, int], pool: ThreadPoolExecutor | None) -> None:
+    def _batches(self) -> Iterator[Batch]:
+        for shard in self.shards:
+            if self.background:
+                self._slots.acquire()
+            if self._stop.is_set():
+                return
+            yield from self._one(shard)
+
+    def _one(self, shard: tuple[int, int]) -> Iterator[Batch]:
         a, b = shard
         cached = self.pixels.load(self.model, self.reader, shard) if self.pixels else None
         bounds = [(i, min(b, i + self.step)) for i in range(a, b, self.step)]
         if cached is not None:
-            for i0, i1 in bounds:
-                self._q.put(Batch(shard, i0, i1, cached[i0 - a : i1 - a], i1 == b, False))
             self.mapped += b - a
+            for i0, i1 in bounds:
+                yield Batch(shard, i0, i1, cached[i0 - a : i1 - a], i1 == b, False)
             return
         h, w = self.model.input_hw
         out = np.empty((b - a, h, w, 3), np.uint8)
@@ -213,12 +233,14 @@ class Prefetcher:
         for i0, i1 in bounds:
             if self._stop.is_set():
                 return
-            if pool is not None:
-                list(pool.map(decode, range(i0, i1)))
+            t = time.perf_counter()
+            if self._pool is not None:
+                list(self._pool.map(decode, range(i0, i1)))
             else:
                 for i in range(i0, i1):
                     decode(i)
+            self.decode_s += time.perf_counter() - t
             self.decoded += i1 - i0
-            self._q.put(Batch(shard, i0, i1, out[i0 - a : i1 - a], i1 == b, True))
-        if self.keep and self.pixels is not None:
-            self.pixels.store(self.model, self.reader, shard, out)
+            if i1 == b and self.keep and self.pixels is not None:
+                self.pixels.store(self.model, self.reader, shard, out)
+            yield Batch(shard, i0, i1, out[i0 - a : i1 - a], i1 == b, True)

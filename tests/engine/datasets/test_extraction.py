@@ -231,3 +231,32 @@ def test_decoded_pixels_count_and_are_evicted_too(rt: Runtime, tmp_path: Path) -
     assert {p.relative_to(cache.root).as_posix() for p, _, _ in cache.entries()} == {
         f"{model.version}/{b.version}", f"{PIXELS}/{b.version}"}
     assert cache.missing(model, b, [Target("conv1")]) == []
+
+
+@pytest.mark.parametrize("costs", [(1.0, 1.0), (100.0, 1.0)])
+def test_decoding_in_this_thread_or_the_background_gives_the_same_answer(
+        rt: Runtime, tmp_path: Path, costs: tuple[float, float]) -> None:
+    """Where this process measured decoding at many times the model's time, the next
+    extraction decodes in the caller's thread: the same shards, the same values."""
+    model = rt.load("digits-cnn")
+    reader = digits_dir(rt, "modes", 100)
+    cache = ActivationCache(tmp_path / "acts", 32, pixel_ratio=0)
+    cache._costs[(model.version, reader.version)] = costs
+    assert cache.ensure(model, reader, TARGETS) == 100
+    assert cache.last_background == (costs[0] <= 4.0 * costs[1])
+    assert set(cache._costs) == {(model.version, reader.version)}  # measured again
+    for t in TARGETS:
+        want = one_by_one(model, reader, t, 32)
+        got = cached(cache, model, reader, t)
+        for k in want:
+            np.testing.assert_array_equal(got[k], want[k].astype(got[k].dtype), err_msg=k)
+
+
+def test_an_inline_decoding_error_is_raised_too(rt: Runtime, tmp_path: Path) -> None:
+    reader = digits_dir(rt, "broken-inline", 40)
+    model = rt.load("digits-cnn")
+    (reader.base / str(reader.index[3]["path"])).write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    with Prefetcher(model, reader, [(0, 16), (16, 40)], 8, None, background=False) as batches:
+        it = iter(batches)
+        with pytest.raises(InvalidImage):
+            next(it)

@@ -132,6 +132,9 @@ def test_label_3_against_label_8_and_the_renderings(client: TestClient) -> None:
          "no set 3"),
         ({"sets": [{"by": "all"}, {"by": "all"}]}, "invalid_params", "its own `name`"),
         ({"bins": 1000}, "invalid_params", "bins"),
+        ({"sets": "by_label", "compare": ["3", "label 8"]}, "invalid_params",
+         "no set is called '3'"),
+        ({"compare": [True, False]}, "invalid_params", "compare"),
     ],
 )
 def test_refused_before_queueing(client: TestClient, params: dict[str, Any], code: str,

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import Field, field_validator
+from pydantic import Field, StrictInt, StrictStr, field_validator
 from scipy.stats import false_discovery_control, mannwhitneyu
 
 from engine.artifact_types.distributions import Distributions
@@ -32,6 +32,7 @@ from engine.datasets.sets import (
     Shorthand,
     check_against_dataset,
     check_against_model,
+    expand,
     resolve_sets,
 )
 from engine.datasets.store import DatasetReader
@@ -63,10 +64,11 @@ class DistributionParams(DatasetParams):
         '{"by": "prediction", "value": "cat"}, {"by": "correct"}, {"by": "incorrect"}, '
         '{"by": "all"} or {"ids": [...]} (each with an optional "name"); or "by_label" / '
         '"by_prediction": one set per label present / per class predicted.')
-    compare: list[int | str] | None = Field(
+    compare: list[StrictInt | StrictStr] | None = Field(
         default=None, min_length=2, max_length=2,
         description="The two sets whose difference ranks the channels, by position in "
-        "`sets` or by name. Default: the first two (no ranking with a single set).")
+        '`sets` or by name (a set\'s `name`, else its rule: "label 3", "prediction cat", '
+        '"correct", ...). Default: the first two (no ranking with a single set).')
     rank_by: Literal["auroc", "cohens_d"] = Field(
         default="auroc", description="Rank channels by |AUROC − 0.5| or by |Cohen's d| (the "
         "other breaks ties).")
@@ -119,8 +121,11 @@ def check(params: DistributionParams, model: LoadedModel) -> None:
 
 
 def check_dataset(params: DistributionParams, reader: DatasetReader) -> None:
-    """At submit, with the dataset: its labels and ids exist."""
+    """At submit, with the dataset: its labels and ids exist (and the sets one per label,
+    that the compared ones are among them)."""
     check_against_dataset(params.sets, reader)
+    if params.sets == "by_label" and params.compare is not None:
+        _compared(params.compare, [s.title for s in expand("by_label", reader, [])])
 
 
 def _compared(compare: list[int | str] | None, titles: list[str]) -> list[int]:

@@ -18,9 +18,12 @@ boundaries (the cache's ``chunk``), under the cache's root in a directory of the
 
     <root>/<model version>/<dataset version>/@influence/<pair key>-k<k>/<start>-<stop>.npz
 
-(``@`` never begins a cache target's key, and deleting the dataset's activations deletes
-these too). A chunk of work [start, stop) computes the shards that begin in it, one shard's
-images in memory at a time, all pairs of a shard from one forward pass; writes are atomic.
+(``@`` never begins a cache target's key; deleting the dataset's activations, or the
+cache's size limit evicting the entry, deletes these too — a shard found missing at
+assembly is computed again). A chunk of work [start, stop) computes the shards that begin
+in it, all pairs of a shard from one forward pass, the images through the activation
+cache's prefetcher (decoded in a background thread, or read back from its decoded-pixels
+cache, at most two shards of images alive); writes are atomic.
 The partial convolutions are an im2col and one batched matmul per image (BLAS over the
 input channels), so an image's numbers never depend on the shard it falls in.
 """
@@ -45,6 +48,8 @@ from engine.errors import InvalidParams, UnknownLayer
 if TYPE_CHECKING:
     import onnx
 
+    from engine.datasets.activations import ActivationCache
+    from engine.datasets.pixels import PixelCache
     from engine.datasets.store import DatasetReader
     from engine.models.runtime import LoadedModel
 
@@ -355,11 +360,21 @@ def aggregate(index: NDArray[np.integer], value: NDArray[np.floating], c_in: int
 
 
 class InfluenceStore:
-    """Per-image top influences of layer pairs, in shards beside the activation cache."""
+    """Per-image top influences of layer pairs, in shards beside the activation cache.
+    ``pixels``/``threads``: the activation cache's decoded-pixels cache and decode threads
+    (:mod:`engine.datasets.pixels`): images the cache's own pass kept decoded are read
+    back, not decoded again."""
 
-    def __init__(self, root: Path, chunk: int) -> None:
+    def __init__(self, root: Path, chunk: int, pixels: PixelCache | None = None,
+                 threads: int = 1) -> None:
         self.root = Path(root)
         self.chunk = max(1, int(chunk))
+        self.pixels = pixels
+        self.threads = max(1, int(threads))
+
+    @classmethod
+    def beside(cls, cache: ActivationCache) -> InfluenceStore:
+        return cls(cache.root, cache.chunk, cache.pixels, cache.decode_threads)
 
     def shards(self, n: int) -> list[tuple[int, int]]:
         return [(a, min(n, a + self.chunk)) for a in range(0, n, self.chunk)]
@@ -378,41 +393,49 @@ class InfluenceStore:
     def ensure(self, model: LoadedModel, reader: DatasetReader, links: Sequence[ConvLink],
                k: int, start: int = 0, stop: int | None = None,
                progress: Callable[[float], None] | None = None) -> int:
-        """Compute the missing shards beginning in [start, stop); the images run."""
-        todo = self.missing(model, reader, links, k, start, stop)
-        passes = 0
-        for n, shard in enumerate(todo):
-            passes += self._compute(model, reader, list(links), k, shard)
-            if progress is not None:
-                progress((n + 1) / len(todo))
-        return passes
+        """Compute the missing shards beginning in [start, stop); the images run. The next
+        images are decoded (or mapped) in a background thread while the model runs."""
+        from engine.datasets.pixels import Prefetcher
 
-    def _compute(self, model: LoadedModel, reader: DatasetReader, links: list[ConvLink],
-                 k: int, shard: tuple[int, int]) -> int:
-        a, b = shard
-        pixels = np.stack([model.codec.decode(reader.read(i)).pixels for i in range(a, b)])
-        x = model.to_model_input(pixels.astype(np.float32))
-        del pixels
+        todo = self.missing(model, reader, links, k, start, stop)
+        if not todo:
+            return 0
+        links = list(links)
         inputs = sorted({ln.input for ln in links})
-        step = model.options.max_batch
-        results: dict[str, list[tuple[NDArray[np.int32], NDArray[np.float32]]]] = {
+        parts: dict[str, list[tuple[NDArray[np.int32], NDArray[np.float32]]]] = {
             ln.key: [] for ln in links}
-        for i in range(0, x.shape[0], step):
-            values = dict(zip(inputs, model.probe(x[i : i + step], inputs), strict=False))
-            for ln in links:
-                results[ln.key].append(top_influences(partial_conv_max(values[ln.input], ln),
-                                                      k))
-        for ln in links:
-            parts = results[ln.key]
-            _atomic_npz(self._path(model, reader, ln, k, shard), {
-                "index": np.concatenate([p[0] for p in parts]),
-                "value": np.concatenate([p[1] for p in parts]),
-            })
-        return b - a
+        passes = done = 0
+        with Prefetcher(model, reader, todo, model.options.max_batch, self.pixels,
+                        self.threads) as batches:
+            for batch in batches:
+                x = model.to_model_input(batch.pixels.astype(np.float32))
+                values = dict(zip(inputs, model.probe(x, inputs), strict=False))
+                del x
+                for ln in links:
+                    parts[ln.key].append(top_influences(partial_conv_max(values[ln.input], ln),
+                                                        k))
+                del values
+                if not batch.last:
+                    continue
+                for ln in links:
+                    _atomic_npz(self._path(model, reader, ln, k, batch.shard), {
+                        "index": np.concatenate([p[0] for p in parts[ln.key]]),
+                        "value": np.concatenate([p[1] for p in parts[ln.key]]),
+                    })
+                    parts[ln.key] = []
+                batches.release()
+                passes += batch.shard[1] - batch.shard[0]
+                done += 1
+                if progress is not None:
+                    progress(done / len(todo))
+        return passes
 
     def load(self, model: LoadedModel, reader: DatasetReader, link: ConvLink, k: int
              ) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
-        """(N, C_out, k) top input channels and their influences over the dataset."""
+        """(N, C_out, k) top input channels and their influences over the dataset (shards
+        gone since — the activation cache's size limit evicts whole entries — computed
+        again first)."""
+        self.ensure(model, reader, [link], k)
         index: list[NDArray[np.int32]] = []
         value: list[NDArray[np.float32]] = []
         for shard in self.shards(len(reader)):

@@ -163,7 +163,7 @@ def _assemble(model: LoadedModel, reader: DatasetReader, objective: Objective, p
            for name in layers}
     kept = {name: _rank(*agg[name], params.rank_by)[: params.nodes_per_layer] for name in layers}
 
-    store = InfluenceStore(cache.root, cache.chunk)
+    store = InfluenceStore.beside(cache)
     ids = reader.ids()
     nodes: list[dict[str, Any]] = []
     edges: list[dict[str, Any]] = []
@@ -259,7 +259,7 @@ class ConceptGraphPlan(DatasetPlanBuilder):
         links = _links(model, params)
         passes = cache.ensure(model, reader, [Target(OUTPUT), *map(Target, _layers(links))],
                               start, stop, ScaledProgress(progress, 0.0, 0.5))
-        store = InfluenceStore(cache.root, cache.chunk)
+        store = InfluenceStore.beside(cache)
         passes += store.ensure(model, reader, links, params.top_influences, start, stop,
                                ScaledProgress(progress, 0.5, 0.5))
         return passes

@@ -153,29 +153,34 @@ def _compared(compare: list[int | str] | None, titles: list[str]) -> list[int]:
     return out
 
 
-def histograms(values: NDArray[np.float64], sets: list[InputSet], bins: int
-               ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+def histograms(values: NDArray[np.floating], sets: list[InputSet], bins: int,
+               block: int = 1 << 22) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
     """Counts (rows, sets, bins) on per-row edges (rows, bins + 1) spanning the row's range
-    over every image — what ``np.histogram(values[members, r], edges[r])`` gives, for all
-    rows at once (a constant row spans value ± 0.5, as numpy does)."""
-    lo = values.min(axis=0)
-    hi = values.max(axis=0)
-    flat = hi <= lo
-    lo = np.where(flat, lo - 0.5, lo)
-    hi = np.where(flat, hi + 0.5, hi)
-    edges = np.linspace(lo, hi, bins + 1, axis=1)  # (rows, bins + 1)
-    rows = values.shape[1]
-    # the bin as numpy's uniform-bin histogram finds it, then its edge correction
-    idx = np.floor((values - lo) / (hi - lo) * bins).astype(np.int64)
-    idx = np.clip(idx, 0, bins - 1)
-    r = np.arange(rows)[None, :]
-    idx -= (values < edges[r, idx]).astype(np.int64)
-    idx += ((values >= edges[r, idx + 1]) & (idx != bins - 1)).astype(np.int64)
+    over every image — what ``np.histogram(values[members, r], edges[r])`` gives (a constant
+    row spans value ± 0.5, as numpy does), for all rows at once, in blocks of rows of about
+    ``block`` values (the bin indices of a block in memory, not of the whole dataset)."""
+    n, rows = values.shape
     counts = np.zeros((rows, len(sets), bins), np.int64)
-    offsets = (np.arange(rows) * bins)[None, :]
-    for k, s in enumerate(sets):
-        flat_idx = (idx[s.members] + offsets).ravel()
-        counts[:, k, :] = np.bincount(flat_idx, minlength=rows * bins).reshape(rows, bins)
+    edges = np.empty((rows, bins + 1), np.float64)
+    step = max(1, block // max(1, n))
+    for r0 in range(0, rows, step):
+        v = np.asarray(values[:, r0 : r0 + step], np.float64)
+        lo = v.min(axis=0)
+        hi = v.max(axis=0)
+        flat = hi <= lo
+        lo = np.where(flat, lo - 0.5, lo)
+        hi = np.where(flat, hi + 0.5, hi)
+        e = np.linspace(lo, hi, bins + 1, axis=1)  # (rows of the block, bins + 1)
+        edges[r0 : r0 + v.shape[1]] = e
+        # the bin as numpy's uniform-bin histogram finds it, then its edge correction
+        idx = np.clip(np.floor((v - lo) / (hi - lo) * bins).astype(np.int64), 0, bins - 1)
+        r = np.arange(v.shape[1])[None, :]
+        idx -= (v < e[r, idx]).astype(np.int64)
+        idx += ((v >= e[r, idx + 1]) & (idx != bins - 1)).astype(np.int64)
+        idx += r * bins
+        for k, st in enumerate(sets):
+            got = np.bincount(idx[st.members].ravel(), minlength=v.shape[1] * bins)
+            counts[r0 : r0 + v.shape[1], k, :] = got.reshape(v.shape[1], bins)
     return counts, edges
 
 
@@ -227,11 +232,11 @@ def _assemble(model: LoadedModel, reader: DatasetReader, objective: Objective, p
     logits = cache.values(model, reader, Target(OUTPUT)).reshape(len(reader), -1)
     for layer in layers:
         if layer == model.output_name:  # the output: one value per class
-            v = logits.astype(np.float64)
+            v = logits.astype(np.float32)
             spatial[layer] = [1, 1]
         else:
             st = cache.layer(model, reader, layer)
-            v = (st.max if params.statistic == "max" else st.mean).astype(np.float64)
+            v = st.max if params.statistic == "max" else st.mean
             spatial[layer] = list(st.spatial)
         parts.append(v)
         row_layers += [layer] * v.shape[1]
@@ -250,7 +255,7 @@ def _assemble(model: LoadedModel, reader: DatasetReader, objective: Objective, p
     titles = [s.name for s in sets]
     compared = _compared(params.compare, titles)
     counts, edges = histograms(values, sets, params.bins)
-    means = np.stack([values[s.members].mean(axis=0) for s in sets], axis=1)
+    means = np.stack([values[s.members].mean(axis=0, dtype=np.float64) for s in sets], axis=1)
     artifacts: list[Any] = []
     extras: dict[str, Any] = {
         "dataset": reader.name, "dataset_version": reader.version, "images": len(reader),
@@ -262,7 +267,8 @@ def _assemble(model: LoadedModel, reader: DatasetReader, objective: Objective, p
     order = list(range(values.shape[1]))
     if compared:
         a, b = (sets[i] for i in compared)
-        stats = differences(values[a.members], values[b.members])
+        stats = differences(values[a.members].astype(np.float64),
+                            values[b.members].astype(np.float64))
         ranked = rank_rows(stats, params.rank_by)
         order = [int(r) for r in ranked]
         rows = [[k + 1, row_layers[r], row_channels[r], _num(stats["auroc"][r]),

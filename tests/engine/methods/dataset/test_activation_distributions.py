@@ -120,6 +120,11 @@ def test_histograms_are_numpys(tmp_path: Path) -> None:
             np.testing.assert_allclose(edges[r], ref_edges)
         assert counts[r, 1].sum() == N and counts[r, 0].sum() == 13
     assert edges[3, 0] == 2.0 and edges[3, -1] == 3.0  # a constant channel: value ± 0.5
+    for block in (1, 90):  # a row at a time, two rows at a time: the same
+        c2, e2 = histograms(sub.astype(np.float32), sets, 9, block=block)
+        ref_c, ref_e = histograms(sub.astype(np.float32).astype(np.float64), sets, 9)
+        np.testing.assert_array_equal(c2, ref_c)
+        np.testing.assert_array_equal(e2, ref_e)
 
 
 def test_sets_pick_what_their_rules_say(tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ import itertools
 import os
 import re
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,8 +63,9 @@ ELEMENTWISE = frozenset({
 POSITIONAL = frozenset({"MaxPool", "AveragePool", "LpPool", "Pad"})
 CHANNEL_OPS = ELEMENTWISE | POSITIONAL
 
-#: Partial maps of at most this many values are computed at once (memory bound per image).
-MAX_VALUES = 1 << 24
+#: Partial maps of at most this many values (16 MB) are computed by one matmul: a large
+#: layer pair is done in chunks of positions, one image at a time.
+MAX_VALUES = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -301,9 +302,10 @@ def resolve_layers(model: LoadedModel, layers: Sequence[str] | None) -> list[Con
     return [relate(proto, a, b) for a, b in itertools.pairwise(names)]
 
 
-def partial_conv_max(x: NDArray[np.float32], link: ConvLink) -> NDArray[np.float32]:
-    """For inputs ``x`` (B, C_in, H, W) of the link's convolution: (B, C_out, C_in), the max
-    over positions of each input channel's partial convolution into each output channel."""
+def _partial_maxima(x: NDArray[np.float32], link: ConvLink) -> Iterator[NDArray[np.float32]]:
+    """Image by image: (C_out, C_in), the max over positions of each input channel's
+    partial convolution into each output channel (one im2col and batched matmuls over the
+    input channels per image: the same arithmetic whatever the batch)."""
     w = link.weight
     c_out, c_in, kh, kw = (int(s) for s in w.shape)
     b, c, h, wd = x.shape
@@ -319,16 +321,38 @@ def partial_conv_max(x: NDArray[np.float32], link: ConvLink) -> NDArray[np.float
     ho, wo = win.shape[2], win.shape[3]
     k = kh * kw
     wt = np.ascontiguousarray(w.reshape(c_out, c_in, k).transpose(1, 2, 0))  # (C_in, K, C_out)
-    out = np.empty((b, c_out, c_in), np.float32)
-    for n in range(b):  # one image at a time: the same arithmetic whatever the batch
+    step = max(1, MAX_VALUES // max(1, c_in * c_out))  # positions per matmul
+    for n in range(b):
         cols = np.ascontiguousarray(win[n].reshape(c_in, ho * wo, k))  # (C_in, P, K)
-        step = max(1, MAX_VALUES // max(1, c_in * c_out))
         best = np.full((c_in, c_out), -np.inf, np.float32)
         for p0 in range(0, ho * wo, step):
             part = np.matmul(cols[:, p0 : p0 + step], wt)  # (C_in, p, C_out)
             np.maximum(best, part.max(axis=1), out=best)
-        out[n] = best.T
+        yield np.ascontiguousarray(best.T)
+
+
+def partial_conv_max(x: NDArray[np.float32], link: ConvLink) -> NDArray[np.float32]:
+    """For inputs ``x`` (B, C_in, H, W) of the link's convolution: (B, C_out, C_in), the max
+    over positions of each input channel's partial convolution into each output channel."""
+    c_out, c_in = (int(s) for s in link.weight.shape[:2])
+    out = np.empty((x.shape[0], c_out, c_in), np.float32)
+    for n, m in enumerate(_partial_maxima(x, link)):
+        out[n] = m
     return out
+
+
+def partial_conv_top(x: NDArray[np.float32], link: ConvLink, k: int
+                     ) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
+    """:func:`top_influences` of :func:`partial_conv_max`, one image's (C_out, C_in) matrix
+    in memory at a time (a 1280 × 1152 layer pair is 6 MB an image, not a batch's)."""
+    c_out, c_in = (int(s) for s in link.weight.shape[:2])
+    kk = min(k, c_in)
+    index = np.empty((x.shape[0], c_out, kk), np.int32)
+    value = np.empty((x.shape[0], c_out, kk), np.float32)
+    for n, m in enumerate(_partial_maxima(x, link)):
+        i, v = top_influences(m[None], kk)
+        index[n], value[n] = i[0], v[0]
+    return index, value
 
 
 def top_influences(infl: NDArray[np.float32], k: int
@@ -412,8 +436,7 @@ class InfluenceStore:
                 values = dict(zip(inputs, model.probe(x, inputs), strict=False))
                 del x
                 for ln in links:
-                    parts[ln.key].append(top_influences(partial_conv_max(values[ln.input], ln),
-                                                        k))
+                    parts[ln.key].append(partial_conv_top(values[ln.input], ln, k))
                 del values
                 if not batch.last:
                     continue

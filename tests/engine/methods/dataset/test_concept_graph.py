@@ -30,6 +30,7 @@ from engine.datasets.influence import (
     aggregate,
     default_layers,
     partial_conv_max,
+    partial_conv_top,
     relate,
     top_influences,
 )
@@ -210,6 +211,24 @@ def test_partial_convolutions_match_scipy_and_sum_to_the_convolution(
     np.testing.assert_allclose(total + bias[None, :, None, None], y, rtol=1e-4, atol=1e-4)
 
 
+def test_top_influences_image_by_image_and_in_position_chunks(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine.datasets.influence as influence
+
+    rng = np.random.default_rng(5)
+    x = np.maximum(rng.standard_normal((3, 6, 5, 5)), 0).astype(np.float32)
+    w = rng.standard_normal((7, 6, 3, 3)).astype(np.float32)
+    link = ConvLink("x", "y", "c", "x", w, (1, 1), (1, 1), (1, 1, 1, 1), "NOTSET", (), ())
+    whole = partial_conv_max(x, link)
+    idx, val = partial_conv_top(x, link, 4)
+    ref_idx, ref_val = top_influences(whole, 4)
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_array_equal(val, ref_val)
+    assert idx.shape == (3, 7, 4)
+    monkeypatch.setattr(influence, "MAX_VALUES", 6 * 7 * 4)  # 4 of the 25 positions a matmul
+    np.testing.assert_array_equal(partial_conv_max(x, link), whole)
+
+
 # ---------------------------------------------------------------- the analysis
 
 def test_the_graph_is_the_hand_computed_one(tmp_path: Path) -> None:
@@ -365,17 +384,20 @@ def _graph(nodes: list[Any], inits: dict[str, np.ndarray]) -> onnx.ModelProto:
 
 
 def skip_and_depthwise() -> onnx.ModelProto:
-    """conv c1 → r1; conv c2 → r2; s = r1 + r2 (a skip connection); conv c3 (depthwise,
-    group 4) → r3; pool p = MaxPool(r3); conv c4 reads p → r4."""
+    """conv c1 → r1; conv c2 → r2; s = r1 + r2 (a skip connection); conv c5 of s → r5;
+    conv c3 (depthwise, group 4) of s → r3; pool p = MaxPool(r3); conv c4 reads p → r4."""
     rng = np.random.default_rng(0)
     w = {k: rng.standard_normal(s).astype(np.float32) for k, s in {
-        "w1": (4, 3, 1, 1), "w2": (4, 4, 3, 3), "w3": (4, 1, 3, 3), "w4": (2, 4, 1, 1)}.items()}
+        "w1": (4, 3, 1, 1), "w2": (4, 4, 3, 3), "w3": (4, 1, 3, 3), "w4": (2, 4, 1, 1),
+        "w5": (3, 4, 1, 1)}.items()}
     return _graph([
         helper.make_node("Conv", ["input", "w1"], ["c1"]),
         helper.make_node("Relu", ["c1"], ["r1"]),
         helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c2"], ["r2"]),
         helper.make_node("Add", ["r1", "r2"], ["s"]),
+        helper.make_node("Conv", ["s", "w5"], ["c5"]),  # a full conv of the block's output
+        helper.make_node("Relu", ["c5"], ["r5"]),
         helper.make_node("Conv", ["s", "w3"], ["c3"], group=4, pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c3"], ["r3"]),
         helper.make_node("MaxPool", ["r3"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
@@ -392,6 +414,8 @@ def skip_and_depthwise() -> onnx.ModelProto:
     ("c1", "r1", "no_convolution"),
     ("r1", "s", "upper_from_Add"),
     ("r3", "r1", "not_consecutive"),
+    ("r1", "r5", "not_consecutive"),  # c5 reads the sum, not r1 alone
+    ("r2", "r5", "not_consecutive"),
 ])
 def test_unrelated_pairs_are_refused(lower: str, upper: str, reason: str) -> None:
     with pytest.raises(InvalidParams) as err:
@@ -407,6 +431,7 @@ def test_related_pairs_and_the_default_chain() -> None:
     pooled = relate(proto, "r3", "r4")  # through the MaxPool: channels kept
     assert pooled.input == "p" and pooled.via == ("MaxPool",)
     assert relate(proto, "c1", "r2").via == ("Relu",)  # the pre-activation layer
+    assert relate(proto, "s", "r5").conv == "c5"  # the block's output, read by a full conv
     assert default_layers(proto) == ["r3", "r4"]  # back from the last conv to the block
     assert default_layers(two_conv_model()) == ["a1", "a2"]
 

@@ -39,6 +39,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
+from PIL import Image
+
+from engine.datasets.decode import SIGNATURE, tiny_png
 
 if TYPE_CHECKING:
     from engine.datasets.store import DatasetReader
@@ -54,13 +57,21 @@ def size_key(model: LoadedModel) -> str:
 
 def decode_one(model: LoadedModel, data: bytes) -> NDArray[np.uint8]:
     """One image file -> uint8 (H, W, 3) at the model's input size: the codec's decode
-    (the same values as ``model.codec.decode(data).pixels``, as uint8)."""
+    (the same values as ``model.codec.decode(data).pixels``, as uint8); a tiny simple PNG
+    read by :func:`engine.datasets.decode.tiny_png` (the same pixels, without Pillow's
+    per-image cost)."""
     from engine.modalities.image import _RESAMPLE, ImageCodec, decode_image
 
     codec = model.codec
     if isinstance(codec, ImageCodec):
-        img = decode_image(data, codec.max_pixels)
         h, w = codec.manifest.input_size
+        tiny = tiny_png(data) if data[:8] == SIGNATURE else None
+        if tiny is not None and tiny.shape[0] * tiny.shape[1] <= codec.max_pixels:
+            if tiny.shape[:2] == (h, w):  # Pillow's resize to the same size is a copy
+                return tiny
+            img = Image.fromarray(tiny, "RGB")
+        else:
+            img = decode_image(data, codec.max_pixels)
         resized = img.resize((w, h), _RESAMPLE[codec.manifest.resize])
         return np.asarray(resized, dtype=np.uint8)
     pixels = np.asarray(codec.decode(data).pixels)  # pragma: no cover - image codecs only

@@ -218,7 +218,8 @@
 
   function updateRunButton() {
     const method = currentMethod();
-    $("run").disabled = !(currentModel() && method && (hasInput() || !takesInput(method)));
+    $("run").disabled = !(currentModel() && method && (hasInput() || !takesInput(method))) ||
+      Boolean(method && method.inputs === "dataset");
   }
 
   // ---------------------------------------------------------------- models
@@ -442,6 +443,14 @@
       : m.inputs === "none"
         ? "Takes no input: no image is sent; it works from the objective alone."
         : `Takes a ${m.inputs}, not one image.`;
+    if (m && m.inputs === "dataset") {
+      // a dataset analysis runs on the datasets page, which picks the dataset
+      note.replaceChildren(
+        "Takes a dataset, not one image: run it on the ",
+        el("a", { href: "#datasets", id: "to-datasets", text: "Datasets page" }),
+        "."
+      );
+    }
     renderParams(m ? m.params_schema : { properties: {} });
     refreshObjectiveKinds();
     if (state.current && !state.current.result && !state.current.preview) drawPreview();
@@ -686,14 +695,18 @@
     return { node: wrap(input, true), get };
   }
 
+  /** Whose model and method a params form being built is for: the Explain page's, or
+   *  (paramsForm) another page's. */
+  let formFor = { model: () => currentModel(), method: () => currentMethod() };
+
   /** A pick list of the model's layers; "(default)" sends null (the method's default). */
   function layerField(key, s, wrap) {
-    const method = currentMethod();
+    const method = formFor.method();
     const spatialOnly =
       Boolean(method && SPATIAL_LAYER_METHODS.has(method.name)) ||
       /spatial/i.test(s.description || "");
     const select = el("select", { name: key, "data-layers": "pending" });
-    const field = { select, def: s.default, spatialOnly };
+    const field = { select, def: s.default, spatialOnly, model: formFor.model };
     state.layerFields.push(field);
     fillLayerSelect(field);
     const get = () => {
@@ -710,7 +723,7 @@
 
   function fillLayerSelect(field) {
     const { select, def, spatialOnly } = field;
-    const m = currentModel();
+    const m = (field.model || currentModel)();
     const info = m ? state.layers[layerKey(m)] : null;
     const previous = select.value || (typeof def === "string" ? def : "");
     const layers = info ? info.layers.filter((l) => !spatialOnly || l.spatial) : [];
@@ -737,6 +750,46 @@
       nodes.push(field.node);
     }
     form.replaceChildren(...nodes);
+  }
+
+  /** A params form from a JSON schema for another page (the datasets page): fills ``form``
+   *  and returns {get(): params, refreshLayers()}; its layer lists follow ``opts.model()``
+   *  (loaded with layersOf). The Explain page's form is left as it is. */
+  function paramsForm(schema, form, opts) {
+    const saved = [formFor, state.layerFields];
+    formFor = {
+      model: (opts && opts.model) || (() => null),
+      method: (opts && opts.method) || (() => null),
+    };
+    state.layerFields = [];
+    const fields = [];
+    const nodes = [];
+    try {
+      const props = (schema && schema.properties) || {};
+      for (const [name, prop] of Object.entries(props)) {
+        const field = fieldFor(name, prop, schema);
+        fields.push({ name, get: field.get });
+        nodes.push(field.node);
+      }
+    } finally {
+      const own = state.layerFields;
+      [formFor, state.layerFields] = saved;
+      fields.layerFields = own;
+    }
+    form.replaceChildren(...nodes);
+    const layerFields = fields.layerFields;
+    return {
+      get: () => collect(fields),
+      refreshLayers: () => layerFields.forEach(fillLayerSelect),
+    };
+  }
+
+  /** A model's layers (GET /v1/models/{model}), once per model version:
+   *  {layers: LayerInfo[], defaultLayer}. */
+  async function layersOf(m) {
+    const key = layerKey(m);
+    if (!state.layers[key]) await loadLayers(m);
+    return state.layers[key];
   }
 
   function refreshLayerLists() {
@@ -1787,6 +1840,50 @@
     renderPaneHead(pane);
   }
 
+  /** Cards for ``result``'s artifacts on another page (the datasets page): the same
+   *  renderers, no input image under them, and none of the Explain page's element ids.
+   *  Returns the renderers' answers ({node, update?}). */
+  function resultCards(result) {
+    const seen = new Set();
+    const ctx = {
+      result,
+      image: null,
+      display: state.display,
+      claim: () => false,
+      first: (what) => {
+        if (seen.has(what)) return false;
+        seen.add(what);
+        return true;
+      },
+    };
+    return result.artifacts.map((a) => renderArtifact(a, ctx));
+  }
+
+  // ---- dataset images (GET /v1/datasets/{dataset}/images): for renderers that show them
+
+  /** The URL of image ``index`` of a dataset as PNG; opts: {size (8..512), version}. */
+  function datasetImageUrl(dataset, index, opts) {
+    const q = new URLSearchParams();
+    if (opts && opts.size) q.set("size", String(opts.size));
+    if (opts && opts.version) q.set("version", String(opts.version));
+    const qs = q.toString();
+    return `/v1/datasets/${encodeURIComponent(dataset)}/images/${Number(index)}` + (qs ? "?" + qs : "");
+  }
+
+  /** The images of a dataset named by id (the paths analyses report), in that order:
+   *  [{index, id, label, width, height}] (GET /v1/datasets/{dataset}/images?id=...). */
+  async function datasetImages(dataset, ids, version) {
+    const out = [];
+    for (let i = 0; i < ids.length; i += 200) {
+      const q = new URLSearchParams();
+      for (const id of ids.slice(i, i + 200)) q.append("id", String(id));
+      if (version) q.set("version", String(version));
+      const body = await apiJson(`/v1/datasets/${encodeURIComponent(dataset)}/images?` + q.toString());
+      out.push(...body.images);
+    }
+    return out;
+  }
+
   function targetText(r) {
     const o = r.objective;
     if (o && o.kind && o.kind !== "class") return objectiveText(o);
@@ -2094,6 +2191,18 @@
     renderImage,
     fmtDuration,
     fmtNumber,
+    fmtBytes,
+    ApiError,
+    guarded,
+    clearError,
+    artifactData,
+    readResult,
+    resultCards,
+    paramsForm,
+    layersOf,
+    layerText,
+    datasetImageUrl,
+    datasetImages,
   });
 
   init();

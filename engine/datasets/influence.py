@@ -305,7 +305,10 @@ def resolve_layers(model: LoadedModel, layers: Sequence[str] | None) -> list[Con
 def _partial_maxima(x: NDArray[np.float32], link: ConvLink) -> Iterator[NDArray[np.float32]]:
     """Image by image: (C_out, C_in), the max over positions of each input channel's
     partial convolution into each output channel (one im2col and batched matmuls over the
-    input channels per image: the same arithmetic whatever the batch)."""
+    input channels per image: the same arithmetic whatever the batch). A 1×1 kernel's
+    partial map is ``W[j, i]·X_i``, whose max is ``W[j, i]`` times ``X_i``'s max (or min,
+    for a negative weight) over the positions it reads — exactly, since a product by a
+    constant is monotone under rounding."""
     w = link.weight
     c_out, c_in, kh, kw = (int(s) for s in w.shape)
     b, c, h, wd = x.shape
@@ -315,6 +318,14 @@ def _partial_maxima(x: NDArray[np.float32], link: ConvLink) -> Iterator[NDArray[
     xp = np.pad(np.asarray(x, np.float32), ((0, 0), (0, 0), (top, bottom), (left, right)))
     dh, dw = link.dilations
     sh, sw = link.strides
+    if kh == kw == 1:
+        seen = xp[:, :, ::sh, ::sw].reshape(b, c_in, -1)
+        hi, lo = seen.max(axis=2), seen.min(axis=2)  # (B, C_in)
+        w2 = w.reshape(c_out, c_in)
+        pos = w2 >= 0
+        for n in range(b):
+            yield np.where(pos, w2 * hi[n][None], w2 * lo[n][None]).astype(np.float32)
+        return
     eh, ew = (kh - 1) * dh + 1, (kw - 1) * dw + 1
     win = np.lib.stride_tricks.sliding_window_view(xp, (eh, ew), axis=(2, 3))
     win = win[:, :, ::sh, ::sw, ::dh, ::dw]  # (B, C_in, Ho, Wo, kh, kw)
@@ -358,10 +369,27 @@ def partial_conv_top(x: NDArray[np.float32], link: ConvLink, k: int
 def top_influences(infl: NDArray[np.float32], k: int
                    ) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
     """Per image and output channel, the ``k`` input channels of largest influence
-    (largest first; ties by channel index) and their values: (B, C_out, k) each."""
-    k = min(k, infl.shape[2])
-    order = np.argsort(-infl, axis=2, kind="stable")[:, :, :k]
-    return order.astype(np.int32), np.take_along_axis(infl, order, axis=2).astype(np.float32)
+    (largest first; ties by channel index: a stable sort's first ``k``) and their values:
+    (B, C_out, k) each. A partition finds the k-th value, so a row costs O(C_in)."""
+    b, c_out, c_in = infl.shape
+    k = min(k, c_in)
+    if k == 0 or infl.size == 0:
+        return (np.zeros((b, c_out, k), np.int32), np.zeros((b, c_out, k), np.float32))
+    v = np.asarray(infl, np.float32).reshape(-1, c_in)
+    if k == c_in:
+        order = np.argsort(-v, axis=1, kind="stable")
+    else:
+        kth = -np.partition(-v, k - 1, axis=1)[:, k - 1 : k]  # each row's k-th largest
+        above = v > kth
+        tied = v == kth
+        room = k - above.sum(axis=1, keepdims=True)  # how many ties to take, lowest first
+        chosen = above | (tied & (np.cumsum(tied, axis=1) <= room))
+        cols = np.nonzero(chosen)[1].reshape(-1, k)  # per row, ascending channel index
+        vals = np.take_along_axis(v, cols, axis=1)
+        order = np.take_along_axis(cols, np.argsort(-vals, axis=1, kind="stable"), axis=1)
+    values = np.take_along_axis(v, order, axis=1)
+    return (order.astype(np.int32).reshape(b, c_out, k),
+            values.astype(np.float32).reshape(b, c_out, k))
 
 
 def aggregate(index: NDArray[np.integer], value: NDArray[np.floating], c_in: int

@@ -161,16 +161,19 @@ def test_partial_convolution_by_hand() -> None:
     assert counts.tolist() == [[1, 0]] and sums.tolist() == [[1.0, 0.0]]  # −3 not counted
 
 
-@pytest.mark.parametrize(("stride", "pads", "dilation", "auto"), [
-    ((1, 1), (0, 0, 0, 0), (1, 1), "NOTSET"),
-    ((2, 1), (1, 0, 2, 1), (1, 1), "NOTSET"),
-    ((1, 2), (1, 1, 1, 1), (2, 1), "NOTSET"),
-    ((2, 2), None, (1, 1), "SAME_UPPER"),
-    ((1, 1), None, (1, 1), "VALID"),
+@pytest.mark.parametrize(("kernel", "stride", "pads", "dilation", "auto"), [
+    ((3, 2), (1, 1), (0, 0, 0, 0), (1, 1), "NOTSET"),
+    ((3, 2), (2, 1), (1, 0, 2, 1), (1, 1), "NOTSET"),
+    ((3, 2), (1, 2), (1, 1, 1, 1), (2, 1), "NOTSET"),
+    ((3, 2), (2, 2), None, (1, 1), "SAME_UPPER"),
+    ((3, 2), (1, 1), None, (1, 1), "VALID"),
+    ((1, 1), (1, 1), (0, 0, 0, 0), (1, 1), "NOTSET"),  # 1×1: the closed form
+    ((1, 1), (2, 2), (1, 0, 0, 1), (1, 1), "NOTSET"),
+    ((1, 1), (3, 2), None, (1, 1), "SAME_LOWER"),
 ])
 def test_partial_convolutions_match_scipy_and_sum_to_the_convolution(
-        stride: tuple[int, int], pads: tuple[int, int, int, int] | None,
-        dilation: tuple[int, int], auto: str) -> None:
+        kernel: tuple[int, int], stride: tuple[int, int],
+        pads: tuple[int, int, int, int] | None, dilation: tuple[int, int], auto: str) -> None:
     """Each (j, i): scipy's correlate2d of the padded channel with the (dilated) kernel
     slice, subsampled by the stride, maximised; summed over i (plus the bias) the maps are
     ONNX Runtime's Conv output."""
@@ -178,7 +181,7 @@ def test_partial_convolutions_match_scipy_and_sum_to_the_convolution(
 
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 3, 7, 6)).astype(np.float32)
-    w = rng.standard_normal((4, 3, 3, 2)).astype(np.float32)
+    w = rng.standard_normal((4, 3, *kernel)).astype(np.float32)
     bias = rng.standard_normal(4).astype(np.float32)
     attrs: dict[str, Any] = {"strides": list(stride), "dilations": list(dilation)}
     if pads is not None:
@@ -200,7 +203,7 @@ def test_partial_convolutions_match_scipy_and_sum_to_the_convolution(
     total = np.zeros(y.shape, np.float64)
     for j in range(4):
         for i in range(3):
-            k = np.zeros(((3 - 1) * dilation[0] + 1, (2 - 1) * dilation[1] + 1))
+            k = np.zeros(((kernel[0] - 1) * dilation[0] + 1, (kernel[1] - 1) * dilation[1] + 1))
             k[:: dilation[0], :: dilation[1]] = w[j, i]
             for n in range(2):
                 xp = np.pad(x[n, i].astype(np.float64), ((top, bottom), (left, right)))
@@ -209,6 +212,16 @@ def test_partial_convolutions_match_scipy_and_sum_to_the_convolution(
                 total[n, j] += m
                 assert got[n, j, i] == pytest.approx(m.max(), rel=1e-5, abs=1e-5)
     np.testing.assert_allclose(total + bias[None, :, None, None], y, rtol=1e-4, atol=1e-4)
+
+
+def test_top_influences_are_a_stable_sorts_first_k() -> None:
+    rng = np.random.default_rng(9)
+    v = rng.integers(-3, 4, (5, 6, 11)).astype(np.float32)  # many ties
+    for k in (1, 3, 10, 11, 20):
+        idx, val = top_influences(v, k)
+        order = np.argsort(-v, axis=2, kind="stable")[:, :, : min(k, 11)]
+        np.testing.assert_array_equal(idx, order)
+        np.testing.assert_array_equal(val, np.take_along_axis(v, order, axis=2))
 
 
 def test_top_influences_image_by_image_and_in_position_chunks(

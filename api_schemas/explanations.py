@@ -74,6 +74,15 @@ class ExplanationRequest(BaseModel):
         default_factory=lambda: list[OutputName](["values"]),
         description="What an inline (wait) answer carries: values, png, overlay (base64).",
     )
+    callback_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="Where to POST the job's status when it ends (succeeded, failed or "
+        "cancelled), signed with the key's callback secret (docs/CALLBACKS.md); its host "
+        "must be one the operator allows (LANTERN_CALLBACK_HOSTS), else 422 "
+        "callback_not_allowed.",
+        examples=["https://hooks.example.com/lantern"],
+    )
 
 
 class ArtifactInfo(BaseModel):

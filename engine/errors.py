@@ -305,3 +305,10 @@ class DatasetPathForbidden(LanternError):
 
     status = 403
     code = "dataset_path_forbidden"
+
+
+class CallbackNotAllowed(LanternError):
+    """A request's ``callback_url`` this server may not call (scheme, host, address)."""
+
+    status = 422
+    code = "callback_not_allowed"

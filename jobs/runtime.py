@@ -40,6 +40,7 @@ class Runtime:
                 gradient_dir=settings.data_dir / "gradients",
                 gradient_cache_max_mb=settings.gradient_cache_max_mb,
                 max_pixels=settings.max_pixels,
+                providers=tuple(settings.ort_providers),
             ),
             capacity=settings.session_cache_size,
         )

@@ -27,6 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from api_schemas.jobs import JobState
+from jobs import callbacks
 from jobs.kv import KV, MemoryKV, RedisKV
 
 __all__ = ["KV", "JobRecord", "JobStore", "MemoryKV", "RedisKV"]
@@ -152,6 +153,7 @@ class JobStore:
             return rec, True
         if existing.state in (JobState.failed.value, JobState.cancelled.value):
             rec.attempts = existing.attempts
+            callbacks.forget_urls(self, rec.id)  # the ended run's callbacks recorded first
             self.kv.hset(key, rec.to_fields(), None)
             self._activate(rec)
             return rec, True
@@ -194,6 +196,7 @@ class JobStore:
             self._job(rec.id), {k: json.dumps(v) for k, v in fields.items()}, self.ttl
         )
         self._deactivate(rec)
+        callbacks.job_ended(self, rec.id)  # its callbacks' deliveries, right after the end
 
     def get_state(self, job_id: str) -> str | None:
         v = self.kv.hget(self._job(job_id), "state")
@@ -246,6 +249,7 @@ class JobStore:
             self._deactivate(rec)
             if rec.input_key is not None:
                 self.touch_input(rec.input_key)
+            callbacks.job_ended(self, rec.id)  # its callbacks' deliveries, right after the end
         return ok
 
     # results ------------------------------------------------------------------------

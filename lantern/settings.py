@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class ApiKey(BaseModel):
@@ -166,6 +167,75 @@ class Settings(BaseSettings):
     builtin_datasets: list[str] | None = Field(
         default=None, description="Which built-in datasets to register (JSON list); unset = all."
     )
+
+    # completion callbacks (jobs/callbacks.py, docs/CALLBACKS.md) ------------------------
+    callback_hosts: list[str] = Field(
+        default_factory=list,
+        description='Hosts a request\'s callback_url may name (JSON list): "hooks.example.com", '
+        '"*.example.com", "host:8443", an address "203.0.113.7" or a range "10.0.0.0/8" '
+        "(the only way to allow private, loopback or link-local addresses); empty = "
+        "callbacks are refused (422 callback_not_allowed).",
+    )
+    callback_secret: str | None = Field(
+        default=None,
+        min_length=16,
+        description="The server's callback secret: signs callbacks when there are no API keys, "
+        "and derives each key's own secret (HMAC-SHA256 of the key's name) when there are. "
+        "Required when callback_hosts is set.",
+    )
+    callback_retry_s: float = Field(
+        default=3600.0, gt=0, description="How long a callback is retried before it is given up."
+    )
+    callback_backoff_s: float = Field(
+        default=1.0, gt=0, description="First retry delay of a failed callback (doubles each try)."
+    )
+    callback_max_backoff_s: float = Field(
+        default=300.0, gt=0, description="Longest delay between two tries of a callback."
+    )
+    callback_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="Time limit of one callback POST."
+    )
+    callback_poll_s: float = Field(
+        default=0.5, gt=0.01, le=60, description="How often the deliverer looks for due callbacks."
+    )
+
+    # ONNX Runtime execution providers (engine/models/runtime.py) ---------------------------
+    ort_providers: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["CPUExecutionProvider"],
+        description="ONNX Runtime execution providers in order of preference: a JSON list or "
+        'comma-separated, full or short names ("CUDA,CPU" = CUDAExecutionProvider then '
+        "CPUExecutionProvider). One this installation cannot use is refused at start.",
+    )
+
+    @field_validator("ort_providers", mode="before")
+    @classmethod
+    def _split_providers(cls, v: object) -> object:
+        if isinstance(v, str):
+            text = v.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [p.strip() for p in text.split(",") if p.strip()]
+        return v
+
+    @field_validator("ort_providers")
+    @classmethod
+    def _check_providers(cls, v: list[str]) -> list[str]:
+        from engine.models.runtime import resolve_providers
+
+        return list(resolve_providers(v))
+
+    @model_validator(mode="after")
+    def _check_callbacks(self) -> Settings:
+        if self.callback_hosts:
+            from jobs.callbacks import parse_allowlist
+
+            parse_allowlist(self.callback_hosts)  # a malformed entry is refused at start
+            if not self.callback_secret:
+                raise ValueError(
+                    "LANTERN_CALLBACK_HOSTS is set but LANTERN_CALLBACK_SECRET is not: set a "
+                    "secret of at least 16 characters to sign callbacks with."
+                )
+        return self
 
     @property
     def models_dir(self) -> Path:

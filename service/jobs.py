@@ -41,6 +41,8 @@ from engine.objectives import resolve_objective
 from engine.quality.metrics import MetricsRequest
 from engine.render.registry import RenderContext, dumps, formats_for, formats_of, render
 from engine.targets import canonical_target
+from jobs.callbacks import allowlist, check_url
+from jobs.callbacks import register as register_callback
 from jobs.runner import ITEMS
 from jobs.store import JobRecord
 from service.auth import Principal
@@ -130,6 +132,8 @@ def submit(
     """Check the request on the graph alone (no session), store the input and the job;
     (the record, whether it is new). Nothing is stored for a refused request."""
     rt = state.rt
+    if req.callback_url is not None:  # refused before anything is stored
+        check_url(req.callback_url, allowlist(rt.settings))
     info = rt.models.get(req.model)
     spec = get_method(req.method, info.manifest.modality)
     params = parse_params(spec, req.params)
@@ -234,6 +238,8 @@ def submit(
             ),
         )
     )
+    if req.callback_url is not None:
+        register_callback(rt.jobs, rec.id, req.callback_url, fresh=created)
     JOBS_SUBMITTED.labels(spec.name, str(not created).lower()).inc()
     return rec, created
 

@@ -11,6 +11,7 @@ input and output from the model's record (`GraphIO`), never needs one.
 
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
 import threading
@@ -35,7 +36,87 @@ from engine.objectives import softmax
 
 log = logging.getLogger("lantern")
 
-__all__ = ["GraphIO", "LoadedModel", "RuntimeOptions", "SessionCache", "softmax"]
+__all__ = [
+    "GraphIO",
+    "LoadedModel",
+    "ProviderUnavailable",
+    "RuntimeOptions",
+    "SessionCache",
+    "resolve_providers",
+    "session_providers",
+    "softmax",
+]
+
+
+class ProviderUnavailable(ValueError):
+    """An execution provider the settings ask for that this installation cannot use."""
+
+
+def _provider_name(name: str, known: list[str]) -> str:
+    """``name`` as ONNX Runtime spells it: "cuda", "CUDA" or "CUDAExecutionProvider"."""
+    want = name.strip().lower().removesuffix("executionprovider")
+    for full in known:
+        if full.lower().removesuffix("executionprovider") == want:
+            return full
+    return name.strip()
+
+
+@functools.lru_cache(maxsize=16)
+def _probe_providers(providers: tuple[str, ...]) -> tuple[str, ...]:
+    """The providers a session asked for ``providers`` really gets (ONNX Runtime drops one
+    it cannot initialise, a CUDA build without a driver say, with only a warning)."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=list(providers))
+    return tuple(sess.get_providers())
+
+
+def resolve_providers(requested: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """The execution providers asked for (LANTERN_ORT_PROVIDERS), in ONNX Runtime's names,
+    checked against this installation: one it does not have, or has but cannot start (no
+    GPU, no driver), is refused with a message that names the providers it has."""
+    available = list(ort.get_available_providers())
+    names = tuple(_provider_name(p, list(ort.get_all_providers())) for p in requested)
+    if not names:
+        raise ProviderUnavailable(
+            "LANTERN_ORT_PROVIDERS is empty: name at least one execution provider, e.g. "
+            f"CPUExecutionProvider. This installation has: {', '.join(available)}."
+        )
+    missing = [p for p in names if p not in available]
+    if missing:
+        raise ProviderUnavailable(
+            f"ONNX Runtime execution provider(s) {', '.join(missing)} asked for in "
+            f"LANTERN_ORT_PROVIDERS are not available in this installation "
+            f"(onnxruntime {ort.__version__}); it has: {', '.join(available)}. Install "
+            "onnxruntime-gpu for CUDAExecutionProvider (the GPU image, Dockerfile.gpu), or "
+            "drop them from LANTERN_ORT_PROVIDERS."
+        )
+    started = _probe_providers(names)
+    failed = [p for p in names if p not in started]
+    if failed:
+        raise ProviderUnavailable(
+            f"ONNX Runtime execution provider(s) {', '.join(failed)} are installed but could "
+            f"not be started (no device, driver or CUDA libraries?); a session got only "
+            f"{', '.join(started)}. Fix the device, or drop them from LANTERN_ORT_PROVIDERS."
+        )
+    return names
+
+
+def session_providers(providers: tuple[str, ...]) -> dict[str, list[str]]:
+    """What a process runs models on: the providers it is configured with and really gets
+    (a probe session's), and the providers this installation has."""
+    return {
+        "configured": list(providers),
+        "active": list(_probe_providers(tuple(providers))),
+        "available": list(ort.get_available_providers()),
+    }
 
 
 @dataclass(frozen=True)
@@ -64,6 +145,8 @@ class RuntimeOptions:
     forward_batch: int = 0  # images per forward call for perturbation methods; 0 = measure
     gradient_cache_max_mb: int = 2048  # quota of the on-disk gradient cache; 0 = unlimited
     max_pixels: int = 40_000_000  # the image codec's decompression-bomb guard
+    #: ONNX Runtime execution providers, in order of preference (see resolve_providers)
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
 
 
 #: Incremental runners kept per loaded model (one per window size, oldest dropped first).
@@ -104,6 +187,7 @@ class LoadedModel:
             so.intra_op_num_threads = options.intra_op_threads
         so.inter_op_num_threads = 1
         self._session_options = so
+        self.providers = options.providers
         self._session: ort.InferenceSession | None = None
         self._session_lock = threading.Lock()
         self.io = io if io is not None else GraphIO.of_session(self.session)
@@ -133,7 +217,7 @@ class LoadedModel:
             with self._session_lock:
                 if self._session is None:
                     self._session = ort.InferenceSession(
-                        str(self.path), self._session_options, providers=["CPUExecutionProvider"]
+                        str(self.path), self._session_options, providers=list(self.providers)
                     )
                 session = self._session
         return session
@@ -316,7 +400,7 @@ class LoadedModel:
             sess = ort.InferenceSession(
                 probe_model(self.proto(), layers).SerializeToString(),
                 so,
-                providers=["CPUExecutionProvider"],
+                providers=list(self.providers),
             )
             with self._lock:
                 self._probes[key] = sess
@@ -397,6 +481,7 @@ class SessionCache:
             intra_op_num_threads=options.intra_op_threads,
             max_sessions=2 * capacity,
             max_bytes=options.gradient_cache_max_mb * 1024 * 1024 or None,
+            providers=list(options.providers),
         )
         self._items: OrderedDict[str, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()

@@ -7,9 +7,11 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from api_schemas.errors import ErrorBody
 from service.metrics import render_metrics
+from service.routers import callbacks
 from service.state import ServiceState, get_state
 
 router = APIRouter(tags=["health"])
+router.include_router(callbacks.router)  # callbacks: the secret endpoint and the deliverer
 
 
 def _example(content_type: str, value: object) -> dict[int | str, dict[str, object]]:

@@ -261,10 +261,20 @@ class ActivationCache:
     # reading ----------------------------------------------------------------------------
     def _load(self, model: LoadedModel, reader: DatasetReader, target: Target
               ) -> dict[str, NDArray[Any]]:
-        if self.missing(model, reader, [target]):  # evicted, or never computed here
-            self.ensure(model, reader, [target])
-        if self.max_bytes:
-            _touch(self._entry(model, reader))
+        for attempt in range(3):
+            if self.missing(model, reader, [target]):  # evicted, or never computed here
+                self.ensure(model, reader, [target])
+            if self.max_bytes:
+                _touch(self._entry(model, reader))
+            try:
+                return self._read(model, reader, target)
+            except FileNotFoundError:  # another process evicted the entry meanwhile
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _read(self, model: LoadedModel, reader: DatasetReader, target: Target
+              ) -> dict[str, NDArray[Any]]:
         parts: dict[str, list[NDArray[Any]]] = {}
         spatial: NDArray[Any] | None = None
         for shard in self.shards(len(reader)):

@@ -260,3 +260,29 @@ def test_an_inline_decoding_error_is_raised_too(rt: Runtime, tmp_path: Path) -> 
         it = iter(batches)
         with pytest.raises(InvalidImage):
             next(it)
+
+
+class EvictedWhileReading(ActivationCache):
+    """The entry vanishes (another process's eviction) between the check and the read."""
+
+    evictions = 0
+
+    def _read(self, model: LoadedModel, reader: DatasetReader, target: Target
+              ) -> dict[str, NDArray[Any]]:
+        if self.evictions == 0:
+            self.evictions += 1
+            entry = self.root / model.version / reader.version
+            entry.rename(entry.with_name(".evicted-x"))
+            shutil.rmtree(entry.with_name(".evicted-x"))
+        return super()._read(model, reader, target)
+
+
+def test_an_entry_evicted_while_it_is_read_is_computed_again(rt: Runtime, tmp_path: Path
+                                                             ) -> None:
+    model = rt.load("digits-cnn")
+    reader = digits_dir(rt, "raced", 60)
+    cache = EvictedWhileReading(tmp_path / "acts", 16)
+    cache.ensure(model, reader, [Target("conv3")])
+    got = cache.layer(model, reader, "conv3")
+    assert cache.evictions == 1
+    np.testing.assert_array_equal(got.max, one_by_one(model, reader, Target("conv3"), 16)["max"])

@@ -54,7 +54,7 @@ def main() -> int:
 
     from api_schemas.objectives import ClassObjective
     from engine.datasets.activations import ActivationCache
-    from engine.datasets.influence import partial_conv_max, resolve_layers, top_influences
+    from engine.datasets.influence import partial_conv_top, resolve_layers
     from engine.methods.base import no_progress
     from engine.methods.registry import get_method
     from engine.objectives import resolve_objective
@@ -94,7 +94,7 @@ def main() -> int:
         rows["probe"].append(time.perf_counter() - t)
         t = time.perf_counter()
         for ln in links:
-            top_influences(partial_conv_max(probed[ln.input], ln), params.top_influences)
+            partial_conv_top(probed[ln.input], ln, params.top_influences)
         rows["partial"].append(time.perf_counter() - t)
         reader.activations = ActivationCache(root / f"acts{rep}", args.chunk)
         t = time.perf_counter()

@@ -332,14 +332,20 @@ def _partial_maxima(x: NDArray[np.float32], link: ConvLink) -> Iterator[NDArray[
     ho, wo = win.shape[2], win.shape[3]
     k = kh * kw
     wt = np.ascontiguousarray(w.reshape(c_out, c_in, k).transpose(1, 2, 0))  # (C_in, K, C_out)
+    npos = ho * wo
     step = max(1, MAX_VALUES // max(1, c_in * c_out))  # positions per matmul
-    for n in range(b):
-        cols = np.ascontiguousarray(win[n].reshape(c_in, ho * wo, k))  # (C_in, P, K)
-        best = np.full((c_in, c_out), -np.inf, np.float32)
-        for p0 in range(0, ho * wo, step):
-            part = np.matmul(cols[:, p0 : p0 + step], wt)  # (C_in, p, C_out)
-            np.maximum(best, part.max(axis=1), out=best)
-        yield np.ascontiguousarray(best.T)
+    group = max(1, MAX_VALUES // max(1, c_in * npos * k))  # images per im2col copy
+    for g0 in range(0, b, group):
+        cols = np.ascontiguousarray(win[g0 : g0 + group]).reshape(-1, c_in, npos, k)
+        for n in range(cols.shape[0]):  # (C_in, P, K) @ (C_in, K, C_out), image by image
+            if step >= npos:
+                best = np.matmul(cols[n], wt).max(axis=1)
+            else:
+                best = np.full((c_in, c_out), -np.inf, np.float32)
+                for p0 in range(0, npos, step):
+                    part = np.matmul(cols[n, :, p0 : p0 + step], wt)  # (C_in, p, C_out)
+                    np.maximum(best, part.max(axis=1), out=best)
+            yield best.T
 
 
 def partial_conv_max(x: NDArray[np.float32], link: ConvLink) -> NDArray[np.float32]:
@@ -354,15 +360,25 @@ def partial_conv_max(x: NDArray[np.float32], link: ConvLink) -> NDArray[np.float
 
 def partial_conv_top(x: NDArray[np.float32], link: ConvLink, k: int
                      ) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
-    """:func:`top_influences` of :func:`partial_conv_max`, one image's (C_out, C_in) matrix
-    in memory at a time (a 1280 × 1152 layer pair is 6 MB an image, not a batch's)."""
+    """:func:`top_influences` of :func:`partial_conv_max`, taken for as many images at once
+    as hold :data:`MAX_VALUES` maxima (a 1280 × 1152 layer pair: one image at a time; a
+    row's top k never depends on the other rows)."""
     c_out, c_in = (int(s) for s in link.weight.shape[:2])
     kk = min(k, c_in)
-    index = np.empty((x.shape[0], c_out, kk), np.int32)
-    value = np.empty((x.shape[0], c_out, kk), np.float32)
-    for n, m in enumerate(_partial_maxima(x, link)):
-        i, v = top_influences(m[None], kk)
-        index[n], value[n] = i[0], v[0]
+    b = x.shape[0]
+    index = np.empty((b, c_out, kk), np.int32)
+    value = np.empty((b, c_out, kk), np.float32)
+    group = max(1, MAX_VALUES // max(1, c_out * c_in))
+    buf = np.empty((min(group, b), c_out, c_in), np.float32)
+    start = filled = 0
+    for m in _partial_maxima(x, link):
+        buf[filled] = m
+        filled += 1
+        if filled == len(buf) or start + filled == b:
+            i, v = top_influences(buf[:filled], kk)
+            index[start : start + filled], value[start : start + filled] = i, v
+            start += filled
+            filled = 0
     return index, value
 
 

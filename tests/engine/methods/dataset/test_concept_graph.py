@@ -238,8 +238,11 @@ def test_top_influences_image_by_image_and_in_position_chunks(
     np.testing.assert_array_equal(idx, ref_idx)
     np.testing.assert_array_equal(val, ref_val)
     assert idx.shape == (3, 7, 4)
-    monkeypatch.setattr(influence, "MAX_VALUES", 6 * 7 * 4)  # 4 of the 25 positions a matmul
-    np.testing.assert_array_equal(partial_conv_max(x, link), whole)
+    # a large pair: 4 of the 25 positions a matmul, 1 image an im2col, top-k image by image
+    monkeypatch.setattr(influence, "MAX_VALUES", 6 * 7 * 4)
+    np.testing.assert_allclose(partial_conv_max(x, link), whole, rtol=1e-6, atol=1e-6)
+    _, v2 = partial_conv_top(x, link, 4)
+    np.testing.assert_allclose(v2, val, rtol=1e-6, atol=1e-6)
 
 
 # ---------------------------------------------------------------- the analysis

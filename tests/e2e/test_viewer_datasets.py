@@ -9,6 +9,7 @@ test-artifacts/viewer-datasets-*.png."""
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -300,3 +301,63 @@ def test_the_explain_page_is_one_click_away(page: Page) -> None:
     expect(page.locator("#datasets-page")).to_be_visible()
     expect(page.locator("#ds-method")).to_have_value("min_activating")
     expect(page.locator("#ds-model")).to_have_value("digits-cnn")
+
+
+def test_the_other_analyses_are_drawn_by_their_renderers(page: Page, server: str) -> None:
+    """The page names none of them: each result's artifacts go to the renderer registered
+    for their type (density bars, the embedding's scatter, the concept graph)."""
+    page.select_option("#ds-model", "digits-cnn")
+    page.select_option("#ds-method", "activation_distributions")
+    page.fill("#ds-params input[name=layers]", "conv3")
+    page.fill("#ds-params input[name=bins]", "16")
+    run_analysis(page, "activation_distributions")
+    card = page.locator("#ds-cards .card[data-type=distributions]")
+    expect(card.locator(".density-row").first).to_be_visible(timeout=30_000)
+    expect(card.locator(".density-sets input[type=checkbox]")).to_have_count(10)
+
+    page.select_option("#ds-method", "embedding")
+    page.select_option("#ds-objective-kind", "layer_norm")
+    expect(page.locator("#ds-layer option[value=conv3]")).to_have_count(1, timeout=30_000)
+    page.select_option("#ds-layer", "conv3")
+    page.fill("#ds-params input[name=iterations]", "150")
+    run_analysis(page, "embedding")
+    card = page.locator("#ds-cards .card[data-type=embedding]")
+    expect(card.locator("circle.pt")).to_have_count(1797, timeout=30_000)
+    # hovering a dot shows its dataset image (the images endpoint)
+    dot = card.locator("circle.pt").nth(1796)  # drawn last: on top
+    card.locator("svg.scatter").scroll_into_view_if_needed()
+    box = dot.bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    expect(card.locator(".scatter-hover img.scatter-thumb").first).to_be_visible(
+        timeout=10_000)
+    all_loaded(page, "#ds-cards .scatter-hover img.scatter-thumb")
+    page.screenshot(path=str(ARTIFACTS / "viewer-datasets-embedding.png"), full_page=True)
+
+    page.select_option("#ds-method", "concept_graph")
+    page.fill("#ds-target", "3")
+    run_analysis(page, "concept_graph")
+    card = page.locator("#ds-cards .card[data-type=graph]")
+    expect(card.locator(".graph-view")).to_have_count(1, timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "viewer-datasets-graph.png"), full_page=True)
+
+
+def test_a_running_analysis_is_cancelled(page: Page, server: str) -> None:
+    # a long one: t-SNE's most iterations over the digits' logits, a seed of its own
+    page.select_option("#ds-model", "digits-cnn")
+    page.select_option("#ds-method", "embedding")
+    page.select_option("#ds-objective-kind", "class")
+    page.fill("#ds-params input[name=iterations]", "5000")
+    page.fill("#ds-params input[name=seed]", "424242")
+    page.click("#ds-run")
+    expect(page.locator("#ds-job-state")).to_have_text(re.compile("queued|running"))
+    expect(page.locator("#ds-cancel")).to_be_enabled()
+    job = page.get_attribute("#ds-job", "data-job")
+    assert job
+    page.click("#ds-cancel")
+    expect(page.locator("#ds-job-state")).to_have_text("cancelled")
+    expect(page.locator("#ds-cancel")).to_be_disabled()
+    expect(page.locator("#ds-run")).to_be_enabled()
+    expect(page.locator("#error")).to_be_hidden()
+    assert httpx.get(f"{server}/v1/jobs/{job}").json()["state"] == "cancelled"
+    expect(page.locator("#ds-cards .card")).to_have_count(0)

@@ -12,6 +12,16 @@ The weighted regression is constrained as in ``shap``: the last player is elimin
 that Σφ = f(x) − f(background) holds exactly, where f(x) and f(background) (the empty and
 full coalitions) are the reference scores.
 
+``num_samples: "auto"`` samples in rounds (:mod:`engine.methods.convergence`) until the
+split-half agreement of the map reaches ``agreement`` or ``max_samples`` coalitions are
+used. Its coalitions are paired, as ``shap`` samples them: pair ``k`` (from
+``default_rng([seed, k])``) is a coalition of a size drawn from the Shapley kernel's size
+distribution, ``p(s) ∝ (M − 1) / (s (M − s))``, and its complement, each of weight 1 (drawn
+from the kernel, so the regression weighs them alike). The halves are the even and the odd
+pairs, each solved on its own. With 2^M − 2 coalitions no more than the first round, "auto"
+enumerates them all (exact). Rounds grow one plan (:meth:`KernelShapBuilder.refine`), so a
+split job runs one group of chunks per round; repeated coalitions are scored once per round.
+
 ``values`` spreads each superpixel's φ evenly over its pixels, so the map, too, sums to
 f(x) − f(background). ``extras["segments"]`` holds φ per superpixel and ``sum_check`` the
 difference Σφ − (f(x) − f(background)); ``arrays["segment_map"]`` is the label image.
@@ -21,8 +31,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Annotated, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -30,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.artifacts import AttributionMap, Result, Segments
 from engine.methods.base import MethodSpec, Progress
+from engine.methods.convergence import DEFAULT_AGREEMENT, Auto, Rounds, pearson, report
 from engine.methods.perturbation import (
     HideColour,
     PerturbationMethod,
@@ -37,6 +48,7 @@ from engine.methods.perturbation import (
     hide_image,
     plan_type,
     run_plan,
+    sample_rng,
 )
 from engine.methods.registry import register
 from engine.methods.segments import SegmentationParams, SlicParams, segment
@@ -44,6 +56,10 @@ from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
 from engine.objectives import Objective, ScoreKind
 from engine.render.segments import top_segments
+
+#: "auto": the first round (at least; or 2 (M + 1) coalitions, if more) and the cap.
+AUTO_MIN = 64
+AUTO_CAP = 4000
 
 
 class KernelShapParams(BaseModel):
@@ -54,11 +70,21 @@ class KernelShapParams(BaseModel):
         description='Superpixels (the players): {"algorithm": "slic" | "quickshift" | '
         '"felzenszwalb" | "grid", ...that algorithm\'s parameters}.',
     )
-    num_samples: int = Field(
+    num_samples: Annotated[int, Field(ge=1, le=100_000)] | Auto = Field(
         default=1000,
-        ge=1,
-        le=100_000,
-        description="Coalitions evaluated (besides the empty and the full one); capped at 2^M − 2.",
+        description="Coalitions evaluated (besides the empty and the full one); capped at "
+        '2^M − 2. Or "auto": paired coalitions in rounds until the split-half agreement '
+        "reaches `agreement` (at most `max_samples`).",
+    )
+    agreement: float = Field(
+        default=DEFAULT_AGREEMENT,
+        gt=0,
+        lt=1,
+        description='With num_samples "auto": stop when the map\'s estimated Pearson '
+        "correlation with the converged map (split-half, Spearman–Brown) reaches this.",
+    )
+    max_samples: int = Field(
+        default=AUTO_CAP, ge=2, le=100_000, description='With "auto": the most coalitions.'
     )
     hide: HideColour = Field(
         default="mean",
@@ -84,10 +110,41 @@ class KernelShapPlan:
     n_features: int
     coalitions: NDArray[np.uint8]  # (n, M), 1 = kept; never all 0 or all 1
     weights: NDArray[np.float64]  # (n,) Shapley-kernel weights
+    #: "auto" only (0 = a fixed count): the seed of the pairs, the agreement threshold, the
+    #: cap, the first round, rounds so far and the expected final count.
+    seed: int = 0
+    agreement: float = 0.0
+    max_samples: int = 0
+    min_samples: int = 0
+    rounds: int = 1
+    expected: int = 0
 
     @property
     def n_samples(self) -> int:
         return int(self.coalitions.shape[0])
+
+    @property
+    def auto(self) -> bool:
+        return self.agreement > 0
+
+    def schedule(self) -> Rounds:
+        return Rounds(self.agreement, self.min_samples, self.max_samples, unit=2)
+
+
+def paired_coalitions(m: int, seed: int, start: int, stop: int) -> NDArray[np.uint8]:
+    """Pairs ``start..stop`` (2 rows each: a coalition, then its complement). Pair ``k``'s
+    size is drawn from the Shapley kernel's size distribution with ``default_rng([seed, k])``,
+    then its players (a random permutation's first ``size``)."""
+    sizes = np.arange(1, m, dtype=np.float64)
+    p = (m - 1.0) / (sizes * (m - sizes))
+    p /= p.sum()
+    out = np.zeros((2 * (stop - start), m), dtype=np.uint8)
+    for r, k in enumerate(range(start, stop)):
+        rng = sample_rng(seed, k)
+        size = int(rng.choice(m - 1, p=p)) + 1
+        out[2 * r, rng.permutation(m)[:size]] = 1
+        out[2 * r + 1] = 1 - out[2 * r]
+    return out
 
 
 def sample_coalitions(
@@ -220,8 +277,67 @@ class KernelShapBuilder(PerturbationMethod[KernelShapParams, KernelShapPlan]):
     ) -> KernelShapPlan:
         segments = segment(image.pixels, params.segmentation)
         m = int(segments.max()) + 1
-        coalitions, weights = sample_coalitions(m, params.num_samples, params.seed)
-        return KernelShapPlan(segments, m, coalitions, weights)
+        if params.num_samples != "auto":
+            coalitions, weights = sample_coalitions(m, params.num_samples, params.seed)
+            return KernelShapPlan(segments, m, coalitions, weights)
+        cap = params.max_samples
+        rounds = Rounds(params.agreement, min(cap, max(AUTO_MIN, 2 * (m + 1))), cap, unit=2)
+        first = rounds.first()
+        if m < 2 or (m <= 30 and 2**m - 2 <= first):  # every coalition: exact, one round
+            coalitions, weights = sample_coalitions(m, 2**m - 2 if m >= 2 else 0, params.seed)
+            return KernelShapPlan(segments, m, coalitions, weights)
+        coalitions = paired_coalitions(m, params.seed, 0, first // 2)
+        return KernelShapPlan(
+            segments, m, coalitions, np.ones(first, np.float64), params.seed,
+            params.agreement, cap, rounds.minimum, 1, cap,
+        )
+
+    def expected_samples(self, plan: KernelShapPlan) -> int:
+        return max(plan.n_samples, plan.expected) if plan.auto else plan.n_samples
+
+    def refine(
+        self,
+        model: LoadedModel,
+        image: ImageInput,
+        objective: Objective,
+        params: KernelShapParams,
+        plan: KernelShapPlan,
+        scores: NDArray[np.float64],
+        refs: References,
+    ) -> KernelShapPlan | None:
+        if not plan.auto:
+            return None
+        r = self.split_half(plan, scores, refs)
+        n = plan.n_samples
+        nxt = plan.schedule().next_size(n, r)
+        if nxt is None:
+            return None
+        more = paired_coalitions(plan.n_features, plan.seed, n // 2, nxt // 2)
+        return replace(
+            plan,
+            coalitions=np.concatenate([plan.coalitions, more]),
+            weights=np.ones(nxt, np.float64),
+            rounds=plan.rounds + 1,
+            expected=nxt,
+        )
+
+    def split_half(
+        self, plan: KernelShapPlan, scores: NDArray[np.float64], refs: References
+    ) -> float:
+        """Pearson of the maps solved on the two halves (even / odd pairs)."""
+        assert refs.f_baseline is not None
+        half = (np.arange(plan.n_samples) // 2) % 2
+        area = np.maximum(
+            np.bincount(plan.segments.ravel(), minlength=plan.n_features), 1
+        ).astype(np.float64)
+        maps = []
+        for h in (0, 1):
+            sel = half == h
+            phi = solve_shapley(
+                plan.coalitions[sel], plan.weights[sel], scores[sel], refs.f_x, refs.f_baseline
+            )
+            maps.append((phi / area)[plan.segments])
+        return pearson(maps[0], maps[1])
 
     def sample_codes(self, plan: KernelShapPlan, start: int, stop: int) -> NDArray[Any]:
         return plan.coalitions[start:stop]
@@ -256,6 +372,13 @@ class KernelShapBuilder(PerturbationMethod[KernelShapParams, KernelShapPlan]):
         values = (phi / np.maximum(area, 1.0))[plan.segments].astype(np.float32)
         pos, neg = top_segments(phi, params.top_k)
         calls = forward_passes if forward_passes is not None else refs.forward_passes + len(scores)
+        auto: dict[str, Any] = {}
+        if plan.auto:
+            r = self.split_half(plan, scores, refs)
+            auto = report(plan.schedule(), plan.n_samples, plan.rounds, r)
+        elif params.num_samples == "auto":  # every coalition enumerated: exact
+            rounds = Rounds(params.agreement, plan.n_samples, params.max_samples, unit=2)
+            auto = report(rounds, plan.n_samples, 1, 1.0)
         return Result(
             [
                 AttributionMap("attribution", values),
@@ -272,8 +395,11 @@ class KernelShapBuilder(PerturbationMethod[KernelShapParams, KernelShapPlan]):
                 "f_baseline": f_b,
                 "sum_check": float(phi.sum() - (f_x - f_b)),
                 "num_samples": plan.n_samples,
-                "exact": plan.n_features <= 30 and plan.n_samples == 2**plan.n_features - 2,
+                "exact": not plan.auto
+                and plan.n_features <= 30
+                and plan.n_samples == 2**plan.n_features - 2,
                 "target_score": f_x,
+                **auto,
             },
         )
 
@@ -292,7 +418,9 @@ def kernel_shap(
 
 
 def cost(params: KernelShapParams, model: LoadedModel) -> int:
-    return params.num_samples + 2
+    """Forward passes; "auto" is costed at its cap (it may need all of them)."""
+    n = params.max_samples if params.num_samples == "auto" else params.num_samples
+    return n + 2
 
 
 SPEC = register(

@@ -8,6 +8,13 @@ Hidden superpixels take the hide colour. Each sample is weighted by the exponent
 ``lime`` package's kernel), and a weighted Ridge regression (scikit-learn) of the target's
 score on the on/off vectors gives every superpixel a weight.
 
+``num_samples: "auto"`` samples in rounds (:mod:`engine.methods.convergence`) until the
+split-half agreement of the map reaches ``agreement`` or ``max_samples`` samples are used:
+the two halves are the odd and the even samples (sample 0 in both), each fitted on its own.
+Rounds grow one plan (:meth:`LimeBuilder.refine`), so a split job runs one group of chunks
+per round. ``extras`` then reports ``samples_used``, ``rounds``, ``split_half_pearson``,
+``agreement`` and ``converged``.
+
 ``values`` paints each pixel with its superpixel's weight. ``extras`` carries every
 segment's weight (``segments``), the top-k positive and negative segment ids, the
 surrogate's intercept and its weighted R² (``r2``, its fidelity); ``arrays["segment_map"]``
@@ -16,8 +23,8 @@ is the label image (H, W) the ids refer to (see :mod:`engine.render.segments`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Annotated, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -25,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.artifacts import AttributionMap, Result, Segments
 from engine.methods.base import MethodSpec, Progress
+from engine.methods.convergence import DEFAULT_AGREEMENT, Auto, Rounds, pearson, report
 from engine.methods.perturbation import (
     HideColour,
     PerturbationMethod,
@@ -41,6 +49,12 @@ from engine.models.runtime import LoadedModel
 from engine.objectives import Objective, ScoreKind
 from engine.render.segments import top_segments
 
+#: "auto": the first round (at least; or the number of superpixels, if more) and the cap.
+AUTO_MIN = 64
+AUTO_CAP = 4000
+#: How "auto" draws its samples: "iid" (as a fixed count does) or "sobol" (randomised QMC).
+AUTO_SAMPLER = "iid"
+
 
 class LimeParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -50,7 +64,21 @@ class LimeParams(BaseModel):
         description='Superpixels: {"algorithm": "slic" | "quickshift" | "felzenszwalb" | '
         '"grid", ...that algorithm\'s parameters}.',
     )
-    num_samples: int = Field(default=1000, ge=2, le=100_000, description="Perturbed samples.")
+    num_samples: Annotated[int, Field(ge=2, le=100_000)] | Auto = Field(
+        default=1000,
+        description='Perturbed samples, or "auto": sample in rounds until the split-half '
+        "agreement reaches `agreement` (at most `max_samples`).",
+    )
+    agreement: float = Field(
+        default=DEFAULT_AGREEMENT,
+        gt=0,
+        lt=1,
+        description='With num_samples "auto": stop when the map\'s estimated Pearson '
+        "correlation with the converged map (split-half, Spearman–Brown) reaches this.",
+    )
+    max_samples: int = Field(
+        default=AUTO_CAP, ge=2, le=100_000, description='With "auto": the most samples used.'
+    )
     hide: HideColour = Field(
         default="mean",
         description='Hidden superpixels become: "mean" image colour, "zero" (black), "blur", '
@@ -84,6 +112,21 @@ class LimePlan:
     n_features: int
     n_samples: int
     seed: int
+    #: "auto" only (0 = a fixed count): the agreement threshold, the cap, the first round,
+    #: rounds so far, the expected final count and the sampler.
+    agreement: float = 0.0
+    max_samples: int = 0
+    min_samples: int = 0
+    rounds: int = 1
+    expected: int = 0
+    sampler: str = "iid"
+
+    @property
+    def auto(self) -> bool:
+        return self.agreement > 0
+
+    def schedule(self) -> Rounds:
+        return Rounds(self.agreement, self.min_samples, self.max_samples)
 
 
 def lime_codes(n_features: int, seed: int, start: int, stop: int) -> NDArray[np.uint8]:
@@ -106,6 +149,41 @@ def kernel_weights(z: NDArray[np.uint8], kernel_width: float) -> NDArray[np.floa
     return w
 
 
+def lime_sobol_codes(n_features: int, seed: int, start: int, stop: int) -> NDArray[np.uint8]:
+    """Randomised-QMC on/off vectors: sample 0 all on; sample i > 0 is point (i − 1) // 2 of
+    the scrambled Sobol' stream (i − 1) % 2, each superpixel on where its coordinate < 1/2."""
+    from engine.methods.convergence import sobol_points
+
+    out = np.ones((stop - start, n_features), dtype=np.uint8)
+    first = max(start, 1)
+    if first >= stop:
+        return out
+    for stream in (0, 1):
+        idx = np.arange(first, stop)
+        idx = idx[(idx - 1) % 2 == stream]
+        if idx.size == 0:
+            continue
+        a, b = int(idx[0] - 1) // 2, int(idx[-1] - 1) // 2 + 1
+        pts = sobol_points(n_features, seed, stream, a, b)
+        out[idx - start] = (pts < 0.5).astype(np.uint8)
+    return out
+
+
+def fit(
+    z: NDArray[np.uint8], scores: NDArray[np.float64], params: LimeParams
+) -> tuple[NDArray[np.float64], float, float]:
+    """The weighted ridge surrogate: coefficients, intercept, weighted R²."""
+    from sklearn.linear_model import Ridge
+
+    weights = kernel_weights(z, params.kernel_width)
+    x = z.astype(np.float64)
+    ridge: Any = Ridge(alpha=params.alpha, fit_intercept=True)
+    ridge.fit(x, scores, sample_weight=weights)
+    coef = np.asarray(ridge.coef_, dtype=np.float64)
+    r2 = float(ridge.score(x, scores, sample_weight=weights))
+    return coef, float(ridge.intercept_), r2
+
+
 class LimeBuilder(PerturbationMethod[LimeParams, LimePlan]):
     name = "lime"
     needs_baseline_score = False
@@ -114,10 +192,52 @@ class LimeBuilder(PerturbationMethod[LimeParams, LimePlan]):
         self, model: LoadedModel, image: ImageInput, objective: Objective, params: LimeParams
     ) -> LimePlan:
         segments = segment(image.pixels, params.segmentation)
-        return LimePlan(segments, int(segments.max()) + 1, params.num_samples, params.seed)
+        m = int(segments.max()) + 1
+        if params.num_samples != "auto":
+            return LimePlan(segments, m, params.num_samples, params.seed)
+        cap = params.max_samples
+        rounds = Rounds(params.agreement, min(cap, max(AUTO_MIN, m + 1)), cap)
+        return LimePlan(
+            segments, m, rounds.first(), params.seed, params.agreement, cap, rounds.minimum,
+            1, cap, AUTO_SAMPLER,
+        )
 
     def sample_codes(self, plan: LimePlan, start: int, stop: int) -> NDArray[Any]:
+        if plan.sampler == "sobol":
+            return lime_sobol_codes(plan.n_features, plan.seed, start, stop)
         return lime_codes(plan.n_features, plan.seed, start, stop)
+
+    def expected_samples(self, plan: LimePlan) -> int:
+        return max(plan.n_samples, plan.expected) if plan.auto else plan.n_samples
+
+    def refine(
+        self,
+        model: LoadedModel,
+        image: ImageInput,
+        objective: Objective,
+        params: LimeParams,
+        plan: LimePlan,
+        scores: NDArray[np.float64],
+        refs: References,
+    ) -> LimePlan | None:
+        if not plan.auto:
+            return None
+        r = self.split_half(params, plan, scores)
+        nxt = plan.schedule().next_size(plan.n_samples, r)
+        if nxt is None:
+            return None
+        return replace(plan, n_samples=nxt, rounds=plan.rounds + 1, expected=nxt)
+
+    def split_half(self, params: LimeParams, plan: LimePlan, scores: NDArray[np.float64]) -> float:
+        """Pearson of the maps fitted on the two halves (odd / even samples, 0 in both)."""
+        z = self.sample_codes(plan, 0, plan.n_samples)
+        idx = np.arange(plan.n_samples)
+        maps = []
+        for h in (0, 1):
+            sel = (idx == 0) | ((idx > 0) & ((idx - 1) % 2 == h))
+            coef, _, _ = fit(z[sel], scores[sel], params)
+            maps.append(coef[plan.segments])
+        return pearson(maps[0], maps[1])
 
     def render_masks(self, plan: LimePlan, codes: NDArray[Any]) -> NDArray[Any]:
         keep: NDArray[np.bool_] = np.take(codes.astype(np.bool_), plan.segments, axis=1)
@@ -139,17 +259,21 @@ class LimeBuilder(PerturbationMethod[LimeParams, LimePlan]):
         refs: References,
         forward_passes: int | None = None,
     ) -> Result:
-        from sklearn.linear_model import Ridge
-
         if scores.shape != (plan.n_samples,):
             raise ValueError(f"{scores.shape[0]} scores for a plan of {plan.n_samples} samples")
         z = self.sample_codes(plan, 0, plan.n_samples)
-        weights = kernel_weights(z, params.kernel_width)
-        x = z.astype(np.float64)
-        ridge: Any = Ridge(alpha=params.alpha, fit_intercept=True)
-        ridge.fit(x, scores, sample_weight=weights)
-        coef = np.asarray(ridge.coef_, dtype=np.float64)
-        r2 = float(ridge.score(x, scores, sample_weight=weights))
+        coef, intercept, r2 = fit(z, scores, params)
+        auto = (
+            report(
+                plan.schedule(),
+                plan.n_samples,
+                plan.rounds,
+                self.split_half(params, plan, scores),
+                {"sampler": plan.sampler},
+            )
+            if plan.auto
+            else {}
+        )
         pos, neg = top_segments(coef, params.top_k)
         values = coef[plan.segments].astype(np.float32)
         calls = forward_passes if forward_passes is not None else refs.forward_passes + len(z)
@@ -166,9 +290,10 @@ class LimeBuilder(PerturbationMethod[LimeParams, LimePlan]):
                 "top_positive": pos,
                 "top_negative": neg,
                 "r2": r2,
-                "intercept": float(ridge.intercept_),
+                "intercept": intercept,
                 "num_samples": plan.n_samples,
                 "target_score": refs.f_x,
+                **auto,
             },
         )
 
@@ -187,7 +312,9 @@ def lime(
 
 
 def cost(params: LimeParams, model: LoadedModel) -> int:
-    return params.num_samples + 1
+    """Forward passes; "auto" is costed at its cap (it may need all of them)."""
+    n = params.max_samples if params.num_samples == "auto" else params.num_samples
+    return n + 1
 
 
 SPEC = register(

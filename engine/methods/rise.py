@@ -7,6 +7,14 @@ The image is blended with the hide image through the mask, and
 
     saliency = Σᵢ score(maskᵢ ⊙ x) · maskᵢ / (N · p).
 
+``num_masks: "auto"`` samples in rounds (:mod:`engine.methods.convergence`) until the
+split-half agreement of the saliency reaches ``agreement`` or ``max_samples`` masks are
+used; the halves are the even and the odd masks. "auto" also uses a control variate: the
+masks' scores less their mean, plus the mean (same expectation, since every pixel's mask
+has mean ``p``; much less noise, as the noisy term ``s̄ · Σ mask`` is gone), so its map
+is RISE's up to sampling noise, not the same numbers as a fixed count. Rounds grow one plan
+(:meth:`RiseBuilder.refine`), so a split job runs one group of chunks per round.
+
 Masks are rendered per forward batch as ``A_y(shift_y) · G · A_x(shift_x)ᵀ`` (small
 matrices, one product per mask). The assembly never materialises all
 masks: for masks sharing a vertical shift, Σ score·(A_y G A_xᵀ) = A_y (Σ score·G A_xᵀ).
@@ -15,9 +23,9 @@ masks: for masks sharing a vertical shift, Σ score·(A_y G A_xᵀ) = A_y (Σ sc
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -26,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from engine.artifacts import AttributionMap, Result
 from engine.errors import InvalidParams
 from engine.methods.base import MethodSpec, Progress
+from engine.methods.convergence import DEFAULT_AGREEMENT, Auto, Rounds, pearson, report
 from engine.methods.perturbation import (
     HideColour,
     PerturbationMethod,
@@ -40,11 +49,31 @@ from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
 from engine.objectives import Objective, ScoreKind
 
+#: "auto": the first round and the cap.
+AUTO_MIN = 128
+AUTO_CAP = 8000
+#: How "auto" draws its masks: "iid" (as a fixed count does) or "sobol" (randomised QMC).
+AUTO_SAMPLER = "iid"
+
 
 class RiseParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    num_masks: int = Field(default=2000, ge=1, le=100_000, description="Random masks (N).")
+    num_masks: Annotated[int, Field(ge=1, le=100_000)] | Auto = Field(
+        default=2000,
+        description='Random masks (N), or "auto": masks in rounds until the split-half '
+        "agreement reaches `agreement` (at most `max_samples`).",
+    )
+    agreement: float = Field(
+        default=DEFAULT_AGREEMENT,
+        gt=0,
+        lt=1,
+        description='With num_masks "auto": stop when the saliency\'s estimated Pearson '
+        "correlation with the converged map (split-half, Spearman–Brown) reaches this.",
+    )
+    max_samples: int = Field(
+        default=AUTO_CAP, ge=2, le=100_000, description='With "auto": the most masks used.'
+    )
     grid_size: int = Field(default=7, ge=1, le=256, description="Mask grid side s (s×s cells).")
     p: float = Field(default=0.5, gt=0, lt=1, description="Probability that a cell is kept.")
     hide: HideColour = Field(
@@ -114,11 +143,28 @@ class RisePlan:
     cell_x: int
     n_samples: int
     seed: int
+    #: "auto" only (0 = a fixed count): the agreement threshold, the cap, the first round,
+    #: rounds so far, the expected final count and the sampler.
+    agreement: float = 0.0
+    max_samples: int = 0
+    min_samples: int = 0
+    rounds: int = 1
+    expected: int = 0
+    sampler: str = "iid"
+
+    @property
+    def auto(self) -> bool:
+        return self.agreement > 0
+
+    def schedule(self) -> Rounds:
+        return Rounds(self.agreement, self.min_samples, self.max_samples)
 
 
 def rise_codes(plan: RisePlan, start: int, stop: int) -> NDArray[np.int32]:
     """(n, s·s + 2): the grid's kept cells (0/1) then the (y, x) shift, from (seed, i)."""
     s2 = plan.grid_size * plan.grid_size
+    if plan.sampler == "sobol":
+        return rise_sobol_codes(plan, start, stop)
     out = np.empty((stop - start, s2 + 2), dtype=np.int32)
     for r, i in enumerate(range(start, stop)):
         rng = sample_rng(plan.seed, i)
@@ -126,6 +172,74 @@ def rise_codes(plan: RisePlan, start: int, stop: int) -> NDArray[np.int32]:
         out[r, s2] = rng.integers(0, plan.cell_y)
         out[r, s2 + 1] = rng.integers(0, plan.cell_x)
     return out
+
+
+def rise_sobol_codes(plan: RisePlan, start: int, stop: int) -> NDArray[np.int32]:
+    """Randomised-QMC masks: mask i is point i // 2 of the scrambled Sobol' stream i % 2
+    in ``s·s + 2`` dimensions (a cell is kept where its coordinate < p; the shifts are the
+    last two coordinates, scaled to ``[0, cell)``)."""
+    from engine.methods.convergence import sobol_points
+
+    s2 = plan.grid_size * plan.grid_size
+    out = np.empty((stop - start, s2 + 2), dtype=np.int32)
+    for stream in (0, 1):
+        idx = np.arange(start, stop)
+        idx = idx[idx % 2 == stream]
+        if idx.size == 0:
+            continue
+        pts = sobol_points(s2 + 2, plan.seed, stream, int(idx[0]) // 2, int(idx[-1]) // 2 + 1)
+        rows = idx - start
+        out[rows, :s2] = pts[:, :s2] < plan.p
+        out[rows, s2] = np.minimum((pts[:, s2] * plan.cell_y).astype(np.int32), plan.cell_y - 1)
+        out[rows, s2 + 1] = np.minimum(
+            (pts[:, s2 + 1] * plan.cell_x).astype(np.int32), plan.cell_x - 1
+        )
+    return out
+
+
+def saliency_sums(
+    plan: RisePlan, scores: NDArray[np.float64], halves: int = 1, centre: bool = False
+) -> list[NDArray[np.float64]]:
+    """Σ score · mask over the masks of each half (``halves`` 2: even / odd masks; 1: all);
+    ``centre``: each half's scores less their mean (see :func:`half_maps`)."""
+    if centre:
+        scores = scores.copy()
+        for half in range(halves):
+            scores[half::halves] -= scores[half::halves].mean()
+    s, h, w = plan.grid_size, plan.height, plan.width
+    ay = interpolation(s, plan.cell_y, h)
+    ax = interpolation(s, plan.cell_x, w)
+    # per vertical shift: U[sy] = Σ score · (G @ A_x(sx)ᵀ)  (s × W)
+    u = np.zeros((halves, plan.cell_y, s, w), dtype=np.float64)
+    step = 1024
+    for a in range(0, plan.n_samples, step):
+        b = min(plan.n_samples, a + step)
+        codes = rise_codes(plan, a, b)
+        grids = codes[:, : s * s].reshape(-1, s, s).astype(np.float64)
+        for r in range(b - a):
+            sy, sx = int(codes[r, s * s]), int(codes[r, s * s + 1])
+            u[(a + r) % halves, sy] += scores[a + r] * (grids[r] @ ax[sx].T)
+    out = []
+    for half in range(halves):
+        sal = np.zeros((h, w), dtype=np.float64)
+        for k in range(plan.cell_y):
+            sal += ay[k] @ u[half, k]
+        out.append(sal)
+    return out
+
+
+def half_maps(
+    plan: RisePlan, scores: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The saliency of the even and of the odd masks, each with a control variate: its
+    scores less their mean ``s̄``, plus ``s̄`` (``E[mask] = p`` at every pixel, so the
+    expectation is RISE's; the term ``s̄ · Σ mask`` — most of a raw sum's noise — is gone)."""
+    sums = saliency_sums(plan, scores, 2, centre=True)
+    out = []
+    for half in (0, 1):
+        sel = scores[half::2]
+        out.append(sums[half] / (max(len(sel), 1) * plan.p) + (sel.mean() if len(sel) else 0.0))
+    return out[0], out[1]
 
 
 class RiseBuilder(PerturbationMethod[RiseParams, RisePlan]):
@@ -137,9 +251,36 @@ class RiseBuilder(PerturbationMethod[RiseParams, RisePlan]):
     ) -> RisePlan:
         _check(params, model)
         h, w, s = image.height, image.width, params.grid_size
+        cy, cx = math.ceil(h / s), math.ceil(w / s)
+        if params.num_masks != "auto":
+            return RisePlan(h, w, s, params.p, cy, cx, params.num_masks, params.seed)
+        cap = params.max_samples
+        rounds = Rounds(params.agreement, min(cap, AUTO_MIN), cap)
         return RisePlan(
-            h, w, s, params.p, math.ceil(h / s), math.ceil(w / s), params.num_masks, params.seed
+            h, w, s, params.p, cy, cx, rounds.first(), params.seed, params.agreement, cap,
+            rounds.minimum, 1, cap, AUTO_SAMPLER,
         )
+
+    def expected_samples(self, plan: RisePlan) -> int:
+        return max(plan.n_samples, plan.expected) if plan.auto else plan.n_samples
+
+    def refine(
+        self,
+        model: LoadedModel,
+        image: ImageInput,
+        objective: Objective,
+        params: RiseParams,
+        plan: RisePlan,
+        scores: NDArray[np.float64],
+        refs: References,
+    ) -> RisePlan | None:
+        if not plan.auto:
+            return None
+        a, b = half_maps(plan, scores)
+        nxt = plan.schedule().next_size(plan.n_samples, pearson(a, b))
+        if nxt is None:
+            return None
+        return replace(plan, n_samples=nxt, rounds=plan.rounds + 1, expected=nxt)
 
     def sample_codes(self, plan: RisePlan, start: int, stop: int) -> NDArray[Any]:
         return rise_codes(plan, start, stop)
@@ -173,23 +314,17 @@ class RiseBuilder(PerturbationMethod[RiseParams, RisePlan]):
     ) -> Result:
         if scores.shape != (plan.n_samples,):
             raise ValueError(f"{scores.shape[0]} scores for a plan of {plan.n_samples} samples")
-        s, h, w = plan.grid_size, plan.height, plan.width
-        ay = interpolation(s, plan.cell_y, h)
-        ax = interpolation(s, plan.cell_x, w)
-        # per vertical shift: U[sy] = Σ score · (G @ A_x(sx)ᵀ)  (s × W)
-        u = np.zeros((plan.cell_y, s, w), dtype=np.float64)
-        step = 1024
-        for a in range(0, plan.n_samples, step):
-            b = min(plan.n_samples, a + step)
-            codes = rise_codes(plan, a, b)
-            grids = codes[:, : s * s].reshape(-1, s, s).astype(np.float64)
-            for r in range(b - a):
-                sy, sx = int(codes[r, s * s]), int(codes[r, s * s + 1])
-                u[sy] += scores[a + r] * (grids[r] @ ax[sx].T)
-        sal = np.zeros((h, w), dtype=np.float64)
-        for k in range(plan.cell_y):
-            sal += ay[k] @ u[k]
-        sal /= plan.n_samples * plan.p
+        s = plan.grid_size
+        auto: dict[str, Any] = {}
+        if plan.auto:
+            half_a, half_b = half_maps(plan, scores)
+            n_a = (plan.n_samples + 1) // 2
+            sal = (n_a * half_a + (plan.n_samples - n_a) * half_b) / max(plan.n_samples, 1)
+            auto = report(plan.schedule(), plan.n_samples, plan.rounds, pearson(half_a, half_b),
+                          {"sampler": plan.sampler, "control_variate": True})
+        else:
+            (sal,) = saliency_sums(plan, scores, 1)
+            sal /= plan.n_samples * plan.p
         calls = forward_passes if forward_passes is not None else refs.forward_passes + len(scores)
         return Result(
             [AttributionMap("attribution", sal.astype(np.float32))],
@@ -200,6 +335,7 @@ class RiseBuilder(PerturbationMethod[RiseParams, RisePlan]):
                 "p": plan.p,
                 "target_score": refs.f_x,
                 "mean_masked_score": float(scores.mean()) if len(scores) else 0.0,
+                **auto,
             },
         )
 
@@ -218,7 +354,9 @@ def rise(
 
 
 def cost(params: RiseParams, model: LoadedModel) -> int:
-    return params.num_masks + 1
+    """Forward passes; "auto" is costed at its cap (it may need all of them)."""
+    n = params.max_samples if params.num_masks == "auto" else params.num_masks
+    return n + 1
 
 
 SPEC = register(

@@ -1,8 +1,14 @@
-"""SmoothGrad (Smilkov et al., 2017): gradients averaged over noisy copies of the input."""
+"""SmoothGrad (Smilkov et al., 2017): gradients averaged over noisy copies of the input.
+
+``samples: "auto"`` draws the noisy copies in rounds (:mod:`engine.methods.convergence`)
+until the split-half agreement of the map (even against odd samples, each half's mean
+gradient reduced over channels) reaches ``agreement``, or ``max_samples`` are used. The
+noise is one stream from ``seed`` either way, so the same seed gives the same answer.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -11,16 +17,35 @@ from engine.artifacts import AttributionMap, Result
 from engine.errors import InvalidParams
 from engine.methods.backprop import Reduce, gradients, reduce_channels
 from engine.methods.base import MethodSpec, Progress
+from engine.methods.convergence import DEFAULT_AGREEMENT, Auto, Rounds, pearson, report
 from engine.methods.registry import register
 from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
 from engine.objectives import ALL_OBJECTIVES, Objective, ScoreKind
 
+#: "auto": the first round and the cap.
+AUTO_MIN = 16
+AUTO_CAP = 400
+
 
 class SmoothGradParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    samples: int = Field(default=25, ge=1, le=1024)
+    samples: Annotated[int, Field(ge=1, le=1024)] | Auto = Field(
+        default=25,
+        description='Noisy samples, or "auto": in rounds until the split-half agreement '
+        "reaches `agreement` (at most `max_samples`).",
+    )
+    agreement: float = Field(
+        default=DEFAULT_AGREEMENT,
+        gt=0,
+        lt=1,
+        description='With samples "auto": stop when the map\'s estimated Pearson correlation '
+        "with the converged map (split-half, Spearman–Brown) reaches this.",
+    )
+    max_samples: int = Field(
+        default=AUTO_CAP, ge=2, le=1024, description='With "auto": the most samples used.'
+    )
     noise: float = Field(
         default=0.15, gt=0, le=1.0, description="Noise σ as a fraction of the input's range."
     )
@@ -64,33 +89,65 @@ def smoothgrad(
     x = model.to_model_input(image.pixels[None])
     sigma = params.noise * float(x.max() - x.min())
     rng = np.random.default_rng(params.seed)
-    total = np.zeros_like(x, dtype=np.float64)
+    auto = params.samples == "auto"
+    rounds = Rounds(params.agreement, min(params.max_samples, AUTO_MIN), params.max_samples, 2)
+    n_total = rounds.first() if auto else int(params.samples)
+    expected = params.max_samples if auto else n_total
+    halves = 2 if auto else 1
+    totals = np.zeros((halves, *x.shape[1:]), dtype=np.float64)
     passes = 0
+    done = 0
+    n_rounds = 0
+    r_half = 0.0
     step = params.internal_batch_size
-    for start in range(0, params.samples, step):
-        n = min(step, params.samples - start)
-        noise = rng.standard_normal((n, *x.shape[1:]), dtype=np.float32)
-        noisy = x + np.float32(sigma) * noise
-        _, g, _, used = gradients(model, noisy, objective)
-        passes += used
-        g64 = g.astype(np.float64)
-        if params.squared:
-            g64 = g64 * g64
-        elif params.average == "abs":
-            g64 = np.abs(g64)
-        total += g64.sum(axis=0, keepdims=True)
-        progress(min(1.0, (start + n) / params.samples))
-    mean = (total / params.samples).astype(np.float32)
+    while True:
+        n_rounds += 1
+        for start in range(done, n_total, step):
+            n = min(step, n_total - start)
+            noise = rng.standard_normal((n, *x.shape[1:]), dtype=np.float32)
+            noisy = x + np.float32(sigma) * noise
+            _, g, _, used = gradients(model, noisy, objective)
+            passes += used
+            g64 = g.astype(np.float64)
+            if params.squared:
+                g64 = g64 * g64
+            elif params.average == "abs":
+                g64 = np.abs(g64)
+            if halves == 1:
+                totals += g64.sum(axis=0, keepdims=True)
+            else:
+                parity = (start + np.arange(n)) % 2
+                for h in (0, 1):
+                    totals[h] += g64[parity == h].sum(axis=0)
+            progress(min(1.0, (start + n) / max(expected, start + n)))
+        done = n_total
+        if not auto:
+            break
+        r_half = pearson(
+            *(_map(totals[h : h + 1] / max(1, (done + 1 - h) // 2), model, params) for h in (0, 1))
+        )
+        nxt = rounds.next_size(done, r_half)
+        if nxt is None:
+            break
+        n_total = expected = nxt
+    total = totals.sum(axis=0, keepdims=True)
+    values = _map(total / done, model, params)
+    extras: dict[str, Any] = {"backward_passes": done, "sigma": sigma, "average": params.average}
+    if auto:
+        extras.update(report(rounds, done, n_rounds, r_half))
+        progress(1.0)
+    return Result([AttributionMap("attribution", values)], model_calls=passes, extras=extras)
+
+
+def _map(mean: Any, model: LoadedModel, params: SmoothGradParams) -> Any:
     reduce = "abs_sum" if params.squared and params.reduce == "signed" else params.reduce
-    return Result(
-        [AttributionMap("attribution", reduce_channels(mean, model, reduce))],
-        model_calls=passes,
-        extras={"backward_passes": params.samples, "sigma": sigma, "average": params.average},
-    )
+    return reduce_channels(mean.astype(np.float32), model, reduce)
 
 
 def cost(params: SmoothGradParams, model: LoadedModel) -> int:
-    return params.samples * (2 if params.score == "probability" else 1)
+    """Passes; "auto" is costed at its cap (it may need all of them)."""
+    n = params.max_samples if params.samples == "auto" else params.samples
+    return n * (2 if params.score == "probability" else 1)
 
 
 SPEC = register(

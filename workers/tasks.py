@@ -6,8 +6,12 @@ assembly, and the reconciler re-queues chunks and assemblies whose workers vanis
 
 from __future__ import annotations
 
-from celery.exceptions import SoftTimeLimitExceeded
+from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_ready, worker_shutdown
+
+from jobs.presence import Presence, start_for
 from jobs.runner import run_job
 from jobs.runtime import Runtime
 from jobs.split import Ranges, finish_round, run_chunk
@@ -15,6 +19,7 @@ from lantern.settings import Settings
 from workers.app import app
 
 _runtime: Runtime | None = None
+_presence: Presence | None = None
 
 
 def runtime() -> Runtime:
@@ -22,6 +27,19 @@ def runtime() -> Runtime:
     if _runtime is None:
         _runtime = Runtime(Settings())
     return _runtime
+
+
+@worker_ready.connect  # type: ignore[untyped-decorator]
+def _announce(sender: Any = None, **_: Any) -> None:
+    """The worker's record (its ONNX Runtime providers, for /readyz) while it runs."""
+    global _presence
+    _presence = start_for(Settings(), str(getattr(sender, "hostname", None) or "worker"))
+
+
+@worker_shutdown.connect  # type: ignore[untyped-decorator]
+def _withdraw(**_: Any) -> None:
+    if _presence is not None:
+        _presence.stop()
 
 
 class CelerySplitter:

@@ -12,6 +12,7 @@ input and output from the model's record (`GraphIO`), never needs one.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import tempfile
 import threading
@@ -61,21 +62,65 @@ def _provider_name(name: str, known: list[str]) -> str:
     return name.strip()
 
 
+#: Creates a one-node session with the providers in argv and prints those it really got.
+_PROBE = """
+import json, sys
+import onnxruntime as ort
+from onnx import TensorProto, helper
+if hasattr(ort, "preload_dlls"):
+    try:
+        ort.preload_dlls()
+    except Exception:
+        pass
+x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", [x], [y])
+m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+m.ir_version = 8
+so = ort.SessionOptions()
+so.log_severity_level = 3
+s = ort.InferenceSession(m.SerializeToString(), so, providers=sys.argv[1:])
+print(json.dumps(s.get_providers()))
+"""
+
+_CPU = "CPUExecutionProvider"
+
+
 @functools.lru_cache(maxsize=16)
 def _probe_providers(providers: tuple[str, ...]) -> tuple[str, ...]:
     """The providers a session asked for ``providers`` really gets (ONNX Runtime drops one
-    it cannot initialise, a CUDA build without a driver say, with only a warning)."""
-    from onnx import TensorProto, helper
+    it cannot initialise, a CUDA build without a device or driver, with only a warning).
 
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", [x], [y])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=list(providers))
-    return tuple(sess.get_providers())
+    The probe runs in a child interpreter: a device context made in this process would not
+    survive the fork of a Celery worker's pool. The CPU provider needs no probe."""
+    if all(p == _CPU for p in providers):
+        return providers
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, *providers],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["no message"]
+        raise ProviderUnavailable(
+            f"ONNX Runtime could not create a session with {', '.join(providers)}: "
+            f"{tail[0]}. Fix the device, or change LANTERN_ORT_PROVIDERS."
+        )
+    return tuple(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def _load_gpu_libraries(providers: tuple[str, ...]) -> None:
+    """onnxruntime-gpu finds CUDA and cuDNN installed as pip packages (the GPU image's) once
+    preloaded; loading libraries makes no device context, so forking stays safe."""
+    if any(p != _CPU for p in providers) and hasattr(ort, "preload_dlls"):
+        try:
+            ort.preload_dlls()
+        except Exception:  # the probe reports what then fails
+            log.warning("onnxruntime.preload_dlls failed", exc_info=True)
 
 
 def resolve_providers(requested: list[str] | tuple[str, ...]) -> tuple[str, ...]:
@@ -98,6 +143,7 @@ def resolve_providers(requested: list[str] | tuple[str, ...]) -> tuple[str, ...]
             "onnxruntime-gpu for CUDAExecutionProvider (the GPU image, Dockerfile.gpu), or "
             "drop them from LANTERN_ORT_PROVIDERS."
         )
+    _load_gpu_libraries(names)
     started = _probe_providers(names)
     failed = [p for p in names if p not in started]
     if failed:

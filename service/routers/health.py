@@ -6,6 +6,9 @@ from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from api_schemas.errors import ErrorBody
+from engine.errors import BackendUnavailable
+from engine.models.runtime import session_providers
+from jobs.presence import workers
 from service.metrics import render_metrics
 from service.routers import callbacks
 from service.state import ServiceState, get_state
@@ -29,11 +32,36 @@ def healthz() -> dict[str, str]:
 
 @router.get(
     "/readyz",
-    summary="Readiness: the built-in model is built and the job backend answers.",
+    summary="Readiness: the built-in model is built and the job backend answers; the ONNX "
+    "Runtime providers of the API and of each live worker.",
     responses={
         **_example(
             "application/json",
-            {"status": "ready", "checks": {"models": True, "jobs_backend": True}},
+            {
+                "status": "ready",
+                "checks": {
+                    "models": True,
+                    "jobs_backend": True,
+                    "providers": {
+                        "api": {
+                            "configured": ["CPUExecutionProvider"],
+                            "active": ["CPUExecutionProvider"],
+                            "available": ["CPUExecutionProvider"],
+                        },
+                        "workers": {
+                            "gpu1@host": {
+                                "configured": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+                                "active": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+                                "available": [
+                                    "TensorrtExecutionProvider",
+                                    "CUDAExecutionProvider",
+                                    "CPUExecutionProvider",
+                                ],
+                            }
+                        },
+                    },
+                },
+            },
         ),
         503: {"model": ErrorBody, "description": "Starting, or Redis unreachable."},
     },
@@ -44,6 +72,7 @@ def readyz(state: ServiceState = Depends(get_state)) -> Response:
         checks["jobs_backend"] = state.rt.jobs.ping()
     except Exception:
         checks["jobs_backend"] = False
+    checks["providers"] = _providers(state, bool(checks["jobs_backend"]))
     ok = bool(checks["models"] and checks["jobs_backend"])
     if ok:
         return JSONResponse({"status": "ready", "checks": checks})
@@ -56,6 +85,20 @@ def readyz(state: ServiceState = Depends(get_state)) -> Response:
         status_code=503,
         headers={"Retry-After": "2"},
     )
+
+
+def _providers(state: ServiceState, backend: bool) -> dict[str, Any]:
+    """The ONNX Runtime providers of this process's runtime and of each live worker (its
+    record, renewed while it runs; embedded mode has no other worker)."""
+    out: dict[str, Any] = {"api": session_providers(state.rt.sessions.options.providers)}
+    if state.rt.settings.redis_url:
+        out["workers"] = None  # unknown while Redis is away
+        if backend:
+            try:
+                out["workers"] = {w["name"]: w["providers"] for w in workers(state.rt.jobs)}
+            except BackendUnavailable:
+                pass
+    return out
 
 
 @router.get(

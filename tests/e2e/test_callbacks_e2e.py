@@ -44,13 +44,14 @@ class FlakyReceiver:
 
     def __init__(self, fail: int) -> None:
         self.calls: list[dict[str, Any]] = []
+        self.fail = fail
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 outer.calls.append({"headers": dict(self.headers), "body": body})
-                self.send_response(503 if len(outer.calls) <= fail else 204)
+                self.send_response(503 if len(outer.calls) <= outer.fail else 204)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -178,3 +179,51 @@ def test_a_host_the_operator_has_not_allowed_is_refused(stack: dict[str, Any]) -
         "model": "tiny", "method": "occlusion", "image": b64(png_bytes(solid(8, (1, 2, 3)))),
         "params": {"window": 2, "stride": 2}})
     assert r.status_code == 202, r.text
+
+
+def test_a_pending_callback_survives_an_api_restart(tmp_path: Path) -> None:
+    """A cancelled job's callback, refused while the only API runs, is delivered by the
+    next API process (from the delivery recorded in Redis): nothing accepted is lost."""
+    recv = FlakyReceiver(fail=10**6)
+    with redis_server(tmp_path / "redis") as url:
+        env = {
+            **os.environ,
+            "LANTERN_REDIS_URL": url,
+            "LANTERN_DATA_DIR": str(tmp_path / "data"),
+            "LANTERN_BUILTIN_MODEL": "false",
+            "LANTERN_QUEUE": "no-worker-here",  # the job stays queued until cancelled
+            "LANTERN_CALLBACK_HOSTS": json.dumps(["127.0.0.1"]),
+            "LANTERN_CALLBACK_SECRET": "server-secret-0123456789",
+            "LANTERN_CALLBACK_BACKOFF_S": "0.1",
+            "LANTERN_CALLBACK_MAX_BACKOFF_S": "0.2",
+        }
+
+        def serve(name: str) -> tuple[Proc, str]:
+            port = free_port()
+            proc = Proc([*LANTERN, "serve", "--port", str(port)], env, tmp_path / f"{name}.log")
+            base = f"http://127.0.0.1:{port}"
+            wait_for(lambda: httpx.get(f"{base}/readyz").status_code == 200, 120, name)
+            return proc, base
+
+        first, base = serve("api1")
+        try:
+            with httpx.Client(base_url=base, timeout=60) as client:
+                register_tiny(client)  # type: ignore[arg-type]
+                job = submit(client, recv.url, (9, 9, 9))
+                r = client.delete(f"/v1/jobs/{job}")
+                assert r.status_code == 200 and r.json()["state"] == "cancelled", r.text
+                wait_for(lambda: len(recv.calls) >= 2, 60, "refused tries")
+        finally:
+            first.stop()
+        tries_before = len(recv.calls)
+        recv.fail = 0  # the receiver is fixed while no API runs
+        second, _ = serve("api2")
+        try:
+            wait_for(lambda: len(recv.calls) > tries_before, 60, "the delivery after restart")
+            last = recv.calls[-1]
+            assert last["headers"]["X-Lantern-Delivery"] == f"{job}:0"
+            assert json.loads(last["body"])["state"] == "cancelled"
+            assert len({c["body"] for c in recv.calls}) == 1
+        finally:
+            second.stop()
+            recv.close()

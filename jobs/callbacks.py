@@ -8,7 +8,8 @@ Nothing accepted is lost. The records, in the job store's KV:
   the job lives; a job with URLs is also in the ``cb:watch`` set;
 * ``cb:d:{id}``      one **delivery** per (job, the attempt it ended in, URL): the status
   body as it was when the job ended, the owner whose secret signs it, tries, next try,
-  deadline and outcome; pending ones are in the ``cb:due`` set.
+  deadline and outcome; pending ones are in the ``cb:due`` hash (id -> next try), so a
+  round reads one hash and then only the deliveries that are due.
 
 A delivery is recorded by the store right after the write that ends the job (its
 ``end_job`` / ``fenced_end``, :func:`job_ended`) — every path that ends a job goes through
@@ -399,7 +400,7 @@ def record_ending(store: JobStore, job_id: str) -> list[str]:
                 "last_status": None,
             }
             store.kv.hset(key, {k: json.dumps(v) for k, v in fields.items()}, None)
-            store.kv.sadd(_k(store, "due"), did)
+            store.kv.hset(_k(store, "due"), {did: json.dumps(now)}, None)
             store.kv.sadd_count(_k(store, "of", job_id), did, store.ttl)
             out.append(did)
     store.kv.srem(_k(store, "watch"), job_id)
@@ -464,7 +465,9 @@ class Deliverer:
         end and the record): recorded now."""
         out: list[str] = []
         for job_id in sorted(self.store.kv.smembers(_k(self.store, "watch"))):
-            out += record_ending(self.store, job_id)
+            state = self.store.get_state(job_id)
+            if state is None or JobState(state).terminal:  # a live job: one read, nothing more
+                out += record_ending(self.store, job_id)
         return out
 
     def run_once(self, now: float | None = None) -> list[str]:
@@ -474,10 +477,11 @@ class Deliverer:
             self._last_sweep = time.monotonic()
             self.sweep()
         tried = []
-        for did in sorted(self.store.kv.smembers(_k(self.store, "due"))):
+        due = self.store.kv.hgetall(_k(self.store, "due"))  # id -> its next try
+        for did in sorted(did for did, at in due.items() if float(json.loads(at)) <= now):
             d = get_delivery(self.store, did)
             if d is None or d["state"] != "pending":
-                self.store.kv.srem(_k(self.store, "due"), did)
+                self.store.kv.hdel(_k(self.store, "due"), did)
                 continue
             if float(d["next_at"]) > now:
                 continue
@@ -517,7 +521,7 @@ class Deliverer:
             log.warning("callback %s given up after %d tries: %s", did, tries, error)
         else:
             delay = min(
-                self.settings.callback_backoff_s * 2 ** (tries - 1),
+                self.settings.callback_backoff_s * 2 ** min(tries - 1, 30),
                 self.settings.callback_max_backoff_s,
             )
             fields["next_at"] = min(now + delay, deadline)
@@ -527,7 +531,9 @@ class Deliverer:
             key, {k: json.dumps(v) for k, v in fields.items()}, self.store.ttl if final else None
         )
         if final:
-            self.store.kv.srem(_k(self.store, "due"), did)
+            self.store.kv.hdel(_k(self.store, "due"), did)
+        else:
+            self.store.kv.hset(_k(self.store, "due"), {did: json.dumps(fields["next_at"])}, None)
 
     def _post(self, target: Target, body: bytes, secret: str, delivery: str) -> int:
         """POST to an address the check allowed (not the name again: a second lookup could

@@ -1,6 +1,7 @@
 """Errors to HTTP, in one place.
 
-Every 4xx or 5xx answer has the body ``{code, message, details}``.
+Every 4xx or 5xx answer has the body ``{code, message, details}``; under ``/v2/`` (the Open
+Inference Protocol's routes) it also has the protocol's ``error`` (the message).
 """
 
 from __future__ import annotations
@@ -25,12 +26,12 @@ def error_response(
     message: str,
     details: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
+    request: Request | None = None,
 ) -> JSONResponse:
-    return JSONResponse(
-        {"code": code, "message": message, "details": details or {}},
-        status_code=status,
-        headers=headers,
-    )
+    body: dict[str, Any] = {"code": code, "message": message, "details": details or {}}
+    if request is not None and (request.url.path + "/").startswith("/v2/"):
+        body = {"error": message, **body}  # the Open Inference Protocol's error body
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _loc(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -39,7 +40,8 @@ def _loc(loc: tuple[Any, ...] | list[Any]) -> str:
 
 async def _lantern_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, LanternError)
-    return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+    return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers,
+                          request)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -55,6 +57,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         f"The request is invalid at {first['loc']}: {first['msg']}. "
         "Fix that field (see the OpenAPI schema at /docs).",
         {"errors": errors},
+        request=request,
     )
 
 
@@ -76,7 +79,8 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         message = f"No route {request.method} {request.url.path}. See /docs for the API."
     elif exc.status_code == 405:
         message = f"{request.method} is not allowed on {request.url.path}. See /docs."
-    return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))
+    return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None),
+                          request=request)
 
 
 async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
@@ -86,6 +90,7 @@ async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
         "backend_unavailable",
         "The job backend (Redis) is unavailable. Retry in a few seconds.",
         headers={"Retry-After": "5"},
+        request=request,
     )
 
 
@@ -96,6 +101,7 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         "internal_error",
         "Lantern failed on this request; this is a bug, please report it.",
         {"type": type(exc).__name__},
+        request=request,
     )
 
 

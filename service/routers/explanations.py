@@ -160,6 +160,19 @@ async def create_explanation(
         )
     if data is not None and len(data) > limit:
         raise PayloadTooLarge(f"The image exceeds {limit} bytes. Send a smaller file.")
+    return await respond(state, req, data, principal, wait)
+
+
+async def respond(
+    state: ServiceState,
+    req: ExplanationRequest,
+    data: bytes | None,
+    principal: Principal,
+    wait: float,
+) -> Response:
+    """A checked request, answered: the result (200) when it is ready within ``wait``
+    seconds, the job's error when it failed within them, else the job (202). Shared by
+    this route and the KServe / Open Inference Protocol shapes (service/routers/kserve.py)."""
     outputs: list[str] = list(req.outputs)
     if wait > 0 and get_method(req.method).execution == "sync":
         # the sync lane: checked, run and answered on threads of its own, in one hop

@@ -17,7 +17,8 @@ one of them (a run that completes or fails, a split's failure, a cancel, a reape
 end is one Redis write (a Lua script for a fenced end) and the record a few more, so a
 process can die between the two: the deliverer's sweep over ``cb:watch`` then finds the job
 ended with URLs and no delivery, and records it. Recording is idempotent (the delivery's id
-is its job, attempt and URL: ``HSETNX``), so the hook and the sweep may both run it.
+is its job, attempt and URL, and its state is written last, once: ``HSETNX``), so the hook
+and the sweep may both run it, and one that dies half way is completed by the next.
 
 The **deliverer** (a thread in each API process) claims due deliveries under a lease, POSTs
 them, and records the outcome; a 2xx is delivered, anything else (or no answer) is tried
@@ -385,21 +386,29 @@ def record_ending(store: JobStore, job_id: str) -> list[str]:
     for url in sorted(urls):
         did = delivery_id(job_id, rec.attempts, url)
         key = _k(store, "d", did)
-        if store.kv.hsetnx(key, "id", json.dumps(did)):
-            fields = {
-                "job": job_id,
-                "attempt": rec.attempts,
-                "url": url,
-                "owner": rec.owner,
-                "body": body,
-                "created_at": now,
-                "next_at": now,
-                "tries": 0,
-                "state": "pending",
-                "last_error": None,
-                "last_status": None,
-            }
-            store.kv.hset(key, {k: json.dumps(v) for k, v in fields.items()}, None)
+        raw = store.kv.hgetall(key)
+        if "state" in raw:  # recorded already (by the hook, or the sweep)
+            if json.loads(raw["state"]) == "pending" and "next_at" in raw:
+                # due again, in case a recorder died between the record and the due entry
+                store.kv.hset(_k(store, "due"), {did: raw["next_at"]}, None)
+            continue
+        fields = {
+            "id": did,
+            "job": job_id,
+            "attempt": rec.attempts,
+            "url": url,
+            "owner": rec.owner,
+            "body": body,
+            "created_at": now,
+            "next_at": now,
+            "tries": 0,
+            "last_error": None,
+            "last_status": None,
+        }
+        # the fields, then the state last and once: a recorder that dies half way leaves a
+        # record without a state, which the next one writes again
+        store.kv.hset(key, {k: json.dumps(v) for k, v in fields.items()}, None)
+        if store.kv.hsetnx(key, "state", json.dumps("pending")):
             store.kv.hset(_k(store, "due"), {did: json.dumps(now)}, None)
             store.kv.sadd_count(_k(store, "of", job_id), did, store.ttl)
             out.append(did)
@@ -412,7 +421,7 @@ def record_ending(store: JobStore, job_id: str) -> list[str]:
 
 def get_delivery(store: JobStore, did: str) -> dict[str, Any] | None:
     raw = store.kv.hgetall(_k(store, "d", did))
-    if "url" not in raw:
+    if "url" not in raw or "state" not in raw:  # none, or one a dead recorder left half way
         return None
     return {k: json.loads(v) for k, v in raw.items()}
 

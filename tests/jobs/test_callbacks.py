@@ -274,6 +274,30 @@ def test_a_crash_between_the_end_and_the_record_loses_nothing(
     assert json.loads(receiver.calls[0]["body"])["state"] == "succeeded"
 
 
+def test_a_recorder_that_died_half_way_is_completed_by_the_next(
+    store: JobStore, receiver: Receiver
+) -> None:
+    rec = job(store)
+    callbacks.register(store, rec.id, receiver.url, fresh=True)
+    store.kv.hset(store._job(rec.id), {"state": json.dumps("failed")}, 3600)
+    did = callbacks.delivery_id(rec.id, 0, receiver.url)
+    # its first fields written, no state, no due entry: then the process died
+    store.kv.hset(f"{store.prefix}:cb:d:{did}", {"id": json.dumps(did),
+                                                 "url": json.dumps(receiver.url)}, None)
+    assert callbacks.get_delivery(store, did) is None
+    (d,) = deliver_all(Deliverer(store, settings(), sweep_every_s=0), store, rec.id)
+    assert d["state"] == "delivered" and len(receiver.calls) == 1
+    # and one that died after the state, before the due entry, is due again when swept
+    rec2 = job(store, "j2")
+    callbacks.register(store, rec2.id, receiver.url, fresh=True)
+    store.end_job(rec2, state=JobState.cancelled.value)
+    did2 = callbacks.delivery_id(rec2.id, 0, receiver.url)
+    store.kv.hdel(f"{store.prefix}:cb:due", did2)
+    store.kv.sadd(f"{store.prefix}:cb:watch", rec2.id)
+    (d2,) = deliver_all(Deliverer(store, settings(), sweep_every_s=0), store, rec2.id)
+    assert d2["state"] == "delivered" and len(receiver.calls) == 2
+
+
 def test_recording_is_idempotent_and_a_late_joiner_is_called_at_once(
     store: JobStore, receiver: Receiver
 ) -> None:

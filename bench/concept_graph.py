@@ -7,11 +7,17 @@ Measured, per repeat, on a fresh cache:
   forward     model.run over the preprocessed images (decode + preprocess excluded): the
               floor of any analysis that sees every image once
   probe       the forward pass that exposes the convolutions' inputs (conv1, conv2)
-  partial     the partial convolutions and per-image top influences of both layer pairs
-              over the probed inputs (numpy: im2col + one batched matmul per image)
-  cold        the whole analysis on an empty cache: the layers' pooled stats (the
-              activation cache's pass), the influence shards (decode, probe, partial
-              convolutions), then the assembly (aggregation, patches)
+  numpy       the partial convolutions and per-image top influences of both layer pairs
+              over the probed inputs by numpy (im2col + one batched matmul per image: the
+              path of layer pairs too large for ONNX Runtime)
+  ort         the same maxima by ONNX Runtime (the model with a depthwise Conv and a
+              ReduceMax per pair: one forward pass from the input) and the top influences:
+              the path the analysis takes here
+  stats       the activation cache's pass on an empty cache (decode, probe forward,
+              pooled stats of conv1..conv3 and the logits, shards written)
+  influence   then the influence shards (pixels mapped from that pass, probe forward,
+              partial convolutions, top influences, shards written)
+  cold        the whole analysis on another empty cache: stats + influence + assembly
   warm        another digit once every shard is there (no forward pass: aggregation,
               patches, the graph)
   render      the graph's SVG and PNG
@@ -53,8 +59,15 @@ def main() -> int:
     import onnxruntime as ort
 
     from api_schemas.objectives import ClassObjective
-    from engine.datasets.activations import ActivationCache
-    from engine.datasets.influence import partial_conv_top, resolve_layers
+    from engine.datasets.activations import OUTPUT, ActivationCache, Target
+    from engine.datasets.influence import (
+        InfluenceStore,
+        ort_partial_max,
+        ort_plan,
+        partial_conv_top,
+        resolve_layers,
+        top_influences,
+    )
     from engine.methods.base import no_progress
     from engine.methods.registry import get_method
     from engine.objectives import resolve_objective
@@ -78,7 +91,12 @@ def main() -> int:
     inputs = sorted({ln.input for ln in links})
     first = resolve_objective(ClassObjective(target=args.digit), model)
     other = resolve_objective(ClassObjective(target=(args.digit + 1) % 10), model)
-    steps = ("forward", "probe", "partial", "cold", "warm", "render")
+    steps = ("forward", "probe", "numpy", "ort", "stats", "influence", "cold", "warm",
+             "render")
+    by_ort, by_numpy, ort_batch = ort_plan(model, links)
+    assert len(by_ort) == len(links) and not by_numpy
+    targets = [Target(OUTPUT), *(Target(name) for name in
+                                 [links[0].lower, *[ln.upper for ln in links]])]
     rows: dict[str, list[float]] = {k: [] for k in steps}
     result = None
     for rep in range(args.repeats):
@@ -95,7 +113,20 @@ def main() -> int:
         t = time.perf_counter()
         for ln in links:
             partial_conv_top(probed[ln.input], ln, params.top_influences)
-        rows["partial"].append(time.perf_counter() - t)
+        rows["numpy"].append(time.perf_counter() - t)
+        ort_partial_max(model, x[:16], links, ort_batch)  # the session, built
+        t = time.perf_counter()
+        for m in ort_partial_max(model, x, links, ort_batch):
+            top_influences(m, params.top_influences)
+        rows["ort"].append(time.perf_counter() - t)
+        cache = ActivationCache(root / f"parts{rep}", args.chunk)
+        t = time.perf_counter()
+        assert cache.ensure(model, reader, targets) == n
+        rows["stats"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        assert InfluenceStore.beside(cache).ensure(model, reader, links,
+                                                   params.top_influences) == n
+        rows["influence"].append(time.perf_counter() - t)
         reader.activations = ActivationCache(root / f"acts{rep}", args.chunk)
         t = time.perf_counter()
         cold = spec.fn(model, reader, first, params, no_progress)

@@ -35,6 +35,7 @@ import itertools
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -427,6 +428,124 @@ def aggregate(index: NDArray[np.integer], value: NDArray[np.floating], c_in: int
     return counts, sums
 
 
+#: The ONNX Runtime path: a run's depthwise maps hold at most this many values (images ×
+#: C_in·C_out·Ho·Wo, 128 MB); a layer pair whose one image needs more is done by numpy.
+ORT_VALUES = 1 << 25
+
+
+def out_hw(link: ConvLink, h: int, w: int) -> tuple[int, int]:
+    """The convolution's output size for an (h, w) input."""
+    top, left, bottom, right = link.padding(h, w)
+    out = []
+    for n, k, s, d in zip((h + top + bottom, w + left + right), link.weight.shape[2:],
+                          link.strides, link.dilations, strict=True):
+        out.append(max(0, (n - ((int(k) - 1) * d + 1)) // s + 1))
+    return out[0], out[1]
+
+
+def influence_model(proto: onnx.ModelProto, links: Sequence[ConvLink]) -> onnx.ModelProto:
+    """The model with, for each link, its partial convolutions as one depthwise ``Conv``
+    (``group = C_in``, output channel ``i·C_out + j`` convolving input channel ``i`` by
+    ``W[j, i]``: Summit's depthwise convolution) of the convolution's input, reduced by max
+    over positions; the graph's outputs are those (B, C_in·C_out) maxima, in order."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    g = out.graph
+    opset = next((o.version for o in out.opset_import if o.domain in ("", "ai.onnx")), 13)
+    del g.output[:]
+    for n, ln in enumerate(links):
+        c_out, c_in, kh, kw = (int(v) for v in ln.weight.shape)
+        wd = np.ascontiguousarray(ln.weight.transpose(1, 0, 2, 3).reshape(c_in * c_out, 1,
+                                                                          kh, kw))
+        wname, cname, oname = f"@influence.{n}.w", f"@influence.{n}.maps", f"@influence.{n}"
+        g.initializer.append(numpy_helper.from_array(wd.astype(np.float32), wname))
+        attrs: dict[str, Any] = {"group": c_in, "kernel_shape": [kh, kw],
+                                 "strides": list(ln.strides), "dilations": list(ln.dilations)}
+        if ln.auto_pad in ("", "NOTSET"):
+            attrs["pads"] = list(ln.pads or (0, 0, 0, 0))
+        else:
+            attrs["auto_pad"] = ln.auto_pad
+        g.node.append(helper.make_node("Conv", [ln.input, wname], [cname],
+                                       name=f"@influence.{n}.conv", **attrs))
+        if opset >= 18:
+            aname = f"@influence.{n}.axes"
+            g.initializer.append(numpy_helper.from_array(np.asarray([2, 3], np.int64), aname))
+            g.node.append(helper.make_node("ReduceMax", [cname, aname], [oname], keepdims=0))
+        else:
+            g.node.append(helper.make_node("ReduceMax", [cname], [oname], axes=[2, 3],
+                                           keepdims=0))
+        g.output.append(helper.make_tensor_value_info(oname, TensorProto.FLOAT, None))
+    return out
+
+
+_SESSIONS: dict[tuple[str, tuple[str, ...]], Any] = {}
+_SESSIONS_LOCK = threading.Lock()
+
+
+def _session(model: LoadedModel, links: Sequence[ConvLink]) -> Any:
+    """The influence session of these links (built once per model version and links)."""
+    import onnxruntime as ort
+
+    key = (model.version, tuple(ln.key for ln in links))
+    with _SESSIONS_LOCK:
+        sess = _SESSIONS.get(key)
+    if sess is None:
+        so = ort.SessionOptions()
+        if model.options.intra_op_threads:
+            so.intra_op_num_threads = model.options.intra_op_threads
+        sess = ort.InferenceSession(
+            influence_model(model.proto(), links).SerializeToString(), so,
+            providers=["CPUExecutionProvider"])
+        with _SESSIONS_LOCK:
+            while len(_SESSIONS) >= 8:
+                _SESSIONS.pop(next(iter(_SESSIONS)))
+            _SESSIONS[key] = sess
+    return sess
+
+
+def ort_plan(model: LoadedModel, links: Sequence[ConvLink]
+             ) -> tuple[list[ConvLink], list[ConvLink], int]:
+    """(the links ONNX Runtime computes, the links numpy computes, images per ORT run — at
+    most the model's batch): a link goes to numpy when one image's depthwise maps exceed
+    :data:`ORT_VALUES` or its input's size is not known from the graph."""
+    shapes = model.layer_shapes()
+    by_ort: list[ConvLink] = []
+    by_numpy: list[ConvLink] = []
+    per_image = 0
+    for ln in links:
+        shape = shapes.get(ln.input, ())
+        if len(shape) == 4 and isinstance(shape[2], int) and isinstance(shape[3], int):
+            ho, wo = out_hw(ln, shape[2], shape[3])
+            pairs = int(ln.weight.shape[0]) * int(ln.weight.shape[1])
+            size = pairs * ho * wo
+            if 0 < size <= ORT_VALUES and pairs * model.options.max_batch <= ORT_VALUES:
+                by_ort.append(ln)
+                per_image += size
+                continue
+        by_numpy.append(ln)
+    batch = min(model.options.max_batch, ORT_VALUES // max(1, per_image))
+    return by_ort, by_numpy, max(1, batch)
+
+
+def ort_partial_max(model: LoadedModel, x: NDArray[np.float32], links: Sequence[ConvLink],
+                    batch: int) -> list[NDArray[np.float32]]:
+    """Per link, (B, C_out, C_in): :func:`partial_conv_max` by ONNX Runtime from the model's
+    input ``x`` (one forward pass), ``batch`` images a run."""
+    sess = _session(model, links)
+    names = [f"@influence.{n}" for n in range(len(links))]
+    parts: list[list[NDArray[np.float32]]] = [[] for _ in links]
+    for s0 in range(0, x.shape[0], batch):
+        outs = sess.run(names, {model.input_name: x[s0 : s0 + batch]})
+        for n, (ln, o) in enumerate(zip(links, outs, strict=True)):
+            c_out, c_in = (int(v) for v in ln.weight.shape[:2])
+            m = np.asarray(o, np.float32).reshape(-1, c_in, c_out).transpose(0, 2, 1)
+            parts[n].append(np.ascontiguousarray(m))
+    return [np.concatenate(p) for p in parts]
+
+
 class InfluenceStore:
     """Per-image top influences of layer pairs, in shards beside the activation cache.
     ``pixels``/``threads``: the activation cache's decoded-pixels cache and decode threads
@@ -469,7 +588,8 @@ class InfluenceStore:
         if not todo:
             return 0
         links = list(links)
-        inputs = sorted({ln.input for ln in links})
+        by_ort, by_numpy, ort_batch = ort_plan(model, links)
+        inputs = sorted({ln.input for ln in by_numpy})
         parts: dict[str, list[tuple[NDArray[np.int32], NDArray[np.float32]]]] = {
             ln.key: [] for ln in links}
         passes = done = 0
@@ -477,11 +597,16 @@ class InfluenceStore:
                         self.threads) as batches:
             for batch in batches:
                 x = model.to_model_input(batch.pixels.astype(np.float32))
-                values = dict(zip(inputs, model.probe(x, inputs), strict=False))
+                if by_ort:
+                    for ln, m in zip(by_ort, ort_partial_max(model, x, by_ort, ort_batch),
+                                     strict=True):
+                        parts[ln.key].append(top_influences(m, k))
+                if by_numpy:
+                    values = dict(zip(inputs, model.probe(x, inputs), strict=False))
+                    for ln in by_numpy:
+                        parts[ln.key].append(partial_conv_top(values[ln.input], ln, k))
+                    del values
                 del x
-                for ln in links:
-                    parts[ln.key].append(partial_conv_top(values[ln.input], ln, k))
-                del values
                 if not batch.last:
                     continue
                 for ln in links:

@@ -29,6 +29,7 @@ from engine.datasets.influence import (
     ConvLink,
     aggregate,
     default_layers,
+    influence_model,
     partial_conv_max,
     partial_conv_top,
     relate,
@@ -212,6 +213,12 @@ def test_partial_convolutions_match_scipy_and_sum_to_the_convolution(
                 total[n, j] += m
                 assert got[n, j, i] == pytest.approx(m.max(), rel=1e-5, abs=1e-5)
     np.testing.assert_allclose(total + bias[None, :, None, None], y, rtol=1e-4, atol=1e-4)
+    # the same maxima from ONNX Runtime: Summit's depthwise convolution, reduced by max
+    extra = influence_model(proto, [link])
+    (maps,) = ort.InferenceSession(extra.SerializeToString(),
+                                   providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    np.testing.assert_allclose(maps.reshape(2, 3, 4).transpose(0, 2, 1), got, rtol=1e-5,
+                               atol=1e-5)
 
 
 def test_top_influences_are_a_stable_sorts_first_k() -> None:
@@ -327,6 +334,22 @@ def test_one_chunk_equals_many_chunks_and_a_second_class_runs_no_pass(tmp_path: 
         again = analyse(rt, 1)
         assert again.model_calls == 0  # another class: both read from the shards
     assert answers[0] == answers[1] == answers[2]
+
+
+def test_onnx_runtime_and_numpy_paths_agree(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The influences come from ONNX Runtime (a depthwise Conv added to the model) unless a
+    layer pair is too large for it; numpy's partial convolutions give the same graph."""
+    import engine.datasets.influence as influence
+
+    by_ort = graph_of(analyse(rt_with(tmp_path / "ort"), 0, top_influences=2))
+    monkeypatch.setattr(influence, "ORT_VALUES", 0)  # every pair by numpy
+    by_numpy = graph_of(analyse(rt_with(tmp_path / "np"), 0, top_influences=2))
+    assert by_ort.nodes == by_numpy.nodes
+    assert [(e["source"], e["target"], e["count"]) for e in by_ort.edges] == [
+        (e["source"], e["target"], e["count"]) for e in by_numpy.edges]
+    for a, b in zip(by_ort.edges, by_numpy.edges, strict=True):
+        assert a["influence"] == pytest.approx(b["influence"], rel=1e-5)
 
 
 def _job(rt: Runtime, job_id: str, params: dict[str, Any]) -> None:

@@ -24,9 +24,15 @@ assembly is computed again). A chunk of work [start, stop) computes the shards t
 in it, all pairs of a shard from one forward pass, the images through the activation
 cache's prefetcher (decoded in a background thread, or read back from its decoded-pixels
 cache, at most two shards of images alive); writes are atomic.
-The partial convolutions are an im2col and one batched matmul per image (BLAS over the
-input channels), so an image's numbers never depend on the shard it falls in.
-"""
+
+Two ways to the maxima, the same numbers (tested against each other and scipy):
+ONNX Runtime runs the model with, per pair, Summit's depthwise ``Conv`` (``group = C_in``,
+output channel ``i·C_out + j`` convolving input channel ``i`` by ``W[j, i]``) and a
+``ReduceMax`` over positions (:func:`influence_model`) — one forward pass from the input;
+a pair whose one image's maps would not fit :data:`ORT_VALUES` goes to numpy
+(:func:`partial_conv_max`: an im2col and one batched matmul over the input channels per
+image, so an image's numbers never depend on the chunk it falls in; a 1×1 kernel in
+closed form)."""
 
 from __future__ import annotations
 

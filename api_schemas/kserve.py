@@ -72,7 +72,10 @@ class RequestInput(BaseModel):
     shape: list[int] = Field(max_length=8)
     datatype: Datatype
     parameters: dict[str, Any] | None = None
-    data: list[Any]
+    data: list[Any] | None = Field(
+        default=None, description="The values (flat or nested, row-major); omitted when the "
+        "tensor travels in the binary extension (parameters.binary_data_size bytes after the "
+        "JSON header, whose length the Inference-Header-Content-Length header gives).")
 
 
 class RequestOutput(BaseModel):

@@ -113,14 +113,74 @@ def oip_parameters(request: InferenceRequest) -> LanternParameters:
     return validate_as(LanternParameters, raw, what="Invalid parameters")
 
 
-def tensor_array(inp: RequestInput) -> NDArray[Any]:
+#: The binary tensor extension's header: the JSON header's length in bytes.
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+def split_binary(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    """(JSON header, binary tail) of a request in the binary extension (Triton's), or the
+    whole body as JSON."""
+    if header_length is None:
+        return body, b""
+    try:
+        n = int(header_length)
+    except ValueError:
+        n = -1
+    if not 0 < n <= len(body):
+        raise InvalidInput(
+            f"{HEADER_LENGTH} is {header_length!r}, not a length within the body "
+            f"({len(body)} bytes).",
+            details={"header": HEADER_LENGTH},
+        )
+    return body[:n], body[n:]
+
+
+def binary_inputs(request: InferenceRequest, tail: bytes) -> dict[str, bytes]:
+    """Each binary input's bytes, in the order the inputs name them."""
+    out: dict[str, bytes] = {}
+    at = 0
+    for inp in request.inputs:
+        size = (inp.parameters or {}).get("binary_data_size")
+        if size is None:
+            if inp.data is None:
+                raise InvalidInput(f"Input {inp.name!r} has neither data nor binary_data_size.",
+                                   details={"input": inp.name})
+            continue
+        if not isinstance(size, int) or size < 0 or at + size > len(tail):
+            raise InvalidInput(
+                f"Input {inp.name!r}: binary_data_size {size!r} runs past the body's "
+                f"{len(tail)} binary bytes.",
+                details={"input": inp.name},
+            )
+        out[inp.name] = tail[at : at + size]
+        at += size
+    if at != len(tail):
+        raise InvalidInput(f"The body has {len(tail) - at} binary bytes that no input claims.",
+                           details={"extra_bytes": len(tail) - at})
+    return out
+
+
+def tensor_array(inp: RequestInput, raw: bytes | None = None) -> NDArray[Any]:
     """A numeric request tensor as an array of its shape and type (data flat or nested,
-    row-major, as the protocol says)."""
+    row-major, as the protocol says; or ``raw``, its little-endian bytes)."""
     if inp.datatype == "BYTES":
         raise InvalidInput(f"Input {inp.name!r} is BYTES; a numeric tensor is needed here.",
                            details={"input": inp.name})
-    flat = _flatten(inp.data)
     count = math.prod(inp.shape) if inp.shape else 1
+    if raw is not None:
+        dtype = np.dtype(NUMPY_TYPES[inp.datatype]).newbyteorder("<")
+        if any(d < 0 for d in inp.shape) or len(raw) != count * dtype.itemsize:
+            raise InvalidInput(
+                f"Input {inp.name!r} has {len(raw)} bytes for its shape {inp.shape} "
+                f"({count} × {dtype.itemsize}): send shape and data that agree.",
+                details={"input": inp.name, "shape": inp.shape, "bytes": len(raw)},
+            )
+        arr = np.frombuffer(raw, dtype).astype(dtype.newbyteorder("="))
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise InvalidInput(f"Input {inp.name!r} holds a NaN or an infinity; send finite "
+                               "numbers.", details={"input": inp.name})
+        return arr.reshape(inp.shape)
+    flat = _flatten(inp.data or [])
     if any(d < 0 for d in inp.shape) or len(flat) != count:
         raise InvalidInput(
             f"Input {inp.name!r} has {len(flat)} values for its shape {inp.shape} "
@@ -143,6 +203,10 @@ def tensor_array(inp: RequestInput) -> NDArray[Any]:
 def bytes_elements(inp: RequestInput) -> list[str]:
     """A BYTES tensor's elements (one per batch item: a base64 image, a text, or a row or a
     series as JSON text)."""
+    if inp.data is None:
+        raise InvalidInput(f"Input {inp.name!r} is BYTES: send its elements as JSON strings "
+                           "(the binary extension is for numeric tensors here).",
+                           details={"input": inp.name})
     flat = _flatten(inp.data)
     if not all(isinstance(v, str) for v in flat):
         raise InvalidInput(f"Input {inp.name!r} is BYTES: every element must be a string.",

@@ -37,6 +37,8 @@ from service.auth import AUTH_RESPONSES, Principal, require_user
 from service.inputs import input_bytes, read_body, validate_as, validate_with
 from service.protocols import (
     DATATYPES,
+    HEADER_LENGTH,
+    binary_inputs,
     bytes_elements,
     element_instance,
     explanation_fields,
@@ -44,6 +46,7 @@ from service.protocols import (
     numeric_instances,
     oip_parameters,
     output_tensor,
+    split_binary,
     tensor_array,
 )
 from service.routers.explanations import respond
@@ -122,6 +125,44 @@ async def _explain(
         bodies.append(bytes(answer.body))
     parsed = [orjson.loads(b) for b in bodies] if finished else None
     return datas, parsed, bodies
+
+
+async def _oip_request(request: Request) -> tuple[InferenceRequest, dict[str, bytes]]:
+    """An OIP request: its JSON (the whole body, or the header of the binary extension) and
+    its binary inputs' bytes by name."""
+    header, tail = split_binary(await request.body(), request.headers.get(HEADER_LENGTH))
+    try:
+        fields = orjson.loads(header)
+    except orjson.JSONDecodeError:
+        raise InvalidInput("The body is not JSON: send an inference request object.",
+                           details={"part": "body"}) from None
+    if not isinstance(fields, dict):
+        raise InvalidInput("The body must be a JSON object (an inference request).",
+                           details={"part": "body"})
+    req = validate_as(InferenceRequest, fields, what="Invalid inference request")
+    return req, binary_inputs(req, tail)
+
+
+def _wants_binary(req: InferenceRequest) -> bool:
+    """Whether the caller asked for outputs in the binary extension (per output, or for all
+    with ``binary_data_output``, as tritonclient does when it names no outputs)."""
+    if any((o.parameters or {}).get("binary_data") for o in req.outputs or []):
+        return True
+    return bool((req.parameters or {}).get("binary_data_output")) and not req.outputs
+
+
+def _binary_response(body: dict[str, Any]) -> Response:
+    """An inference response in the binary extension: each output's raw little-endian bytes
+    after the JSON header."""
+    tails: list[bytes] = []
+    for out in body["outputs"]:
+        arr = np.ascontiguousarray(out.pop("data"))
+        raw = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+        out["parameters"] = {**(out.get("parameters") or {}), "binary_data_size": len(raw)}
+        tails.append(raw)
+    header = orjson.dumps({k: v for k, v in body.items() if v is not None})
+    return Response(header + b"".join(tails), media_type="application/octet-stream",
+                    headers={HEADER_LENGTH: str(len(header))})
 
 
 # -- KServe V1 ----------------------------------------------------------------------------
@@ -221,7 +262,8 @@ def v2_model_ready(name: str, version: str | None = None,
     return _json({"name": info.name, "version": info.version, "ready": True})
 
 
-def _infer(state: ServiceState, info: ModelInfo, req: InferenceRequest) -> dict[str, Any]:
+def _infer(state: ServiceState, info: ModelInfo, req: InferenceRequest,
+           binaries: dict[str, bytes]) -> dict[str, Any]:
     model = state.rt.load(info.name, info.version)
     if len(req.inputs) != 1:
         raise InvalidInput(f"Model {info.name!r} takes one input tensor ({model.input_name!r}).",
@@ -241,7 +283,7 @@ def _infer(state: ServiceState, info: ModelInfo, req: InferenceRequest) -> dict[
                  for i, e in enumerate(bytes_elements(inp))]
         x = np.concatenate([model.codec.item_input(model.codec.decode(d)) for d in datas])
     else:
-        x = tensor_array(inp)
+        x = tensor_array(inp, binaries.get(inp.name))
         expected = model.session.get_inputs()[0].shape
         if x.ndim != len(expected) or any(
             isinstance(d, int) and d != s for d, s in zip(expected[1:], x.shape[1:], strict=True)
@@ -270,9 +312,9 @@ async def v2_infer(
     _: Principal = Depends(require_user),
 ) -> Response:
     info = _model(state, name, version)
-    fields, _file = await read_body(request)
-    req = validate_as(InferenceRequest, fields, what="Invalid inference request")
-    return _json(await run_in_threadpool(_infer, state, info, req))
+    req, binaries = await _oip_request(request)
+    body = await run_in_threadpool(_infer, state, info, req, binaries)
+    return _binary_response(body) if _wants_binary(req) else _json(body)
 
 
 @router.post("/v2/models/{name}/explain", response_model=InferenceResponse,
@@ -294,8 +336,7 @@ async def v2_explain(
             "use the current one.",
             details={"model": name, "version": version},
         )
-    fields, _file = await read_body(request)
-    req = validate_as(InferenceRequest, fields, what="Invalid inference request")
+    req, binaries = await _oip_request(request)
     params = oip_parameters(req)
     modality = info.manifest.modality
     if len(req.inputs) != 1:
@@ -303,7 +344,8 @@ async def v2_explain(
                            details={"inputs": [i.name for i in req.inputs]})
     inp = req.inputs[0]
     instances = ([element_instance(modality, e, i) for i, e in enumerate(bytes_elements(inp))]
-                 if inp.datatype == "BYTES" else numeric_instances(modality, tensor_array(inp)))
+                 if inp.datatype == "BYTES"
+                 else numeric_instances(modality, tensor_array(inp, binaries.get(inp.name))))
     out = await _explain(state, info, instances, params, principal)
     if isinstance(out, Response):
         return out

@@ -279,3 +279,40 @@ def test_v2_refusals_are_protocol_errors(client: TestClient, path: str, body: di
     assert r.status_code == status, r.text
     check("inference_error_response", r.json())
     assert r.json()["code"] == code and r.json()["error"] == r.json()["message"]
+
+
+def test_v2_infer_in_the_binary_extension(client: TestClient, tmp_path: Path) -> None:
+    """Tensors as raw bytes after the JSON header (Triton's binary extension), both ways:
+    the same numbers as ONNX Runtime's."""
+    x = np.random.default_rng(1).normal(size=(3, 3, 8, 8)).astype(np.float32)
+    inp = triton.InferInput("input", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x, binary_data=True)
+    body, json_size = triton.InferenceServerClient.generate_request_body(
+        [inp], outputs=[triton.InferRequestedOutput("logits", binary_data=True)])
+    assert json_size is not None and len(body) == json_size + x.nbytes
+    r = client.post("/v2/models/digits-cnn/infer", content=body, headers={
+        "content-type": "application/octet-stream",
+        "Inference-Header-Content-Length": str(json_size)})
+    assert r.status_code == 200, r.text
+    length = int(r.headers["Inference-Header-Content-Length"])
+    check("inference_response", {**json.loads(r.content[:length]),
+                                  "outputs": [{**o, "data": []} for o in
+                                              json.loads(r.content[:length])["outputs"]]})
+    got = triton.InferResult.from_response_body(r.content, header_length=length).as_numpy(
+        "logits")
+    want = _session(client, tmp_path).run(["logits"], {"input": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_v2_binary_refusals(client: TestClient) -> None:
+    header = json.dumps({"inputs": [{"name": "input", "shape": [1, 3, 8, 8], "datatype": "FP32",
+                                     "parameters": {"binary_data_size": 768}}]}).encode()
+    for tail, length, code in ((b"\0" * 100, len(header), "invalid_input"),
+                               (b"\0" * 768, 10 ** 9, "invalid_input"),
+                               (b"\0" * 800, len(header), "invalid_input")):
+        r = client.post("/v2/models/digits-cnn/infer", content=header + tail, headers={
+            "content-type": "application/octet-stream",
+            "Inference-Header-Content-Length": str(length)})
+        assert r.status_code == 422, r.text
+        check("inference_error_response", r.json())
+        assert r.json()["code"] == code

@@ -29,7 +29,7 @@ Two ways to the maxima, the same numbers (tested against each other and scipy):
 ONNX Runtime runs the model with, per pair, Summit's depthwise ``Conv`` (``group = C_in``,
 output channel ``i·C_out + j`` convolving input channel ``i`` by ``W[j, i]``) and a
 ``ReduceMax`` over positions (:func:`influence_model`) — one forward pass from the input;
-a pair whose one image's maps would not fit :data:`ORT_VALUES` goes to numpy
+a 1×1 pair, or one whose one image's maps would not fit :data:`ORT_VALUES`, goes to numpy
 (:func:`partial_conv_max`: an im2col and one batched matmul over the input channels per
 image, so an image's numbers never depend on the chunk it falls in; a 1×1 kernel in
 closed form)."""
@@ -515,14 +515,18 @@ def _session(model: LoadedModel, links: Sequence[ConvLink]) -> Any:
 def ort_plan(model: LoadedModel, links: Sequence[ConvLink]
              ) -> tuple[list[ConvLink], list[ConvLink], int]:
     """(the links ONNX Runtime computes, the links numpy computes, images per ORT run — at
-    most the model's batch): a link goes to numpy when one image's depthwise maps exceed
-    :data:`ORT_VALUES` or its input's size is not known from the graph."""
+    most the model's batch): a link goes to numpy when its kernel is 1×1 (the closed form
+    needs no convolution), when one image's depthwise maps exceed :data:`ORT_VALUES`, or
+    when its input's size is not known from the graph."""
     shapes = model.layer_shapes()
     by_ort: list[ConvLink] = []
     by_numpy: list[ConvLink] = []
     per_image = 0
     for ln in links:
         shape = shapes.get(ln.input, ())
+        if ln.weight.shape[2:] == (1, 1):  # numpy's closed form: exact and light
+            by_numpy.append(ln)
+            continue
         if len(shape) == 4 and isinstance(shape[2], int) and isinstance(shape[3], int):
             ho, wo = out_hw(ln, shape[2], shape[3])
             pairs = int(ln.weight.shape[0]) * int(ln.weight.shape[1])

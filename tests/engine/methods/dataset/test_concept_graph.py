@@ -336,20 +336,33 @@ def test_one_chunk_equals_many_chunks_and_a_second_class_runs_no_pass(tmp_path: 
     assert answers[0] == answers[1] == answers[2]
 
 
-def test_onnx_runtime_and_numpy_paths_agree(tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    """The influences come from ONNX Runtime (a depthwise Conv added to the model) unless a
-    layer pair is too large for it; numpy's partial convolutions give the same graph."""
-    import engine.datasets.influence as influence
+def test_onnx_runtime_and_numpy_paths_agree(tmp_path: Path) -> None:
+    """3×3 pairs (digits-cnn's) go to ONNX Runtime (Summit's depthwise Conv added to the
+    model), 1×1 ones to numpy's closed form; each path gives the other's maxima."""
+    from engine.datasets.influence import ort_partial_max, ort_plan, resolve_layers
 
-    by_ort = graph_of(analyse(rt_with(tmp_path / "ort"), 0, top_influences=2))
-    monkeypatch.setattr(influence, "ORT_VALUES", 0)  # every pair by numpy
-    by_numpy = graph_of(analyse(rt_with(tmp_path / "np"), 0, top_influences=2))
-    assert by_ort.nodes == by_numpy.nodes
-    assert [(e["source"], e["target"], e["count"]) for e in by_ort.edges] == [
-        (e["source"], e["target"], e["count"]) for e in by_numpy.edges]
-    for a, b in zip(by_ort.edges, by_numpy.edges, strict=True):
-        assert a["influence"] == pytest.approx(b["influence"], rel=1e-5)
+    rt = Runtime(Settings(data_dir=tmp_path / "d", builtin_models=["digits-cnn"]))
+    rt.ensure_builtin()
+    digits = rt.load("digits-cnn")
+    links = resolve_layers(digits, None)
+    by_ort, by_numpy, batch = ort_plan(digits, links)
+    assert by_ort == links and not by_numpy and 1 <= batch <= digits.options.max_batch
+    reader = rt.datasets.reader("digits")
+    px = np.stack([digits.codec.decode(reader.read(i)).pixels for i in range(40)])
+    x = digits.to_model_input(px.astype(np.float32))
+    values = digits.probe(x, [ln.input for ln in links])[: len(links)]
+    for ln, m, v in zip(links, ort_partial_max(digits, x, links, 7), values, strict=True):
+        np.testing.assert_allclose(m, partial_conv_max(v, ln), rtol=1e-4, atol=1e-4)
+    two = rt_with(tmp_path / "two")
+    model = two.load("two")
+    (link,) = resolve_layers(model, None)
+    assert ort_plan(model, [link])[1] == [link]  # a 1×1 pair: numpy
+    px = np.stack([model.codec.decode(two.datasets.reader("synthetic").read(i)).pixels
+                   for i in range(N)])
+    x = model.to_model_input(px.astype(np.float32))
+    (a1,) = model.probe(x, ["a1"])[:1]
+    (m,) = ort_partial_max(model, x, [link], 16)
+    np.testing.assert_allclose(partial_conv_max(a1, link), m, rtol=1e-6, atol=1e-6)
 
 
 def _job(rt: Runtime, job_id: str, params: dict[str, Any]) -> None:

@@ -28,6 +28,9 @@ each the targets max_activating asks for (the layer's pooled stats and the logit
 written; ratio = forward s / step s (1.0: as fast as the bare forward pass). The steps run
 shard by shard in rotating order, so the shared host's moving load weighs on all alike.
 
+Then, on the built-in digits, max_activating and dataset_predictions from a full cache
+(no forward pass) and the model's accuracy, as the former version of this benchmark had.
+
 Part 2, real processes: redis-server, `lantern serve` and 1 or 2 `lantern worker`
 (concurrency 1, ORT 1 thread, split chunk = dataset chunk); one max_activating job over
 the dataset from submit to succeeded, on an emptied activation cache each time (a new
@@ -207,6 +210,44 @@ def part1(rt: Any, model_name: str, dataset: str, layer: str, other: str, repeat
           f"{[round(f / v, 2) for f, v in zip(rows['forward'], rows['kept, again'], strict=True)]}")
 
 
+def cached_analyses(rt: Any, zoo: Path, repeats: int, chunk: int, root: Path) -> None:
+    """The former table's last rows, on the built-in digits (1,797): max_activating on conv3
+    once the cache is full (no forward pass), dataset_predictions from the cache, and the
+    model's accuracy."""
+    from api_schemas.objectives import ChannelObjective, ClassObjective
+    from engine.datasets.activations import OUTPUT, ActivationCache, Target
+    from engine.methods.base import no_progress
+    from engine.methods.registry import get_method
+    from engine.objectives import resolve_objective
+
+    model = rt.load("digits-cnn")
+    reader = rt.datasets.reader("digits")
+    reader.activations = ActivationCache(root / "acts-cached", chunk)
+    reader.activations.ensure(model, reader, [Target(OUTPUT), Target("conv3")])
+    spec_max = get_method("max_activating", "image")
+    spec_pred = get_method("dataset_predictions", "image")
+    channel = resolve_objective(ChannelObjective(kind="channel", layer="conv3", channel=3), model)
+    cls = resolve_objective(ClassObjective(target=0), model)
+    took: dict[str, list[float]] = {"cached max_activating": [], "cached predictions": []}
+    for _ in range(repeats):
+        t = time.perf_counter()
+        res = spec_max.fn(model, reader, channel, spec_max.parse_params({"k": 16}), no_progress)
+        took["cached max_activating"].append(time.perf_counter() - t)
+        assert res.model_calls == 0
+        t = time.perf_counter()
+        pred = spec_pred.fn(model, reader, cls, spec_pred.parse_params({}), no_progress)
+        took["cached predictions"].append(time.perf_counter() - t)
+    record = json.loads((zoo / "digits-cnn.json").read_text())
+    print(f"\ndigits-cnn over the built-in digits ({len(reader)}), from a full cache; load "
+          f"{load()}")
+    print("| step | median s |")
+    print("|---|---:|")
+    for k, v in took.items():
+        print(f"| {k} | {statistics.median(v):.4f} |")
+    print(f"dataset accuracy (all 1,797, train included): {pred.extras['accuracy']:.4f}; "
+          f"held-out accuracy (record): {record.get('held_out_accuracy')}")
+
+
 # -- part 2: Celery workers ----------------------------------------------------------------
 
 
@@ -383,6 +424,8 @@ def main() -> int:
     for name, model, layer, _path, _n in sets:
         if not args.skip_inprocess:
             part1(rt, model, name, layer, others[model], args.repeats, args.chunk, root)
+    if "digits" in wanted and not args.skip_inprocess:
+        cached_analyses(rt, zoo, args.repeats, args.chunk, root)
     if not args.skip_celery:
         part2(sets, args.repeats, args.chunk, root)
     print(f"\nload average at the end: {load()}")

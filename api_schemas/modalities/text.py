@@ -87,6 +87,9 @@ class TextManifest(ManifestBase):
 
     @model_validator(mode="after")
     def _token_ids(self) -> TextManifest:
+        if self.predictor is not None and self.input == "string":
+            raise ValueError("a remote predictor takes numeric tensors: a string-input text "
+                             "model runs locally (drop `predictor`)")
         if self.input == "token_ids":
             if not self.vocabulary:
                 raise ValueError('input "token_ids" needs a vocabulary (the tokens by id)')

@@ -33,6 +33,7 @@ from engine.models.batching import BATCH_CANDIDATES, choose_batch, time_per_imag
 from engine.models.heads import CamHead, cam_head, default_cam_layer, probe_model
 from engine.models.incremental import IncrementalRunner, find_cut
 from engine.models.layers import discover_layers
+from engine.models.remote import RemotePredictor
 from engine.objectives import softmax
 
 log = logging.getLogger("lantern")
@@ -241,6 +242,16 @@ class LoadedModel:
         self.output_name = self.io.output_name
         self.fixed_batch: int | None = self.io.fixed_batch
         self.codec = codec_for(manifest, options.max_pixels)
+        #: Where plain forward passes run when the manifest names a remote predictor (an
+        #: Open Inference Protocol server): engine/models/remote.py. Gradients and inner
+        #: layers still run on the local graph.
+        self.remote: RemotePredictor | None = None
+        if manifest.predictor is not None:
+            p = manifest.predictor
+            self.remote = RemotePredictor(
+                p.url, p.model or name, self.input_name, self.output_name, version=p.version,
+                batch=p.batch, concurrency=p.concurrency, timeout_s=p.timeout_s,
+                retries=p.retries)
         self._lock = threading.Lock()
         self.gradients = gradients
         self._proto: onnx.ModelProto | None = None
@@ -321,6 +332,8 @@ class LoadedModel:
         (default ``max_batch``). A model with a fixed batch size gets exactly that, the
         last chunk padded. Strings (an object array, text models) take the graph's rank:
         [N, 1] or [N]."""
+        if self.remote is not None:
+            return self.remote.run(x)
         if x.dtype == object:
             rank = len(self.session.get_inputs()[0].shape)
             x = x.reshape(x.shape[0], 1) if rank == 2 else x.reshape(-1)
@@ -346,6 +359,8 @@ class LoadedModel:
         about 15% faster than batch 16 (cache). The choice never changes a
         result: every image is computed on its own (tests check batch invariance).
         """
+        if self.remote is not None:
+            return self.remote.batch
         if self.fixed_batch:
             return self.fixed_batch
         if self.options.forward_batch:
@@ -462,7 +477,8 @@ class LoadedModel:
             if window_hw in self._incremental:
                 return self._incremental[window_hw]
         runner: IncrementalRunner | None = None
-        if not self.channels_last and self.modality == "image" and not self.fixed_batch:
+        if (not self.channels_last and self.modality == "image" and not self.fixed_batch
+                and self.remote is None):  # a remote predictor runs whole passes only
             try:
                 proto = self.proto()
                 cut = find_cut(proto, self.input_name, self.output_name, self.input_hw, window_hw)

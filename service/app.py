@@ -17,7 +17,16 @@ from lantern.settings import Settings
 from service.errors import install_error_handlers
 from service.inputs import BodyLimitMiddleware
 from service.observe import ObserveMiddleware
-from service.routers import datasets, explanations, health, jobs, kserve, methods, models
+from service.routers import (
+    callbacks,
+    datasets,
+    explanations,
+    health,
+    jobs,
+    kserve,
+    methods,
+    models,
+)
 from service.routers.viewer import mount_viewer
 from service.state import ServiceState
 
@@ -99,7 +108,7 @@ def create_app(
     app.add_middleware(ObserveMiddleware)
 
     for r in (health.router, models.router, methods.router, explanations.router, jobs.router,
-              datasets.router, kserve.router):
+              datasets.router, kserve.router, callbacks.router):
         app.include_router(r)
     mount_viewer(app)
     return app

@@ -10,11 +10,9 @@ from engine.errors import BackendUnavailable
 from engine.models.runtime import session_providers
 from jobs.presence import workers
 from service.metrics import render_metrics
-from service.routers import callbacks
 from service.state import ServiceState, get_state
 
 router = APIRouter(tags=["health"])
-router.include_router(callbacks.router)  # callbacks: the secret endpoint and the deliverer
 
 
 def _example(content_type: str, value: object) -> dict[int | str, dict[str, object]]:

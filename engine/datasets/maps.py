@@ -25,6 +25,8 @@ loads; an explicit setting wins). openTSNE's answer for a seed depends on its th
 UMAP with a seed (``random_state``) runs on **one thread** whatever ``n_jobs`` says (its
 seeded epochs are sequential); ``seed=None`` lets it use ``n_jobs`` threads, at the price
 of an answer that differs from run to run (the first stored map is then the one reused).
+umap-learn and pynndescent compile their numba code on first use in a process (numba
+caches it on disk where it can write): a worker's first UMAP fit or placement is slower.
 """
 
 from __future__ import annotations

@@ -141,7 +141,6 @@ def peer_main(task_path: str) -> int:
             task["pixels"].astype(np.float64), classifier, labels=(target,), top_labels=None,
             hide_color=tuple(float(v) for v in task["hide_rgb"]), num_features=m,
             num_samples=n, batch_size=16, segmentation_fn=lambda img: segments,
-            progress_bar=False,
         )
         v = np.zeros(m)
         for k, w in exp.local_exp[target]:
@@ -374,7 +373,7 @@ def run_peers(args: Any, method: str, name: str, peers: list[str], ladder: list[
                  hide_rgb=hide.reshape(-1, 3).mean(axis=0), a=a, b=b)
         proc = subprocess.Popen([args.peer_python, __file__, "--peer-task", str(task)],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                cwd=str(HERE.parent))
+                                cwd=str(HERE.parent), env={**os.environ, "TQDM_DISABLE": "1"})
         assert proc.stdin is not None and proc.stdout is not None
         done: dict[str, tuple[int, float] | None] = {}
         last: dict[str, tuple[int, float, float]] = {}

@@ -215,23 +215,40 @@
     if (d.rejected && d.rejected.length) rows.push(["left out", `${d.rejected.length} files`]);
     const tbody = el("tbody");
     L.kvRows(tbody, rows);
-    const strip = el("div", { class: "ds-strip", "aria-label": `The first images of ${d.name}` });
-    for (let i = 0; i < Math.min(STRIP, d.count); i++) {
-      strip.append(
-        el("img", {
-          class: "ds-thumb",
-          src: L.datasetImageUrl(d.name, i, { size: 48, version: d.version }),
-          alt: `${d.name} image ${i}`,
-          title: `image ${i}`,
-          width: 48,
-          height: 48,
-        })
-      );
-    }
+    const strip = el("div", { class: "ds-strip", "aria-label": `Images of ${d.name}` });
+    const more = el("button", { type: "button", class: "ds-more", text: "More images", hidden: true });
+    let offset = 0;
+    // a page of the dataset's images (GET /v1/datasets/{d}/images), each as a thumbnail
+    const page = async () => {
+      more.disabled = true;
+      const q = new URLSearchParams({ offset: String(offset), limit: String(STRIP), version: d.version });
+      const body = await L.apiJson(`/v1/datasets/${encodeURIComponent(d.name)}/images?` + q.toString());
+      if (ds.selected !== d.name) return;
+      for (const img of body.images) {
+        strip.append(
+          el("img", {
+            class: "ds-thumb",
+            src: L.datasetImageUrl(d.name, img.index, { size: 48, version: d.version }),
+            alt: `${d.name} image ${img.index}: ${img.id}`,
+            title: `#${img.index} · ${img.id}` + (img.label !== null ? ` · label ${img.label}` : ""),
+            "data-index": img.index,
+            width: 48,
+            height: 48,
+          })
+        );
+      }
+      offset += body.images.length;
+      strip.dataset.shown = String(offset);
+      more.hidden = offset >= body.count;
+      more.disabled = false;
+    };
+    more.addEventListener("click", L.guarded(page));
+    L.guarded(page)();
     box.replaceChildren(
       el("h3", { text: d.name }),
       el("table", { class: "table kv" }, tbody),
-      strip
+      strip,
+      more
     );
     box.dataset.dataset = d.name;
     box.hidden = false;

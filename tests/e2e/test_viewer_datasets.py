@@ -120,6 +120,12 @@ def test_list_upload_refusals_and_delete(page: Page, server: str, tmp_path: Path
     info = httpx.get(f"{server}/v1/datasets/digits").json()
     expect(detail).to_contain_text(info["version"])
     assert all_loaded(page, "#ds-detail img.ds-thumb", 48) == 16
+    page.click("#ds-detail button.ds-more")  # the next page of them
+    expect(page.locator("#ds-detail .ds-strip")).to_have_attribute("data-shown", "32")
+    assert all_loaded(page, "#ds-detail img.ds-thumb", 48) == 32
+    first = httpx.get(f"{server}/v1/datasets/digits/images?offset=16&limit=1").json()
+    expect(page.locator("#ds-detail img.ds-thumb").nth(16)).to_have_attribute(
+        "title", f"#16 · {first['images'][0]['id']} · label {first['images'][0]['label']}")
 
     # an upload: two classes in folders and a file that is no image (left out, and said)
     good = tmp_path / "tiny.zip"
@@ -140,6 +146,7 @@ def test_list_upload_refusals_and_delete(page: Page, server: str, tmp_path: Path
     expect(tiny.locator(".badge")).to_have_count(0)
     expect(page.locator("#ds-detail")).to_have_attribute("data-dataset", "tiny")
     assert all_loaded(page, "#ds-detail img.ds-thumb", 48) == 3
+    expect(page.locator("#ds-detail button.ds-more")).to_be_hidden()  # all 3 shown
     expect(page.locator("#ds-dataset option[value=tiny]")).to_have_count(1)
     assert [d["name"] for d in httpx.get(f"{server}/v1/datasets").json()["datasets"]] == \
         ["digits", "tiny"]
@@ -325,12 +332,11 @@ def test_the_other_analyses_are_drawn_by_their_renderers(page: Page, server: str
     expect(card.locator("circle.pt")).to_have_count(1797, timeout=30_000)
     # hovering a dot shows its dataset image (the images endpoint)
     dot = card.locator("circle.pt").nth(1796)  # drawn last: on top
-    card.locator("svg.scatter").scroll_into_view_if_needed()
-    box = dot.bounding_box()
-    assert box is not None
-    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    expect(card.locator(".scatter-hover img.scatter-thumb").first).to_be_visible(
-        timeout=10_000)
+    dot.hover(force=True)  # (scrolled into view, the pointer at its centre)
+    hover = card.locator(".scatter-hover")
+    expect(hover).to_have_attribute("data-index", dot.get_attribute("data-index") or "",
+                                    timeout=30_000)
+    expect(hover.locator("img.scatter-thumb").first).to_be_visible(timeout=30_000)
     all_loaded(page, "#ds-cards .scatter-hover img.scatter-thumb")
     page.screenshot(path=str(ARTIFACTS / "viewer-datasets-embedding.png"), full_page=True)
 
@@ -361,3 +367,22 @@ def test_a_running_analysis_is_cancelled(page: Page, server: str) -> None:
     expect(page.locator("#error")).to_be_hidden()
     assert httpx.get(f"{server}/v1/jobs/{job}").json()["state"] == "cancelled"
     expect(page.locator("#ds-cards .card")).to_have_count(0)
+
+
+def test_a_failed_analysis_shows_its_code(page: Page, server: str) -> None:
+    # labels the model does not have: nothing to score its predictions against
+    r = httpx.post(f"{server}/v1/datasets", data={"name": "pets"}, files={"file": (
+        "p.zip", zipped({"cat/1.png": png(10), "dog/2.png": png(250)}), "application/zip")})
+    assert r.status_code == 201, r.text
+    page.reload()
+    expect(page.locator("#datasets-page")).to_have_attribute("data-ready", "1", timeout=60_000)
+    page.select_option("#ds-dataset", "pets")
+    page.select_option("#ds-model", "digits-cnn")
+    page.select_option("#ds-method", "dataset_predictions")
+    page.click("#ds-run")
+    expect(page.locator("#error-code")).to_have_text("invalid_input", timeout=JOB)
+    expect(page.locator("#error-message")).to_contain_text("no labels that name the model's")
+    expect(page.locator("#ds-job-state")).to_have_text("failed")
+    expect(page.locator("#ds-run")).to_be_enabled()
+    expect(page.locator("#ds-cards .card")).to_have_count(0)
+    assert httpx.delete(f"{server}/v1/datasets/pets").status_code == 204

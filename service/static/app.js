@@ -430,6 +430,12 @@
       )
     );
     if (previous && state.methods.some((m) => m.name === previous)) $("method").value = previous;
+    else {
+      // the Explain page starts on a method that explains the input (dataset analyses,
+      // first by name, run from the datasets page)
+      const first = state.methods.find((m) => m.inputs !== "dataset");
+      if (first) $("method").value = first.name;
+    }
     onMethodChange();
   }
 

@@ -8,25 +8,21 @@ test-artifacts/viewer-concept-graph*.png."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from lantern_testing.processes import embedded_api
+from lantern_testing.viewer import chromium, draw, finished_job, viewer_page
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 
 
 @pytest.fixture(scope="module")
@@ -39,58 +35,22 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def job(server: str) -> str:
-    r = httpx.post(f"{server}/v1/explanations", json={
-        "model": "digits-cnn", "dataset": "digits", "method": "concept_graph", "target": 3},
-        timeout=60)
-    assert r.status_code == 202, r.text
-    job_id = str(r.json()["id"])
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        st = httpx.get(f"{server}/v1/jobs/{job_id}", timeout=30).json()
-        if st["state"] in ("succeeded", "failed", "cancelled"):
-            assert st["state"] == "succeeded", st
-            return job_id
-        time.sleep(0.2)
-    raise AssertionError("the job did not finish")
+    return finished_job(server, {
+        "model": "digits-cnn", "dataset": "digits", "method": "concept_graph", "target": 3})
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+    yield from chromium()
 
 
 @pytest.fixture
 def page(browser: Browser, server: str) -> Iterator[Page]:
     """The viewer, loaded; fails the test on a console error or a page error."""
-    errors: list[str] = []
-    pg = browser.new_page(viewport={"width": 1440, "height": 1000})
-    pg.on("console", lambda m: errors.append(m.text)
-          if m.type == "error" and "Failed to load resource" not in m.text else None)
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.goto(server + "/")
-    expect(pg.locator("body")).to_have_attribute("data-ready", "1", timeout=60_000)
-    yield pg
-    pg.close()
-    assert not errors, errors
+    with viewer_page(browser, server + "/", "body") as page:
+        yield page
 
 
-DRAW = """async (job) => {
-  const L = window.Lantern;
-  const result = await L.apiJson(`/v1/jobs/${job}/result`);
-  const ctx = { result, image: null, display: { opacity: 0.5, colormap: "jet" },
-                claim: () => false, first: () => true };
-  const host = document.createElement("section");
-  host.id = "graph-host";
-  document.body.prepend(host);
-  host.replaceChildren(...result.artifacts.map(
-    (a) => (L.RENDERERS[a.type] || L.renderGeneric)(a, ctx).node));
-  return result.artifacts.map((a) => a.type);
-}"""
 
 #: the viewport-local point under client point (x, y): the inverse of its screen matrix
 LOCAL = """([x, y]) => {
@@ -109,7 +69,7 @@ def transform(page: Page) -> tuple[float, float, float]:
 def test_graph_drawn_zoomed_panned_and_hovered(page: Page, server: str, job: str) -> None:
     data: Any = httpx.get(f"{server}/v1/jobs/{job}/artifacts/graph?format=json",
                           timeout=30).json()["data"]
-    assert page.evaluate(DRAW, job) == ["graph", "table"]
+    assert draw(page, job, "graph-host") == ["graph", "table"]
     card = page.locator("#graph-host .card[data-type=graph]")
     svg = card.locator("svg.graph-view")
     expect(svg).to_have_attribute("data-nodes", str(len(data["nodes"])), timeout=30_000)

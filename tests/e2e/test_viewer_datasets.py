@@ -18,18 +18,15 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from lantern_testing.processes import embedded_api
+from lantern_testing.viewer import chromium, viewer_page
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 JOB = 180_000  # ms: a dataset analysis's job, on a loaded machine
 
 
@@ -43,29 +40,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+    yield from chromium()
 
 
 @pytest.fixture
 def page(browser: Browser, server: str) -> Iterator[Page]:
     """The datasets page, loaded; fails the test on a console error or a page error."""
-    errors: list[str] = []
-    pg = browser.new_page(viewport={"width": 1440, "height": 1000})
-    # (refusals are 4xx answers: the browser logs them as failed loads)
-    pg.on("console", lambda m: errors.append(m.text)
-          if m.type == "error" and "Failed to load resource" not in m.text else None)
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.goto(server + "/#datasets")
-    expect(pg.locator("#datasets-page")).to_have_attribute("data-ready", "1", timeout=60_000)
-    expect(pg.locator("#explain-page")).to_be_hidden()
-    yield pg
-    pg.close()
-    assert not errors, errors
+    with viewer_page(browser, server + "/#datasets", "#datasets-page") as page:
+        expect(page.locator("#explain-page")).to_be_hidden()
+        yield page
 
 
 def png(value: int, size: int = 12) -> bytes:

@@ -8,25 +8,21 @@ marks its row. Screenshot: test-artifacts/viewer-distributions.png."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from lantern_testing.processes import embedded_api
+from lantern_testing.viewer import chromium, draw, finished_job, viewer_page
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 SETS = [{"by": "label", "value": "3"}, {"by": "label", "value": "8"}, {"by": "incorrect"}]
 
 
@@ -40,58 +36,23 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def job(server: str) -> str:
-    r = httpx.post(f"{server}/v1/explanations", json={
+    return finished_job(server, {
         "model": "digits-cnn", "dataset": "digits", "method": "activation_distributions",
-        "params": {"layers": "conv3", "bins": 24, "sets": SETS}}, timeout=60)
-    assert r.status_code == 202, r.text
-    job_id = str(r.json()["id"])
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        st = httpx.get(f"{server}/v1/jobs/{job_id}", timeout=30).json()
-        if st["state"] in ("succeeded", "failed", "cancelled"):
-            assert st["state"] == "succeeded", st
-            return job_id
-        time.sleep(0.2)
-    raise AssertionError("the job did not finish")
+        "params": {"layers": "conv3", "bins": 24, "sets": SETS}})
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+    yield from chromium()
 
 
 @pytest.fixture
 def page(browser: Browser, server: str) -> Iterator[Page]:
     """The viewer, loaded; fails the test on a console error or a page error."""
-    errors: list[str] = []
-    pg = browser.new_page(viewport={"width": 1440, "height": 1000})
-    pg.on("console", lambda m: errors.append(m.text)
-          if m.type == "error" and "Failed to load resource" not in m.text else None)
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.goto(server + "/")
-    expect(pg.locator("body")).to_have_attribute("data-ready", "1", timeout=60_000)
-    yield pg
-    pg.close()
-    assert not errors, errors
+    with viewer_page(browser, server + "/", "body") as page:
+        yield page
 
 
-DRAW = """async (job) => {
-  const L = window.Lantern;
-  const result = await L.apiJson(`/v1/jobs/${job}/result`);
-  const ctx = { result, image: null, display: { opacity: 0.5, colormap: "jet" },
-                claim: () => false, first: () => true };
-  const host = document.createElement("section");
-  host.id = "distributions-host";
-  document.body.prepend(host);
-  host.replaceChildren(...result.artifacts.map(
-    (a) => (L.RENDERERS[a.type] || L.renderGeneric)(a, ctx).node));
-  return result.artifacts.map((a) => a.type);
-}"""
 
 #: per drawn row, the largest fill-opacity of its cells
 ROW_TOPS = """c => [...c.querySelectorAll('g.density-row')].map(
@@ -100,7 +61,7 @@ ROW_TOPS = """c => [...c.querySelectorAll('g.density-row')].map(
 
 
 def test_density_bars_and_the_set_picker(page: Page, server: str, job: str) -> None:
-    types = page.evaluate(DRAW, job)
+    types = draw(page, job, "distributions-host")
     assert types == ["distributions", "table"]
     card = page.locator("#distributions-host .card[data-type=distributions]")
     chart = card.locator(".density-chart")
@@ -144,7 +105,7 @@ def test_density_bars_and_the_set_picker(page: Page, server: str, job: str) -> N
 
 
 def test_the_png_link_is_the_servers_density_bars(page: Page, server: str, job: str) -> None:
-    page.evaluate(DRAW, job)
+    draw(page, job, "distributions-host")
     card = page.locator("#distributions-host .card[data-type=distributions]")
     link = card.locator(".downloads a", has_text="PNG")
     expect(link).to_have_count(1, timeout=30_000)

@@ -10,25 +10,21 @@ correctness. Screenshot: test-artifacts/viewer-embedding.png."""
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from lantern_testing.processes import embedded_api
+from lantern_testing.viewer import chromium, draw, finished_job, viewer_page
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf"]
 
@@ -45,59 +41,24 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def job(server: str) -> str:
     place = [base64.b64encode(httpx.get(f"{server}/v1/datasets/digits/images/{i}",
                                         timeout=30).content).decode() for i in (3, 700)]
-    r = httpx.post(f"{server}/v1/explanations", json={
+    return finished_job(server, {
         "model": "digits-cnn", "dataset": "digits", "method": "embedding",
         "objective": {"kind": "layer_norm", "layer": "conv3"},
-        "params": {"iterations": 150, "place": place}}, timeout=60)
-    assert r.status_code == 202, r.text
-    job_id = str(r.json()["id"])
-    deadline = time.monotonic() + 400
-    while time.monotonic() < deadline:
-        st = httpx.get(f"{server}/v1/jobs/{job_id}", timeout=30).json()
-        if st["state"] in ("succeeded", "failed", "cancelled"):
-            assert st["state"] == "succeeded", st
-            return job_id
-        time.sleep(0.3)
-    raise AssertionError("the job did not finish")
+        "params": {"iterations": 150, "place": place}})
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+    yield from chromium()
 
 
 @pytest.fixture
 def page(browser: Browser, server: str) -> Iterator[Page]:
     """The viewer, loaded; fails the test on a console error or a page error."""
-    errors: list[str] = []
-    pg = browser.new_page(viewport={"width": 1440, "height": 1000})
-    pg.on("console", lambda m: errors.append(m.text)
-          if m.type == "error" and "Failed to load resource" not in m.text else None)
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.goto(server + "/")
-    expect(pg.locator("body")).to_have_attribute("data-ready", "1", timeout=60_000)
-    yield pg
-    pg.close()
-    assert not errors, errors
+    with viewer_page(browser, server + "/", "body") as page:
+        yield page
 
 
-DRAW = """async (job) => {
-  const L = window.Lantern;
-  const result = await L.apiJson(`/v1/jobs/${job}/result`);
-  const ctx = { result, image: null, display: { opacity: 0.5, colormap: "jet" },
-                claim: () => false, first: () => true };
-  const host = document.createElement("section");
-  host.id = "embedding-host";
-  document.body.prepend(host);
-  host.replaceChildren(...result.artifacts.map(
-    (a) => (L.RENDERERS[a.type] || L.renderGeneric)(a, ctx).node));
-  return result.artifacts.map((a) => a.type);
-}"""
 
 
 def loaded(page: Page, selector: str) -> int:
@@ -122,7 +83,7 @@ def test_scatter_drawn_and_hover_shows_the_thumbnail(page: Page, server: str, jo
     data = httpx.get(f"{server}/v1/jobs/{job}/artifacts/embedding?format=json",
                      timeout=30).json()["data"]
     points = {p["index"]: p for p in data["points"]}
-    assert page.evaluate(DRAW, job) == ["embedding"]
+    assert draw(page, job, "embedding-host") == ["embedding"]
     card = page.locator("#embedding-host .card[data-type=embedding]")
     svg = card.locator("svg.scatter")
     expect(svg).to_have_attribute("data-points", "1797", timeout=30_000)

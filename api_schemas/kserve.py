@@ -36,9 +36,10 @@ class LanternParameters(BaseModel):
     params: dict[str, Any] | str | None = Field(
         default=None, description="The method's params: an object, or the same as JSON text."
     )
-    timeout: float = Field(
+    wait: float = Field(
         default=60.0, ge=0.0, le=60.0,
-        description="Seconds to wait for a job method's result before answering its job (202).",
+        description="Seconds to wait for a job method's result before answering its job (202) "
+        "(not `timeout`: tritonclient reserves that name).",
     )
 
 

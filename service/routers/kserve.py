@@ -31,7 +31,7 @@ from api_schemas.kserve import (
     V1Request,
 )
 from api_schemas.models import ModelInfo
-from engine.errors import InvalidInput, UnknownModel
+from engine.errors import InvalidInput, InvalidParams, UnknownModel
 from lantern import __version__
 from service.auth import AUTH_RESPONSES, Principal, require_user
 from service.inputs import input_bytes, read_body, validate_as, validate_with
@@ -110,7 +110,7 @@ async def _explain(
     datas: list[bytes] = []
     bodies: list[bytes] = []
     finished = True
-    wait = (params or LanternParameters()).timeout
+    wait = (params or LanternParameters()).wait
     for i, instance in enumerate(instances):
         fields = explanation_fields(info.name, modality, params, instance_body(modality,
                                                                                instance, i))
@@ -353,6 +353,13 @@ async def v2_explain(
     if parsed is None:
         statuses = [orjson.loads(b) for b in bodies]
         return _json({"model_name": info.name, "id": req.id, "jobs": statuses}, status=202)
+    if any((r.get("attribution") or {}).get("values") is None for r in parsed):
+        raise InvalidParams(
+            f"Method {parsed[0]['method']!r} answers no attribution to put in a tensor: "
+            "explain with an attribution method here, or use POST /v1/explanations for its "
+            "artifacts.",
+            details={"method": parsed[0]["method"]},
+        )
     values = [np.asarray(r["attribution"]["values"], np.float32) for r in parsed]
     shapes = {v.shape for v in values}
     if len(shapes) != 1:

@@ -316,3 +316,17 @@ def test_v2_binary_refusals(client: TestClient) -> None:
         assert r.status_code == 422, r.text
         check("inference_error_response", r.json())
         assert r.json()["code"] == code
+
+
+def test_v2_explain_refuses_a_method_without_an_attribution(client: TestClient) -> None:
+    """deepdream answers images, not an attribution: a 422 saying so, not a 500."""
+    inp = triton.InferInput("input", [1], "BYTES")
+    inp.set_data_from_numpy(np.array([b64(digit(9))], dtype=np.object_), binary_data=False)
+    body, _ = triton.InferenceServerClient.generate_request_body(
+        [inp], parameters={"method": "deepdream", "params": json.dumps(
+            {"octaves": 1, "steps": 2}), "wait": 60})
+    r = client.post("/v2/models/digits-cnn/explain", content=body,
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    check("inference_error_response", r.json())
+    assert r.json()["code"] == "invalid_params" and "no attribution" in r.json()["message"]

@@ -23,11 +23,12 @@ from numpy.typing import NDArray
 from api_schemas.jobs import JobState
 from engine.errors import BackendUnavailable, Cancelled, LanternError, internal_error
 from engine.explain import finish
+from engine.methods.base import ScaledProgress
 from engine.methods.perturbation import EvalStats, References, dump_plan, load_plan
 from engine.objectives import Objective
 from engine.quality.metrics import MetricsRequest
 from jobs.leases import Heartbeat, LeaseLost, new_token
-from jobs.runner import Prepared, Run, complete, prepare, resolved_objective
+from jobs.runner import JobProgress, Prepared, Run, complete, prepare, resolved_objective
 from jobs.runtime import Runtime
 from jobs.store import JobRecord
 from lantern import logs
@@ -217,8 +218,11 @@ def _finish_round(rt: Runtime, rec: JobRecord, run: Run, splitter: Splitter) -> 
             splitter.submit_round(job_id, new)
             return "running"
         passes = rt.jobs.chunk_passes(job_id) + int(ref_passes)
+        # a long assembly (an embedding's fit) honours cancel and the lease; the chunks
+        # already brought the job's progress to 0.99
+        progress = ScaledProgress(JobProgress(rt, job_id, run, rec.time_limit_s), 0.99, 0.01)
         result = builder.assemble(job.model, item, objective, job.params, plan, scores, refs,
-                                  passes)
+                                  passes, progress)
         metrics = MetricsRequest.model_validate(rec.metrics) if rec.metrics else None
         logits = state.get("logits")
         explanation = finish(
@@ -228,6 +232,8 @@ def _finish_round(rt: Runtime, rec: JobRecord, run: Run, splitter: Splitter) -> 
         )
     except LeaseLost:
         return "superseded"
+    except Cancelled:
+        return JobState.cancelled.value
     except LanternError as e:
         rt.jobs.fenced_end(rec, run.token, run.attempt, state=JobState.failed.value,
                            error=e.to_dict(), finished_at=time.time())

@@ -39,7 +39,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.artifacts import AttributionMap, Result, Segments
-from engine.methods.base import MethodSpec, Progress
+from engine.methods.base import MethodSpec, Progress, no_progress
 from engine.methods.convergence import DEFAULT_AGREEMENT, Auto, Rounds, pearson, report
 from engine.methods.perturbation import (
     HideColour,
@@ -361,6 +361,7 @@ class KernelShapBuilder(PerturbationMethod[KernelShapParams, KernelShapPlan]):
         scores: NDArray[np.float64],
         refs: References,
         forward_passes: int | None = None,
+        progress: Progress = no_progress,
     ) -> Result:
         if scores.shape != (plan.n_samples,):
             raise ValueError(f"{scores.shape[0]} scores for a plan of {plan.n_samples} samples")

@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.artifacts import AttributionMap, Result
 from engine.errors import InvalidParams
-from engine.methods.base import MethodSpec, Progress
+from engine.methods.base import MethodSpec, Progress, no_progress
 from engine.methods.perturbation import (
     Colour,
     PerturbationMethod,
@@ -397,6 +397,7 @@ class OcclusionBuilder(PerturbationMethod[OcclusionParams, OcclusionPlan]):
         scores: NDArray[np.float64],
         refs: References,
         forward_passes: int | None = None,
+        progress: Progress = no_progress,
     ) -> Result:
         if scores.shape != (plan.n_samples,):
             raise ValueError(f"{scores.shape[0]} scores for a plan of {plan.n_samples} samples")

@@ -21,7 +21,8 @@ and be put back together::
   plan's samples it returns a *longer* plan whose first ``n_samples`` samples are unchanged
   (evaluate only ``[old_n, new_n)``), or ``None`` when the plan is complete. A split job
   runs one group of chunks per round.
-* ``assemble`` is pure: scores in, a :class:`~engine.artifacts.Result` out.
+* ``assemble`` is pure: scores in, a :class:`~engine.artifacts.Result` out; its ``progress``
+  (which may raise to cancel) is for an assembly that is itself long (an embedding's fit).
 
 A method's registered ``fn`` is :func:`run_plan`: build_plan → references → evaluate(0, n)
 (→ refine → evaluate the new samples …) → assemble. A method's ``MethodSpec.plan`` is its
@@ -45,7 +46,7 @@ from numpy.typing import NDArray
 from pydantic import Field
 
 from engine.artifacts import Result
-from engine.methods.base import Progress
+from engine.methods.base import Progress, no_progress
 from engine.modalities.baselines import baseline_pixels
 from engine.modalities.image import ImageInput
 from engine.models.incremental import IncrementalRunner, Reference
@@ -154,6 +155,7 @@ class PlanBuilder(Protocol[PP_contra, PlanT]):
         scores: NDArray[np.float64],
         refs: References,
         forward_passes: int | None = None,
+        progress: Progress = no_progress,
     ) -> Result: ...
 
     def expected_samples(self, plan: PlanT) -> int: ...
@@ -201,6 +203,7 @@ class PerturbationMethod(ABC, Generic[PP, PlanT]):
         scores: NDArray[np.float64],
         refs: References,
         forward_passes: int | None = None,
+        progress: Progress = no_progress,
     ) -> Result: ...
 
     def refine(

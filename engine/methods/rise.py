@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.artifacts import AttributionMap, Result
 from engine.errors import InvalidParams
-from engine.methods.base import MethodSpec, Progress
+from engine.methods.base import MethodSpec, Progress, no_progress
 from engine.methods.convergence import DEFAULT_AGREEMENT, Auto, Rounds, pearson, report
 from engine.methods.perturbation import (
     HideColour,
@@ -311,6 +311,7 @@ class RiseBuilder(PerturbationMethod[RiseParams, RisePlan]):
         scores: NDArray[np.float64],
         refs: References,
         forward_passes: int | None = None,
+        progress: Progress = no_progress,
     ) -> Result:
         if scores.shape != (plan.n_samples,):
             raise ValueError(f"{scores.shape[0]} scores for a plan of {plan.n_samples} samples")

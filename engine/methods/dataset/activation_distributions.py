@@ -37,7 +37,7 @@ from engine.datasets.sets import (
 )
 from engine.datasets.store import DatasetReader
 from engine.errors import InvalidParams, UnknownLayer
-from engine.methods.base import MethodSpec, Progress
+from engine.methods.base import MethodSpec, Progress, no_progress
 from engine.methods.dataset.common import DatasetParams, DatasetPlanBuilder, cache_of, dataset_cost
 from engine.methods.registry import register
 from engine.models.runtime import LoadedModel
@@ -224,7 +224,7 @@ def _num(v: float) -> float | None:
 
 
 def _assemble(model: LoadedModel, reader: DatasetReader, objective: Objective, params: Any,
-              passes: int) -> Result:
+              passes: int, progress: Progress = no_progress) -> Result:
     cache = cache_of(reader)
     layers = layers_of(model, params)
     parts, row_layers, row_channels = [], [], []

@@ -17,7 +17,7 @@ from engine.artifacts import Result
 from engine.datasets.activations import ActivationCache, Target
 from engine.datasets.store import DatasetReader
 from engine.errors import InvalidInput
-from engine.methods.base import Progress, ScaledProgress
+from engine.methods.base import Progress, ScaledProgress, no_progress
 from engine.methods.perturbation import EvalStats, References, plan_type
 from engine.models.runtime import LoadedModel
 from engine.objectives import Objective
@@ -46,7 +46,9 @@ def cache_of(reader: DatasetReader) -> ActivationCache:
 
 
 TargetsFn = Callable[[LoadedModel, Objective, Any], Sequence[Target]]
-AssembleFn = Callable[[LoadedModel, DatasetReader, Objective, Any, int], Result]
+#: (model, reader, objective, params, passes, progress) -> the answer; progress may raise to
+#: cancel (the assembly of an embedding fits a map: seconds to minutes)
+AssembleFn = Callable[[LoadedModel, DatasetReader, Objective, Any, int, Progress], Result]
 
 
 @plan_type
@@ -89,9 +91,10 @@ class DatasetPlanBuilder:
 
     def assemble(self, model: LoadedModel, image: Any, objective: Objective, params: Any,
                  plan: DatasetPlan, scores: NDArray[np.float64], refs: References,
-                 forward_passes: int | None = None) -> Result:
+                 forward_passes: int | None = None, progress: Progress = no_progress
+                 ) -> Result:
         return self.assemble_fn(model, reader_of(image), objective, params,
-                                int(forward_passes or 0))
+                                int(forward_passes or 0), progress)
 
     def expected_samples(self, plan: DatasetPlan) -> int:
         return plan.n_samples
@@ -103,7 +106,8 @@ class DatasetPlanBuilder:
         reader = reader_of(item)
         passes = cache_of(reader).ensure(model, reader, self.targets(model, objective, params),
                                          0, None, ScaledProgress(progress, 0.0, 0.95))
-        return self.assemble_fn(model, reader, objective, params, passes)
+        return self.assemble_fn(model, reader, objective, params, passes,
+                                ScaledProgress(progress, 0.95, 0.05))
 
 
 def dataset_cost(params: Any, model: LoadedModel) -> int:

@@ -42,7 +42,7 @@ from engine.datasets.activations import OUTPUT, LayerStats, Target, receptive_fi
 from engine.datasets.influence import ConvLink, InfluenceStore, aggregate, resolve_layers
 from engine.datasets.store import DatasetReader
 from engine.errors import InvalidInput, InvalidObjective, InvalidParams
-from engine.methods.base import MethodSpec, Progress, ScaledProgress
+from engine.methods.base import MethodSpec, Progress, ScaledProgress, no_progress
 from engine.methods.dataset.common import (
     DatasetParams,
     DatasetPlan,
@@ -141,7 +141,7 @@ def _activation_aggregation(stats: LayerStats, members: NDArray[np.int64], k: in
 
 
 def _assemble(model: LoadedModel, reader: DatasetReader, objective: Objective, params: Any,
-              passes: int) -> Result:
+              passes: int, progress: Progress = no_progress) -> Result:
     if not isinstance(objective, ClassScore):  # pragma: no cover - the spec's objectives
         raise InvalidObjective("concept_graph explains a class.",
                                details={"kind": objective.kind})
@@ -269,7 +269,8 @@ class ConceptGraphPlan(DatasetPlanBuilder):
         reader = reader_of(item)
         passes = self._extract(model, reader, params, 0, None,
                                ScaledProgress(progress, 0.0, 0.95))
-        return self.assemble_fn(model, reader, objective, params, passes)
+        return self.assemble_fn(model, reader, objective, params, passes,
+                                ScaledProgress(progress, 0.95, 0.05))
 
 
 PLAN = ConceptGraphPlan("concept_graph", targets, _assemble)

@@ -13,7 +13,7 @@ from engine.artifacts import Result, Table
 from engine.datasets.activations import OUTPUT, Target
 from engine.datasets.store import DatasetReader
 from engine.errors import InvalidInput
-from engine.methods.base import MethodSpec, Progress
+from engine.methods.base import MethodSpec, Progress, no_progress
 from engine.methods.dataset.common import DatasetParams, DatasetPlanBuilder, cache_of, dataset_cost
 from engine.methods.registry import register
 from engine.models.runtime import LoadedModel
@@ -47,7 +47,7 @@ def _label_index(model: LoadedModel, reader: DatasetReader) -> np.ndarray:
 
 
 def _assemble(model: LoadedModel, reader: DatasetReader, objective: Objective, params: Any,
-              passes: int) -> Result:
+              passes: int, progress: Progress = no_progress) -> Result:
     logits = cache_of(reader).values(model, reader, Target(OUTPUT)).reshape(len(reader), -1)
     predicted = np.argmax(logits, axis=1)
     truth = _label_index(model, reader)

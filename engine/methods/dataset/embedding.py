@@ -287,12 +287,7 @@ def _assemble(model: LoadedModel, reader: DatasetReader, objective: Objective, p
                   views={"png": "embedding"}, output=logits[:1])
 
 
-def _plan_assemble(model: LoadedModel, reader: DatasetReader, objective: Objective,
-                   params: Any, passes: int) -> Result:
-    return _assemble(model, reader, objective, params, passes)
-
-
-PLAN = DatasetPlanBuilder("embedding", targets, _plan_assemble)
+PLAN = DatasetPlanBuilder("embedding", targets, _assemble)
 
 
 def embedding(model: LoadedModel, item: Any, objective: Objective, params: EmbeddingParams,

@@ -20,7 +20,7 @@ from engine.artifacts import ImageArtifact, Result, Table
 from engine.datasets.activations import OUTPUT, Target, receptive_field
 from engine.datasets.store import DatasetReader
 from engine.errors import InvalidObjective
-from engine.methods.base import MethodSpec, Progress
+from engine.methods.base import MethodSpec, Progress, no_progress
 from engine.methods.dataset.common import (
     DatasetParams,
     DatasetPlanBuilder,
@@ -137,7 +137,7 @@ def rank(model: LoadedModel, reader: DatasetReader, objective: Objective, params
 
 
 def _assemble(model: LoadedModel, reader: DatasetReader, objective: Objective, params: Any,
-              passes: int) -> Result:
+              passes: int, progress: Progress = no_progress) -> Result:
     return rank(model, reader, objective, params, passes, lowest=False)
 
 

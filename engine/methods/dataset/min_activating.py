@@ -7,7 +7,7 @@ from typing import Any
 
 from engine.artifacts import Result
 from engine.datasets.store import DatasetReader
-from engine.methods.base import MethodSpec, Progress
+from engine.methods.base import MethodSpec, Progress, no_progress
 from engine.methods.dataset.common import DatasetPlanBuilder, dataset_cost
 from engine.methods.dataset.max_activating import RankingParams, rank, targets
 from engine.methods.registry import register
@@ -16,7 +16,7 @@ from engine.objectives import Objective
 
 
 def _assemble(model: LoadedModel, reader: DatasetReader, objective: Objective, params: Any,
-              passes: int) -> Result:
+              passes: int, progress: Progress = no_progress) -> Result:
     return rank(model, reader, objective, params, passes, lowest=True)
 
 

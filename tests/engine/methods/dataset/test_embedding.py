@@ -26,6 +26,7 @@ from engine.explain import check_method
 from engine.methods.dataset.embedding import map_key
 from engine.methods.registry import get_method
 from engine.objectives import resolve_objective
+from jobs import split
 from jobs.runner import run_job
 from jobs.store import JobRecord
 from tests.engine.methods.dataset.test_dataset_analyses import (
@@ -197,6 +198,33 @@ def test_split_over_workers_equals_one_run(tmp_path: Path) -> None:
     a, b = _stored(whole, "j"), _stored(split, "j")
     assert a.to_json() == b.to_json()
     assert rec.model_calls == N + 3
+
+
+def test_a_split_job_cancelled_during_its_fit_stops_there(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """The assembly of a split embedding fits the map: a cancel that arrives while t-SNE
+    runs (here: at the fit's first progress report, after 50 of its iterations) stops the
+    fit there; the job stays cancelled, with no result and no stored map."""
+    rt = rt_with(tmp_path, dataset_chunk_images=8, split_min_samples=1, split_chunk_samples=6)
+    reports: list[float] = []
+
+    class CancelledWhileFitting(split.JobProgress):
+        def __call__(self, fraction: float) -> None:
+            reports.append(fraction)
+            rt.jobs.update_job(self.job_id, state="cancelled")  # as DELETE /v1/jobs/{id}
+            super().__call__(fraction)
+
+    monkeypatch.setattr(split, "JobProgress", CancelledWhileFitting)
+    splitter = InlineSplitter(rt)
+    _job(rt, "j", {"statistic": "max", "iterations": 400})
+    assert run_job(rt, "j", splitter) == "running"
+    splitter.drain()
+    rec = rt.jobs.get_job("j")
+    assert rec is not None and rec.state == "cancelled", rec
+    assert rt.jobs.get_artifacts("j") is None
+    assert len(reports) == 1 and 0.99 <= reports[0] < 1.0  # one report: the fit stopped
+    assert not list(rt.datasets.activations.root.rglob("*.pkl"))  # no map stored
 
 
 def test_artifact_round_trip_and_json(tmp_path: Path) -> None:

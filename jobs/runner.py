@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,7 @@ from pydantic import TypeAdapter
 
 from api_schemas.jobs import JobState
 from api_schemas.objectives import ObjectiveRequest
-from engine.artifacts import Artifact, pack
+from engine.artifacts import Artifact, Result, pack
 from engine.errors import (
     BackendUnavailable,
     Cancelled,
@@ -401,65 +402,225 @@ def _run(
 ) -> Outcome:
     from jobs.split import start_split  # split imports this module
 
-    job_id = rec.id
-    started = time.time()
-    if not rt.jobs.fenced_update(
-        job_id, run.token, run.attempt, state=JobState.running.value, started_at=started
-    ):
+    if not _mark_running(rt, rec, run):
         return Outcome("superseded", rec)
-    rec.started_at = started
-    rec.attempts = run.attempt
     try:
-        job = prepare(rt, rec)
-        objective, logits = resolved_objective(rt, job)
+        st = _begin(rt, rec, run)
+        job = st.job
         if (
             splitter is not None
             and job.spec.plan is not None
             and (rec.cost if rec.dataset is not None else job.spec.cost(job.params, job.model))
             >= rt.settings.split_min_samples
         ):
-            start_split(rt, job, objective, logits, splitter)
+            start_split(rt, job, st.objective, st.logits, splitter)
             return Outcome(JobState.running.value, rec)
-        progress = JobProgress(rt, job_id, run, rec.time_limit_s)
-        metrics = MetricsRequest.model_validate(rec.metrics) if rec.metrics else None
-        wants_metrics = metrics is not None and bool(metrics.names)
-        share = 0.6 if wants_metrics else 1.0
-        result = job.spec.fn(
-            job.model, job.item, objective, job.params, ScaledProgress(progress, 0.0, share)
-        )
-        explanation = finish(
-            job.model,
-            job.spec,
-            job.item,
-            objective,
-            job.params,
-            result,
-            logits,
-            ScaledProgress(progress, share, 1.0 - share),
-            metrics,
-            extra_calls=0 if logits is None else 1,
-        )
-    except Cancelled:
+        result = job.spec.fn(job.model, job.item, st.objective, job.params, st.method_progress())
+        explanation = _finish(st, result)
+    except BaseException as e:
+        return _failure(rt, rec, run, e, time_limit_errors)
+    return _completed(rt, rec, run, explanation)
+
+
+def _mark_running(rt: Runtime, rec: JobRecord, run: Run) -> bool:
+    """The job marked running by this run (False: superseded)."""
+    started = time.time()
+    if not rt.jobs.fenced_update(
+        rec.id, run.token, run.attempt, state=JobState.running.value, started_at=started
+    ):
+        return False
+    rec.started_at = started
+    rec.attempts = run.attempt
+    return True
+
+
+@dataclass
+class _Started:
+    """A job prepared, its objective resolved, ready for its method."""
+
+    job: Prepared
+    objective: Objective
+    logits: NDArray[np.float32] | None
+    progress: JobProgress
+    metrics: MetricsRequest | None
+
+    @property
+    def share(self) -> float:
+        """The method's share of the progress (the rest: the quality metrics)."""
+        return 0.6 if self.metrics is not None and bool(self.metrics.names) else 1.0
+
+    def method_progress(self) -> ScaledProgress:
+        return ScaledProgress(self.progress, 0.0, self.share)
+
+
+def _begin(rt: Runtime, rec: JobRecord, run: Run) -> _Started:
+    job = prepare(rt, rec)
+    objective, logits = resolved_objective(rt, job)
+    progress = JobProgress(rt, rec.id, run, rec.time_limit_s)
+    metrics = MetricsRequest.model_validate(rec.metrics) if rec.metrics else None
+    return _Started(job, objective, logits, progress, metrics)
+
+
+def _finish(st: _Started, result: Result) -> Explanation:
+    job = st.job
+    return finish(
+        job.model,
+        job.spec,
+        job.item,
+        st.objective,
+        job.params,
+        result,
+        st.logits,
+        ScaledProgress(st.progress, st.share, 1.0 - st.share),
+        st.metrics,
+        extra_calls=0 if st.logits is None else 1,
+    )
+
+
+def _failure(
+    rt: Runtime,
+    rec: JobRecord,
+    run: Run,
+    e: BaseException,
+    time_limit_errors: tuple[type[BaseException], ...],
+) -> Outcome:
+    """How a run that raised ``e`` ends (the failure stored); BackendUnavailable and
+    what is not an error (KeyboardInterrupt, ...) propagate."""
+    if isinstance(e, Cancelled):
         return Outcome(JobState.cancelled.value, rec)
-    except LeaseLost:
+    if isinstance(e, LeaseLost):
         return Outcome("superseded", rec)
-    except BackendUnavailable:
-        raise
-    except time_limit_errors:
+    if isinstance(e, BackendUnavailable):
+        raise e
+    if isinstance(e, time_limit_errors):
         _fail(rt, rec, run, _time_limit(rec))
         return Outcome(JobState.failed.value, rec)
-    except LanternError as e:
+    if isinstance(e, LanternError):
         _fail(rt, rec, run, e.to_dict())
         return Outcome(JobState.failed.value, rec)
-    except Exception as e:
-        log.exception("job %s failed", job_id)
+    if isinstance(e, Exception):
+        log.error("job %s failed", rec.id, exc_info=e)
         _fail(rt, rec, run, internal_error(e))
         return Outcome(JobState.failed.value, rec)
+    raise e
+
+
+def _completed(rt: Runtime, rec: JobRecord, run: Run, explanation: Explanation) -> Outcome:
     artifacts = explanation.artifacts
     state = complete(rt, rec, explanation, run, artifacts)
     if state != JobState.succeeded.value:
         return Outcome(state, rec)
     return Outcome(state, rec, artifacts, dict(explanation.result.views))
+
+
+def run_here_batch(rt: Runtime, recs: list[JobRecord]) -> list[Outcome]:
+    """:func:`run_here` for several jobs this process has just created, their methods run
+    as one batch where they can be: each job keeps its own lease, attempt, fenced writes,
+    result and outcome; jobs of the same method, model version and params whose method has
+    a ``batch_fn`` share one call of it (one forward or VJP over the stacked inputs). A
+    batch call that raises is retried one job at a time, so a failing job fails alone with
+    its own error."""
+    outcomes: list[Outcome | None] = [None] * len(recs)
+    with ExitStack() as stack:
+        runs: dict[int, Run] = {}
+        for i, rec in enumerate(recs):
+            logs.job_id.set(rec.id)
+            try:
+                got = _enter_here(rt, rec, stack)
+            except BackendUnavailable:
+                log.warning("job %s: the store is unavailable; it is re-queued later", rec.id)
+                got = Outcome("store_unavailable", rec)
+            if isinstance(got, Outcome):
+                outcomes[i] = got
+            else:
+                runs[i] = got
+        started: dict[int, _Started] = {}
+        for i, run in runs.items():
+            rec = recs[i]
+            logs.job_id.set(rec.id)
+            try:
+                if not _mark_running(rt, rec, run):
+                    outcomes[i] = Outcome("superseded", rec)
+                    continue
+                started[i] = _begin(rt, rec, run)
+            except BaseException as e:
+                outcomes[i] = _guarded_failure(rt, rec, run, e)
+        groups: dict[tuple[int, str, str], list[int]] = {}
+        for i, st in started.items():
+            key = (id(st.job.spec), st.job.model.version, st.job.params.model_dump_json())
+            groups.setdefault(key, []).append(i)
+        for idxs in groups.values():
+            results = _batched(started, idxs)
+            for i in idxs:
+                st, rec, run = started[i], recs[i], runs[i]
+                logs.job_id.set(rec.id)
+                try:
+                    if results is not None:
+                        result = results[i]
+                        st.method_progress()(1.0)  # cancel and the time limit, as a method
+                    else:
+                        job = st.job
+                        result = job.spec.fn(
+                            job.model, job.item, st.objective, job.params, st.method_progress()
+                        )
+                    explanation = _finish(st, result)
+                    outcomes[i] = _completed(rt, rec, run, explanation)
+                except BaseException as e:
+                    outcomes[i] = _guarded_failure(rt, rec, run, e)
+    return [
+        o if o is not None else Outcome("missing", r) for o, r in zip(outcomes, recs, strict=True)
+    ]
+
+
+def _enter_here(rt: Runtime, rec: JobRecord, stack: ExitStack) -> Run | Outcome:
+    """:func:`run_here`'s checks and lease for one job of a batch, its heartbeat entered
+    on ``stack`` (released when the batch is done)."""
+    state = rt.jobs.get_state(rec.id)
+    if state is None:
+        log.warning("job %s expired before it ran", rec.id)
+        return Outcome("missing", rec)
+    if state in _TERMINAL:
+        return Outcome(state, rec)
+    token = new_token()
+    lease = rt.jobs.lease_key(rec.id)
+    if not rt.jobs.acquire(lease, token, rt.settings.lease_s):
+        log.info("job %s is leased by another worker; not run twice", rec.id)
+        return Outcome("leased", rec)
+    hb = stack.enter_context(SharedHeartbeat(rt.jobs, lease, token, rt.settings.lease_s))
+    return Run(token, rt.jobs.start_attempt(rec.id, token), hb)
+
+
+def _guarded_failure(rt: Runtime, rec: JobRecord, run: Run, e: BaseException) -> Outcome:
+    """:func:`_failure` for one job of a batch: the store unavailable ends this job alone."""
+    try:
+        return _failure(rt, rec, run, e, ())
+    except BackendUnavailable:
+        log.warning("job %s: the store is unavailable; it is re-queued later", rec.id)
+        return Outcome("store_unavailable", rec)
+
+
+def _batched(started: dict[int, _Started], idxs: list[int]) -> dict[int, Result] | None:
+    """The results of one batch call for these jobs (same method, model, params), or None
+    when the method has no batch entry point, there is one job, or the call raised (then
+    each job runs alone, and fails alone)."""
+    first = started[idxs[0]].job
+    batch_fn = first.spec.batch_fn
+    if batch_fn is None or len(idxs) < 2:
+        return None
+    try:
+        results = batch_fn(
+            first.model,
+            [started[i].job.item for i in idxs],
+            [started[i].objective for i in idxs],
+            first.params,
+        )
+    except Exception:
+        log.info("a batch of %d %s jobs failed; running them one by one", len(idxs),
+                 first.spec.name, exc_info=True)
+        return None
+    if len(results) != len(idxs):
+        return None
+    return dict(zip(idxs, results, strict=True))
 
 
 def _until_held(run: Run, fn: Any) -> Any:

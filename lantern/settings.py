@@ -80,6 +80,14 @@ class Settings(BaseSettings):
     )
     job_time_limit_s: float = Field(default=900.0, gt=0, description="Soft limit of a job.")
     sync_time_limit_s: float = Field(default=60.0, gt=0, description="Soft limit, sync methods.")
+    sync_batch_window_ms: float = Field(
+        default=2.0,
+        ge=0.0,
+        le=1000.0,
+        description="Sync answers (?wait) of one model, method and params arriving within "
+        "this window while the sync lane is busy share one batch, up to the model's measured "
+        "best batch; a request arriving at an idle lane never waits. 0 = off.",
+    )
     log_format: str = Field(default="json", pattern="^(json|text)$")
     split_min_samples: int = Field(
         default=512, ge=1, description="Perturbation jobs with this many samples are split."

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from fastapi import Request
 
+from jobs.batching import MicroBatcher
 from jobs.dispatch import Dispatcher
 from jobs.reconciler import Reconciler
 from jobs.runtime import Runtime
 from lantern.settings import ApiKey
 
 T = TypeVar("T")
+#: The sync lane's threads (the most batches running at once).
+SYNC_THREADS = 2
 
 
 @dataclass
@@ -30,8 +34,45 @@ class ServiceState:
     reconciler: Reconciler | None = None
     #: The sync lane: cheap methods asked with ?wait run here, never behind long jobs.
     sync_pool: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="lantern-sync")
+        default_factory=lambda: ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="lantern-sync")
     )
+    #: The sync lane's micro-batchers by name (``explain``, ``predict``), made on first use.
+    batchers: dict[str, MicroBatcher[Any, Any, Any]] = field(default_factory=dict)
+    #: A model's best batch (its ``preferred_batch``) by name, once a batch has measured it.
+    batch_limits: dict[str, int] = field(default_factory=dict)
+    _batchers_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def batcher(
+        self, name: str, run_batch: Callable[[Any, list[Any]], Sequence[Any]]
+    ) -> MicroBatcher[Any, Any, Any] | None:
+        """The sync lane's batcher ``name`` (running ``run_batch`` on the lane's threads,
+        keys ``(model name, ...)`` up to that model's best batch), or None when batching is
+        off (``LANTERN_SYNC_BATCH_WINDOW_MS=0``)."""
+        window_ms = self.rt.settings.sync_batch_window_ms
+        if window_ms <= 0:
+            return None
+        with self._batchers_lock:
+            found = self.batchers.get(name)
+            if found is None:
+                found = MicroBatcher(
+                    run_batch,
+                    executor=self.sync_pool,
+                    window_s=window_ms / 1000.0,
+                    slots=SYNC_THREADS,
+                    limit=self._limit,
+                    name=f"lantern-batch-{name}",
+                )
+                self.batchers[name] = found
+            return found
+
+    def _limit(self, key: Hashable) -> int:
+        """A key's most calls per batch: its model's best batch, 1 until a batch measured it."""
+        model = key[0] if isinstance(key, tuple) else key
+        return self.batch_limits.get(str(model), 1)
+
+    async def in_batch(self, batcher: MicroBatcher[Any, Any, T], key: Hashable, item: Any) -> T:
+        """``item``'s own answer from the batch it joins under ``key``."""
+        return await asyncio.wrap_future(batcher.submit(key, item))
 
     async def in_sync_lane(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on the sync lane's threads (a sync method's whole request)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.artifacts import AttributionMap, ImageArtifact, Result
@@ -95,6 +96,43 @@ def activation_maps(
     layer = _layer(model, params, objective)
     x = model.to_model_input(image.pixels[None])
     value, logits = model.probe(x, [layer])
+    progress(1.0)
+    return _maps(model, image, objective, params, layer, value, logits)
+
+
+def activation_maps_batch(
+    model: LoadedModel,
+    images: list[ImageInput],
+    objectives: list[Objective],
+    params: ActivationMapsParams,
+) -> list[Result]:
+    """Activation maps of several images, each with its own objective: one forward pass
+    per layer shown (one in all unless the objectives name different layers)."""
+    by_layer: dict[str, list[int]] = {}
+    for i, o in enumerate(objectives):
+        by_layer.setdefault(_layer(model, params, o), []).append(i)
+    results: dict[int, Result] = {}
+    for layer, idxs in by_layer.items():
+        x = model.to_model_input(np.stack([images[i].pixels for i in idxs]))
+        value, logits = model.probe(x, [layer])
+        for k, i in enumerate(idxs):
+            results[i] = _maps(
+                model, images[i], objectives[i], params, layer,
+                value[k : k + 1], logits[k : k + 1],
+            )
+    return [results[i] for i in range(len(images))]
+
+
+def _maps(
+    model: LoadedModel,
+    image: ImageInput,
+    objective: Objective,
+    params: ActivationMapsParams,
+    layer: str,
+    value: NDArray[np.float32],
+    logits: NDArray[np.float32],
+) -> Result:
+    """One image's result from its layer value (1, ...) and output (1, ...)."""
     a = to_chw(value, model)
     k = a.shape[0]
     flat = a.reshape(k, -1)
@@ -109,7 +147,6 @@ def activation_maps(
     else:
         chosen = [int(c) for c in np.argsort(-means, kind="stable")[: params.top_k]]
     maps = a[chosen]
-    progress(1.0)
     table = ColumnTable.of("channel_stats", {
         "channel": np.arange(k),
         "mean": means,
@@ -144,5 +181,6 @@ SPEC = register(
         objectives=("class", "channel", "layer_norm"),
         check=check,
         check_objective=check_objective,
+        batch_fn=activation_maps_batch,
     )
 )

@@ -44,6 +44,45 @@ def gradients(
     )
 
 
+def gradients_per_item(
+    model: LoadedModel,
+    x: NDArray[np.float32],
+    objectives: list[Objective],
+    wrt: str | None = None,
+) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float32] | None, list[int]]:
+    """:func:`gradients` for a batch whose item ``i`` has its own objective
+    ``objectives[i]`` (all reading one tensor): one VJP over the stacked items with each
+    item's own seed row; the forward passes are counted per item, as :func:`gradients`
+    counts them for that item alone."""
+    if len(objectives) != x.shape[0]:
+        raise ValueError(f"{len(objectives)} objectives for {x.shape[0]} items")
+    tensors = {objective_tensor(o, model) for o in objectives}
+    if len(tensors) != 1:
+        raise ValueError(f"the objectives read different tensors: {sorted(tensors)}")
+    tensor = tensors.pop()
+    needs = [o.needs_value_for_seed for o in objectives]
+    value = model.tensor_values(x, tensor) if any(needs) else None
+    zero = (
+        np.zeros(_tensor_shape(model, tensor, 1), np.float32) if not all(needs) else None
+    )
+    rows = []
+    for i, o in enumerate(objectives):
+        if needs[i]:
+            assert value is not None
+            rows.append(o.seed(value[i : i + 1]))
+        else:
+            assert zero is not None
+            rows.append(o.seed(zero))
+    seed = np.concatenate(rows, axis=0)
+    res = model.vjp(x, seed, wrt, output=None if tensor == model.output_name else tensor)
+    return (
+        np.asarray(res.logits, np.float32),
+        np.asarray(res.grad, np.float32),
+        None if res.activation is None else np.asarray(res.activation, np.float32),
+        [1 + int(n) for n in needs],
+    )
+
+
 def _tensor_shape(model: LoadedModel, tensor: str, n: int) -> tuple[int, ...]:
     if tensor == model.output_name:
         return (n, len(model.labels))
@@ -65,7 +104,7 @@ def channel_axis(model: LoadedModel) -> int:
 def reduce_channels(
     g: NDArray[np.float32], model: LoadedModel, how: Reduce
 ) -> NDArray[np.float32]:
-    """(1, C, H, W) or (1, H, W, C) -> (H, W)."""
+    """(1, C, H, W) or (1, H, W, C) -> (H, W) (the first item of a batch)."""
     axis = channel_axis(model)
     if how == "abs_max":
         out = np.abs(g).max(axis=axis)

@@ -5,8 +5,9 @@ function ``(model, item, objective, params, progress) -> Result`` — ``item`` c
 model's modality codec (one decoded input, or ``None`` for methods that take none), the
 objective is what it explains or maximises (:mod:`engine.objectives`) — and registers both
 under its name with :func:`engine.methods.registry.register`, with what it takes: its
-modalities, its inputs, its objective kinds, its cost estimate and, for methods that can be
-split across workers, its perturbation plan.
+modalities, its inputs, its objective kinds, its cost estimate, for methods that can be
+split across workers, its perturbation plan and, for one-pass methods, a batched entry
+point (``batch_fn``: several items, each with its own objective, in one pass).
 """
 
 from __future__ import annotations
@@ -70,6 +71,10 @@ class ScaledProgress:
 P = TypeVar("P", bound=BaseModel)
 
 MethodFn = Callable[["LoadedModel", Any, Any, P, Progress], Result]
+#: The batched entry point: ``(model, items, objectives, params) -> one Result per item``,
+#: each equal to ``fn``'s for that item and objective, from one forward (or VJP) over the
+#: stacked items; items of one call share the params.
+BatchFn = Callable[["LoadedModel", list[Any], list[Any], P], list[Result]]
 CheckFn = Callable[[P, "LoadedModel"], None]
 
 
@@ -106,6 +111,8 @@ class MethodSpec(Generic[P]):
     cost: CostFn[P] = _one_pass
     #: The plan that lets one job be split into chunks for several workers.
     plan: PlanBuilder[Any, Any] | None = None
+    #: Several items at once (sync requests batched across callers: jobs/batching.py).
+    batch_fn: BatchFn[P] | None = None
 
     def parse_params(self, raw: dict[str, Any]) -> P:
         return self.params_model.model_validate(raw)

@@ -35,24 +35,41 @@ def cam(
     params: CamParams,
     progress: Progress,
 ) -> Result:
-    target = class_index(objective)
-    head = model.cam_head()
-    x = model.to_model_input(image.pixels[None])
-    activation, logits = model.probe(x, [head.layer])
-    a = to_chw(activation, model)
-    m = np.tensordot(head.weights[target], a, axes=(0, 0)).astype(np.float32)
-    if params.relu:
-        m = np.maximum(m, 0.0)
+    (result,) = cam_batch(model, [image], [objective], params)
     progress(1.0)
-    return Result(
-        [
-            AttributionMap("attribution", upsample(m, image.height, image.width)),
-            AttributionMap("cam", m),
-        ],
-        model_calls=1,
-        extras={"layer": head.layer, "layer_shape": list(a.shape)},
-        output=logits.reshape(logits.shape[0], -1),
-    )
+    return result
+
+
+def cam_batch(
+    model: LoadedModel,
+    images: list[ImageInput],
+    objectives: list[Objective],
+    params: CamParams,
+) -> list[Result]:
+    """CAM of several images, each for its own class, from one forward pass."""
+    targets = [class_index(o) for o in objectives]
+    head = model.cam_head()
+    x = model.to_model_input(np.stack([im.pixels for im in images]))
+    activation, logits = model.probe(x, [head.layer])
+    out = logits.reshape(logits.shape[0], -1)
+    results = []
+    for i, (image, target) in enumerate(zip(images, targets, strict=True)):
+        a = to_chw(activation[i : i + 1], model)
+        m = np.tensordot(head.weights[target], a, axes=(0, 0)).astype(np.float32)
+        if params.relu:
+            m = np.maximum(m, 0.0)
+        results.append(
+            Result(
+                [
+                    AttributionMap("attribution", upsample(m, image.height, image.width)),
+                    AttributionMap("cam", m),
+                ],
+                model_calls=1,
+                extras={"layer": head.layer, "layer_shape": list(a.shape)},
+                output=out[i : i + 1],
+            )
+        )
+    return results
 
 
 SPEC = register(
@@ -64,5 +81,6 @@ SPEC = register(
         kind="cam",
         execution="sync",
         check=check,
+        batch_fn=cam_batch,
     )
 )

@@ -7,7 +7,7 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from engine.methods.backprop import gradients
+from engine.methods.backprop import gradients, gradients_per_item
 from engine.methods.layer_maps import resolve_layer, to_chw
 from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
@@ -28,6 +28,24 @@ def layer_gradients(
     out, g, a, passes = gradients(model, x, objective, wrt=layer)
     assert a is not None
     return layer, to_chw(a, model), to_chw(g, model), out, passes
+
+
+def layer_gradients_batch(
+    model: LoadedModel, images: list[ImageInput], objectives: list[Objective], params: LayerParams
+) -> tuple[
+    str, list[NDArray[np.float32]], list[NDArray[np.float32]], NDArray[np.float32], list[int]
+]:
+    """:func:`layer_gradients` of several images, each with its own objective, from one VJP
+    over the stacked images: (layer, activations (C, h, w) and gradients per image, the
+    outputs (N, ...), passes per image)."""
+    layer = resolve_layer(model, params.layer)
+    x = model.to_model_input(np.stack([im.pixels for im in images]))
+    out, g, a, passes = gradients_per_item(model, x, objectives, wrt=layer)
+    assert a is not None
+    n = len(images)
+    acts = [to_chw(a[i : i + 1], model) for i in range(n)]
+    grads = [to_chw(g[i : i + 1], model) for i in range(n)]
+    return layer, acts, grads, out, passes
 
 
 def combine(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
+from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.artifacts import AttributionMap, Result
 from engine.methods.base import MethodSpec, Progress
-from engine.methods.cam_core import combine, layer_gradients
+from engine.methods.cam_core import combine, layer_gradients, layer_gradients_batch
 from engine.methods.layer_maps import resolve_layer, upsample
 from engine.methods.registry import register
 from engine.modalities.image import ImageInput
@@ -39,8 +41,36 @@ def grad_cam(
 ) -> Result:
     class_index(objective)
     layer, a, g, out, passes = layer_gradients(model, image, objective, params)
-    m = combine(g.mean(axis=(1, 2)), a, params.relu)
     progress(1.0)
+    return _result(image, layer, a, g, out, passes, params)
+
+
+def grad_cam_batch(
+    model: LoadedModel,
+    images: list[ImageInput],
+    objectives: list[Objective],
+    params: GradCamParams,
+) -> list[Result]:
+    """Grad-CAM of several images, each for its own class, from one VJP."""
+    for objective in objectives:
+        class_index(objective)
+    layer, acts, grads, out, passes = layer_gradients_batch(model, images, objectives, params)
+    return [
+        _result(image, layer, a, g, out[i : i + 1], passes[i], params)
+        for i, (image, a, g) in enumerate(zip(images, acts, grads, strict=True))
+    ]
+
+
+def _result(
+    image: ImageInput,
+    layer: str,
+    a: NDArray[np.float32],
+    g: NDArray[np.float32],
+    out: NDArray[np.float32],
+    passes: int,
+    params: GradCamParams,
+) -> Result:
+    m = combine(g.mean(axis=(1, 2)), a, params.relu)
     return Result(
         [
             AttributionMap("attribution", upsample(m, image.height, image.width)),
@@ -62,5 +92,6 @@ SPEC = register(
         kind="cam",
         execution="sync",
         check=check,
+        batch_fn=grad_cam_batch,
     )
 )

@@ -1,7 +1,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
+import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -13,7 +17,7 @@ from api_schemas.explanations import ExplanationRequest, ExplanationResult
 from api_schemas.jobs import JobState, JobStatus
 from engine.errors import InvalidInput, PayloadTooLarge, status_of
 from engine.methods.registry import get_method
-from jobs.runner import run_here
+from jobs.runner import Outcome, run_here, run_here_batch
 from jobs.store import JobRecord
 from service.auth import AUTH_RESPONSES, Principal, require_user
 from service.errors import error_response
@@ -35,6 +39,8 @@ from service.jobs import (
 )
 from service.state import ServiceState, get_state
 
+log = logging.getLogger("lantern")
+
 router = APIRouter(prefix="/v1/explanations", tags=["explanations"], responses=AUTH_RESPONSES)
 
 def sync_answer(
@@ -47,10 +53,22 @@ def sync_answer(
     """A sync method's request, whole: submit, run here (a new job) and the answer's body
     when it succeeded (else None: the caller waits or answers the job)."""
     rec, created = submit(state, req, data, principal.name)
-    if created:
-        # run here, from the record in hand; stored as any job's result, and answered from
-        # the artifacts still in memory (not read back and unpacked)
-        out = run_here(state.rt, rec)
+    # run here, from the record in hand; stored as any job's result, and answered from
+    # the artifacts still in memory (not read back and unpacked)
+    out = run_here(state.rt, rec) if created else None
+    return _answer(state, rec, out, principal, outputs)
+
+
+def _answer(
+    state: ServiceState,
+    rec: JobRecord,
+    out: Outcome | None,
+    principal: Principal,
+    outputs: list[str],
+) -> tuple[JobRecord, bytes | None]:
+    """The answer of a job submitted by a sync request, from how its run here ended
+    (``out``; None: an existing job's record, not run here)."""
+    if out is not None:
         if out.state == JobState.succeeded.value and out.artifacts is not None:
             stored = Stored(out.artifacts, out.views)
             return out.rec, build_result(state, out.rec, stored, outputs)
@@ -58,6 +76,65 @@ def sync_answer(
     if rec.state != JobState.succeeded.value:
         return rec, None
     return rec, build_result(state, rec, require_result(state, rec), outputs)
+
+
+@dataclass(frozen=True)
+class SyncCall:
+    """One sync request waiting for its batch."""
+
+    req: ExplanationRequest
+    data: bytes | None
+    principal: Principal
+    outputs: list[str]
+
+
+def batch_key(req: ExplanationRequest) -> tuple[str, str, str]:
+    """Which sync requests may share a batch: the same model, method and params (the
+    objective and the input are each request's own)."""
+    return req.model, req.method, json.dumps(req.params, sort_keys=True, default=str)
+
+
+def sync_answers(
+    state: ServiceState, key: tuple[str, str, str], calls: list[SyncCall]
+) -> list[tuple[JobRecord, bytes | None] | BaseException]:
+    """:func:`sync_answer` for requests batched together (one key): each is submitted and
+    answered on its own, and their jobs run as one batch (:func:`jobs.runner.run_here_batch`:
+    one method call over the stacked inputs). A request that fails gets its own error."""
+    answers: list[tuple[JobRecord, bytes | None] | BaseException | None] = [None] * len(calls)
+    submitted: list[tuple[int, JobRecord, bool]] = []
+    for i, call in enumerate(calls):
+        try:
+            rec, created = submit(state, call.req, call.data, call.principal.name)
+            submitted.append((i, rec, created))
+        except Exception as e:  # this request's own refusal
+            answers[i] = e
+    fresh = [(i, rec) for i, rec, created in submitted if created]
+    outcomes = dict(
+        zip([i for i, _ in fresh], run_here_batch(state.rt, [rec for _, rec in fresh]), strict=True)
+    )
+    for i, rec, _ in submitted:
+        call = calls[i]
+        try:
+            answers[i] = _answer(state, rec, outcomes.get(i), call.principal, call.outputs)
+        except Exception as e:
+            answers[i] = e
+    if key[0] not in state.batch_limits and submitted:
+        rec = submitted[0][1]
+        state.batch_limits[key[0]] = _best_batch(state, rec)
+    return [a if a is not None else RuntimeError("no answer") for a in answers]
+
+
+def _best_batch(state: ServiceState, rec: JobRecord) -> int:
+    """The most requests of this job's model per batch: an image model's measured best
+    batch (``preferred_batch``); 1 for the others (their sync methods run one by one)."""
+    model = state.rt.load(rec.model, rec.version)
+    if model.modality != "image":
+        return 1
+    try:
+        return model.preferred_batch()
+    except Exception:  # an optimisation: without it, requests run one by one
+        log.warning("no best batch for %s", rec.model, exc_info=True)
+        return 1
 
 
 def _inline(schema: dict[str, Any]) -> dict[str, Any]:
@@ -174,10 +251,24 @@ async def respond(
     seconds, the job's error when it failed within them, else the job (202). Shared by
     this route and the KServe / Open Inference Protocol shapes (service/routers/kserve.py)."""
     outputs: list[str] = list(req.outputs)
-    if wait > 0 and get_method(req.method).execution == "sync":
+    spec = get_method(req.method) if wait > 0 else None
+    if spec is not None and spec.execution == "sync":
         # the sync lane: checked, run and answered on threads of its own, in one hop
-        # (never behind long jobs, no queue, no polling)
-        rec, body = await state.in_sync_lane(sync_answer, state, req, data, principal, outputs)
+        # (never behind long jobs, no queue, no polling); with a batch entry point, batched
+        # with the same model's, method's and params' requests arriving meanwhile
+        batcher = (
+            state.batcher("explain", functools.partial(sync_answers, state))
+            if spec.batch_fn is not None
+            else None
+        )
+        if batcher is not None:
+            rec, body = await state.in_batch(
+                batcher, batch_key(req), SyncCall(req, data, principal, outputs)
+            )
+        else:
+            rec, body = await state.in_sync_lane(
+                sync_answer, state, req, data, principal, outputs
+            )
         if body is not None:
             headers = {"Location": f"/v1/jobs/{rec.id}"}
             return Response(body, status_code=200, headers=headers, media_type="application/json")

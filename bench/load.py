@@ -10,6 +10,12 @@ Sends a fixed number of mixed requests with bounded concurrency:
 * ``occlusion`` POST /v1/explanations (window 56, stride 56: 16 windows) -> 202, then polled
   with GET /v1/jobs/{id} until it has succeeded; its latency is submit -> succeeded
 
+With ``--sync-grad-cam``: sync Grad-CAM only, at each of ``--levels`` (default 1, 4, 16, 64)
+concurrent clients, against two stacks up side by side — batching off
+(``LANTERN_SYNC_BATCH_WINDOW_MS=0``) and on (``--batch-window-ms``) — the levels taking
+turns between them (``--rounds`` times, the order swapped each round), after a warm-up of
+each; prints throughput and p50/p99 per level and setting (see :func:`sync_grad_cam`).
+
 Every request carries a distinct (image, target) pair — the images are small random
 perturbations of skimage's chelsea — so nothing is answered from the result store.
 
@@ -25,13 +31,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import io
 import os
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -276,6 +283,174 @@ def prepare_data_dir(data: Path) -> None:
     ensure_builtin(zoo)
 
 
+@contextlib.contextmanager
+def api_stack(
+    root: Path, args: argparse.Namespace, extra_env: dict[str, str], worker: bool = True
+) -> Iterator[str]:
+    """A private redis-server, (a `lantern worker`) and `lantern serve` with ``extra_env``,
+    in ``root``: yields the API's base URL; stops them on the way out."""
+    prepare_data_dir(root / "data")
+    grads = ROOT / "bench" / "out" / "data" / "gradients"
+    if grads.is_dir():  # gradient models built already (keyed by the model's content)
+        shutil.copytree(grads, root / "data" / "gradients", dirs_exist_ok=True)
+    procs: dict[str, Proc] = {}
+    with redis_server(root / "redis") as url:
+        env = {
+            **os.environ,
+            "LANTERN_REDIS_URL": url,
+            "LANTERN_DATA_DIR": str(root / "data"),
+            "LANTERN_ORT_THREADS": str(args.ort_threads),
+            **extra_env,
+        }
+        try:
+            if worker:
+                procs["worker"] = Proc(
+                    [*LANTERN, "worker", "--concurrency", str(args.worker_concurrency)],
+                    env,
+                    root / "worker.log",
+                )
+            port = free_port()
+            procs["api"] = Proc(
+                [*LANTERN, "serve", "--host", "127.0.0.1", "--port", str(port),
+                 "--log-level", "warning"],
+                env,
+                root / "api.log",
+            )
+            base = f"http://127.0.0.1:{port}"
+            try:
+                wait_for(lambda: httpx.get(f"{base}/readyz").status_code == 200, 180, "the API")
+                if worker:
+                    log = root / "worker.log"
+                    wait_for(lambda: b" ready." in log.read_bytes(), 180, "worker")
+            except TimeoutError:
+                for name, p in procs.items():
+                    print(f"--- {name} log ---\n{p.tail()}")
+                raise
+            yield base
+        finally:
+            for p in procs.values():
+                p.stop()
+
+
+async def grad_cam_level(
+    base: str, images: list[str], start: int, n: int, concurrency: int, timeout: float
+) -> tuple[Stats, float]:
+    """``n`` sync Grad-CAM requests (request numbers ``start`` .. ``start + n``: distinct
+    (image, target) pairs) at ``concurrency`` clients; (stats, wall seconds)."""
+    stats = Stats()
+    sem = asyncio.Semaphore(concurrency)
+    limits = httpx.Limits(max_connections=concurrency + 4)
+    async with httpx.AsyncClient(base_url=base, timeout=timeout, limits=limits) as c:
+
+        async def one(i: int) -> None:
+            async with sem:
+                await do_grad_cam(c, stats, images[i % len(images)], (i * 7) % 1000)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(start, start + n)))
+        wall = time.perf_counter() - t0
+    return stats, wall
+
+
+def host_line() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, nproc {os.cpu_count()}"
+
+
+def sync_grad_cam(args: argparse.Namespace) -> int:
+    """Sync Grad-CAM throughput and latency with and without batching across requests."""
+    levels = [int(x) for x in args.levels.split(",") if x.strip()]
+    root = Path(tempfile.mkdtemp(prefix="lantern-load-sync-"))
+    images = perturbed_images(args.images)
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    print(f"{when}; {host_line()}; load average before: {os.getloadavg()}; work dir {root}")
+    settings = {"off": "0", "on": str(args.batch_window_ms)}
+    results: dict[tuple[int, str], list[tuple[Stats, float]]] = {}
+    next_request = {name: 0 for name in settings}
+    bad = False
+    with contextlib.ExitStack() as stack:
+        bases = {
+            name: stack.enter_context(
+                api_stack(root / name, args, {"LANTERN_SYNC_BATCH_WINDOW_MS": ms,
+                                               "LANTERN_BUILTIN_MODELS": f'["{MODEL}"]'},
+                          worker=False)
+            )
+            for name, ms in settings.items()
+        }
+        print(f"stacks up: {bases}; load average {os.getloadavg()}")
+        for name, base in bases.items():  # warm-up: sessions, the best batch, buckets
+            for c in (1, max(levels)):
+                n = max(2 * c, 8)
+                stats, _ = asyncio.run(
+                    grad_cam_level(base, images, next_request[name], n, c, args.request_timeout)
+                )
+                next_request[name] += n
+                print(f"warm-up {name} x{c}: {stats.ok}/{n} ok")
+        order = list(settings)
+        for round_ in range(args.rounds):
+            for c in levels:
+                n = max(args.per_level, 4 * c)
+                for name in order if (round_ + c) % 2 == 0 else order[::-1]:
+                    stats, wall = asyncio.run(
+                        grad_cam_level(bases[name], images, next_request[name], n, c,
+                                       args.request_timeout)
+                    )
+                    next_request[name] += n
+                    results.setdefault((c, name), []).append((stats, wall))
+                    ms = [x * 1000 for x in stats.latencies]
+                    print(
+                        f"round {round_ + 1} clients {c:>3} batching {name:>3}: "
+                        f"{stats.ok}/{n} ok, {stats.ok / wall:6.2f} req/s, p50 "
+                        f"{percentile(ms, 50):6.1f} ms, p99 {percentile(ms, 99):6.1f} ms; "
+                        f"load {os.getloadavg()[0]:.2f}",
+                        flush=True,
+                    )
+                    bad |= stats.server_errors > 0 or stats.lost > 0 or stats.ok < n
+    print(f"\nload average after: {os.getloadavg()}; "
+          f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}\n")
+    print(sync_table(results, levels))
+    if bad:
+        print("\nFAIL: errors, lost or unanswered requests")
+        return 1
+    shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+def sync_table(results: dict[tuple[int, str], list[tuple[Stats, float]]], levels: list[int]) -> str:
+    """Per level and setting, all rounds pooled: requests, throughput, p50/p99; and on's
+    throughput over off's."""
+    lines = [
+        "| clients | batching | requests | ok | throughput req/s | p50 ms | p99 ms "
+        "| throughput on ÷ off | p99 on ÷ off |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in levels:
+        pooled: dict[str, tuple[float, float, float, int, int]] = {}
+        for name in ("off", "on"):
+            runs = results.get((c, name), [])
+            ms = [x * 1000 for s, _ in runs for x in s.latencies]
+            ok = sum(s.ok for s, _ in runs)
+            n = sum(s.ok + s.client_errors + s.server_errors + s.transport_errors + s.lost
+                    for s, _ in runs)
+            wall = sum(w for _, w in runs)
+            pooled[name] = (ok / wall if wall else float("nan"), percentile(ms, 50),
+                            percentile(ms, 99), n, ok)
+        for name in ("off", "on"):
+            tput, p50, p99, n, ok = pooled[name]
+            ratio = (f"{tput / pooled['off'][0]:.2f}×", f"{p99 / pooled['off'][2]:.2f}×") \
+                if name == "on" else ("", "")
+            lines.append(f"| {c} | {name} | {n} | {ok} | {tput:.2f} | {p50:.0f} | {p99:.0f} "
+                         f"| {ratio[0]} | {ratio[1]} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--requests", type=int, default=1000)
@@ -289,7 +464,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--request-timeout", type=float, default=60.0)
     ap.add_argument("--job-timeout", type=float, default=300.0)
     ap.add_argument("--deadline", type=float, default=900.0, help="bound on the whole run, s")
+    ap.add_argument("--sync-grad-cam", action="store_true",
+                    help="sync Grad-CAM only, batching across requests off and on")
+    ap.add_argument("--levels", default="1,4,16,64", help="concurrent clients (--sync-grad-cam)")
+    ap.add_argument("--per-level", type=int, default=120,
+                    help="requests per level, setting and round (at least 4 x clients)")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--batch-window-ms", type=float, default=2.0,
+                    help="LANTERN_SYNC_BATCH_WINDOW_MS of the batching stack")
     args = ap.parse_args(argv)
+    if args.sync_grad_cam:
+        return sync_grad_cam(args)
     if not 1 <= args.requests <= 100_000 or not 1 <= args.concurrency <= 256:
         ap.error("--requests must be 1..100000 and --concurrency 1..256")
 

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
@@ -228,29 +230,66 @@ async def predict(
             details={"model": info.name, "modality": manifest.modality},
         )
 
-    def run() -> PredictResponse:
-        loaded = state.rt.load(info.name, info.version)
-        h, w = manifest.input_size
-        image = decode_image(
-            data,
-            state.rt.settings.max_pixels,
-            target_size=(w, h),
-            max_bytes=state.rt.settings.max_decode_bytes,
-        )
-        pixels = prepare_image(image, manifest).pixels
-        logits = loaded.scores(pixels[None])
-        probs = softmax(logits)[0]
-        k = min(req.top_k, probs.shape[0])
-        top = probs.argsort()[::-1][:k]
-        preds = [
-            Prediction(
-                index=int(i),
-                label=loaded.labels[int(i)],
-                score=float(probs[i]),
-                logit=float(logits[0, i]),
-            )
-            for i in top
-        ]
-        return PredictResponse(model=info.name, version=info.version, predictions=preds)
+    call = PredictCall(data, req.top_k, manifest)
+    batcher = state.batcher("predict", functools.partial(predict_batch, state))
+    if batcher is not None:  # one forward pass with the same model's requests meanwhile
+        return await state.in_batch(batcher, (info.name, info.version), call)
+    (answer,) = await run_in_threadpool(predict_batch, state, (info.name, info.version), [call])
+    if isinstance(answer, BaseException):
+        raise answer
+    return answer
 
-    return await run_in_threadpool(run)
+
+@dataclass(frozen=True)
+class PredictCall:
+    """One predict request: its image's bytes, how many classes, the model's manifest."""
+
+    data: bytes
+    top_k: int
+    manifest: ImageManifest
+
+
+def predict_batch(
+    state: ServiceState, key: tuple[str, str], calls: list[PredictCall]
+) -> list[PredictResponse | BaseException]:
+    """Predict requests of one model version, answered from one forward pass over their
+    stacked images; an image that cannot be decoded is that request's own error."""
+    name, version = key
+    loaded = state.rt.load(name, version)
+    answers: list[PredictResponse | BaseException | None] = [None] * len(calls)
+    pixels: list[Any] = []
+    for i, call in enumerate(calls):
+        h, w = call.manifest.input_size
+        try:
+            image = decode_image(
+                call.data,
+                state.rt.settings.max_pixels,
+                target_size=(w, h),
+                max_bytes=state.rt.settings.max_decode_bytes,
+            )
+            pixels.append(prepare_image(image, call.manifest).pixels)
+        except Exception as e:
+            answers[i] = e
+    ok = [i for i, a in enumerate(answers) if a is None]
+    if ok:
+        logits = loaded.scores(np.stack(pixels))
+        probs = softmax(logits)
+        for row, i in enumerate(ok):
+            k = min(calls[i].top_k, probs.shape[1])
+            top = probs[row].argsort()[::-1][:k]
+            preds = [
+                Prediction(
+                    index=int(c),
+                    label=loaded.labels[int(c)],
+                    score=float(probs[row, c]),
+                    logit=float(logits[row, c]),
+                )
+                for c in top
+            ]
+            answers[i] = PredictResponse(model=name, version=version, predictions=preds)
+    if state.rt.settings.sync_batch_window_ms > 0 and name not in state.batch_limits:
+        try:
+            state.batch_limits[name] = loaded.preferred_batch()
+        except Exception:  # an optimisation: without it, requests run one by one
+            state.batch_limits[name] = 1
+    return [a if a is not None else RuntimeError("no answer") for a in answers]

@@ -168,3 +168,53 @@ def test_a_lone_request_is_answered_by_the_batched_lane(
     r = on.post("/v1/explanations?wait=30", json=body("grad_cam", pngs(1, 11)[0], 2, {}))
     assert r.status_code == 200, r.text
     assert r.json()["target"]["index"] == 2
+
+
+def predict_concurrently(client: TestClient, images: list[str]) -> list[Any]:
+    out: list[Any] = [None] * len(images)
+    start = threading.Barrier(len(images))
+
+    def post(i: int) -> None:
+        start.wait()
+        out[i] = client.post("/v1/models/two/predict", json={"image": images[i], "top_k": 4})
+
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(len(images))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return out
+
+
+def test_concurrent_predicts_answer_as_sequential_ones(
+    clients: tuple[TestClient, TestClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    off, on = clients
+    images = pngs(N, 21)
+    images[5] = b64(b"not an image")
+    sequential = [
+        off.post("/v1/models/two/predict", json={"image": img, "top_k": 4}) for img in images
+    ]
+    state_of(on).batch_limits.setdefault("two", 8)
+    sizes: list[int] = []
+    original = LoadedModel.run
+
+    def counted(self: LoadedModel, x: Any, *a: Any, **k: Any) -> Any:
+        sizes.append(int(x.shape[0]))
+        return original(self, x, *a, **k)
+
+    monkeypatch.setattr(LoadedModel, "run", counted)
+    answers = predict_concurrently(on, images)
+    monkeypatch.undo()
+    for i, (r, s) in enumerate(zip(answers, sequential, strict=True)):
+        assert r.status_code == s.status_code, r.text
+        if i == 5:
+            assert r.status_code == 422 and r.json()["code"] == s.json()["code"]
+            continue
+        got, want = r.json()["predictions"], s.json()["predictions"]
+        assert [p["index"] for p in got] == [p["index"] for p in want]
+        np.testing.assert_allclose([p["score"] for p in got], [p["score"] for p in want],
+                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose([p["logit"] for p in got], [p["logit"] for p in want],
+                                   rtol=1e-5, atol=1e-5)
+    assert sum(sizes) == N - 1 and max(sizes) >= 2  # one forward over each batch

@@ -15,8 +15,10 @@ When a group is dispatched:
   ``slots`` batches run (a full lane gathers what arrives meanwhile into the next batch).
 
 Each caller gets a future of its own result or its own exception: the batch function
-returns one entry per call, a result or an exception; an exception it raises reaches every
-caller of that batch. Framework-free: threads and futures of the standard library.
+yields ``(index, result or exception)`` once per call, in any order, and each caller is
+answered as soon as its entry comes (a batch's first answers need not wait for its last);
+an exception the batch function raises reaches every caller of that batch not answered
+yet. Framework-free: threads and futures of the standard library.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -67,7 +69,7 @@ class MicroBatcher(Generic[K, I, R]):
 
     def __init__(
         self,
-        run_batch: Callable[[K, list[I]], Sequence[R | BaseException]],  # one entry per item
+        run_batch: Callable[[K, list[I]], Iterable[tuple[int, R | BaseException]]],
         *,
         executor: Executor,
         window_s: float,
@@ -166,27 +168,29 @@ class MicroBatcher(Generic[K, I, R]):
             self._cond.notify_all()
 
     def _run(self, key: K, calls: list[_Call[I, R]]) -> None:
+        pending = dict(enumerate(calls))
         try:
             with self._cond:
                 self.stats.batches += 1
                 self.stats.calls += len(calls)
                 self.stats.largest = max(self.stats.largest, len(calls))
             try:
-                out = list(self._run_batch(key, [c.item for c in calls]))
-                if len(out) != len(calls):
+                for index, res in self._run_batch(key, [c.item for c in calls]):
+                    call = pending.pop(index, None)
+                    if call is None:
+                        raise RuntimeError(f"the batch function answered item {index} twice")
+                    if isinstance(res, BaseException):
+                        call.future.set_exception(res)
+                    else:
+                        call.future.set_result(res)
+                if pending:
                     raise RuntimeError(
-                        f"the batch function answered {len(out)} entries for {len(calls)} calls"
+                        f"the batch function left {len(pending)} of {len(calls)} calls unanswered"
                     )
-            except BaseException as e:  # the whole batch failed: every caller hears it
-                for call in calls:
+            except BaseException as e:  # every caller not answered yet hears it
+                for call in pending.values():
                     call.future.set_exception(e)
                 if not isinstance(e, Exception):
                     raise
-                return
-            for call, res in zip(calls, out, strict=True):
-                if isinstance(res, BaseException):
-                    call.future.set_exception(res)
-                else:
-                    call.future.set_result(res)
         finally:
             self._done()

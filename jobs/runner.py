@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -515,36 +516,49 @@ def _completed(rt: Runtime, rec: JobRecord, run: Run, explanation: Explanation) 
 
 def run_here_batch(rt: Runtime, recs: list[JobRecord]) -> list[Outcome]:
     """:func:`run_here` for several jobs this process has just created, their methods run
+    as one batch where they can be (see :func:`run_here_batched`); the outcomes in order."""
+    outcomes = dict(run_here_batched(rt, recs))
+    return [outcomes[i] for i in range(len(recs))]
+
+
+def run_here_batched(rt: Runtime, recs: list[JobRecord]) -> Iterator[tuple[int, Outcome]]:
+    """:func:`run_here` for several jobs this process has just created, their methods run
     as one batch where they can be: each job keeps its own lease, attempt, fenced writes,
     result and outcome; jobs of the same method, model version and params whose method has
     a ``batch_fn`` share one call of it (one forward or VJP over the stacked inputs). A
     batch call that raises is retried one job at a time, so a failing job fails alone with
-    its own error."""
-    outcomes: list[Outcome | None] = [None] * len(recs)
-    with ExitStack() as stack:
+    its own error. Yields ``(index, outcome)`` as each job ends (its lease released), so
+    a caller answers the first before the last is stored."""
+    stacks: dict[int, ExitStack] = {}
+    try:
         runs: dict[int, Run] = {}
         for i, rec in enumerate(recs):
             logs.job_id.set(rec.id)
+            stack = ExitStack()
             try:
                 got = _enter_here(rt, rec, stack)
             except BackendUnavailable:
                 log.warning("job %s: the store is unavailable; it is re-queued later", rec.id)
                 got = Outcome("store_unavailable", rec)
             if isinstance(got, Outcome):
-                outcomes[i] = got
+                stack.close()
+                yield i, got
             else:
+                stacks[i] = stack
                 runs[i] = got
         started: dict[int, _Started] = {}
         for i, run in runs.items():
             rec = recs[i]
             logs.job_id.set(rec.id)
             try:
-                if not _mark_running(rt, rec, run):
-                    outcomes[i] = Outcome("superseded", rec)
+                if _mark_running(rt, rec, run):
+                    started[i] = _begin(rt, rec, run)
                     continue
-                started[i] = _begin(rt, rec, run)
+                out = Outcome("superseded", rec)
             except BaseException as e:
-                outcomes[i] = _guarded_failure(rt, rec, run, e)
+                out = _guarded_failure(rt, rec, run, e)
+            stacks.pop(i).close()
+            yield i, out
         groups: dict[tuple[int, str, str], list[int]] = {}
         for i, st in started.items():
             key = (id(st.job.spec), st.job.model.version, st.job.params.model_dump_json())
@@ -564,12 +578,14 @@ def run_here_batch(rt: Runtime, recs: list[JobRecord]) -> list[Outcome]:
                             job.model, job.item, st.objective, job.params, st.method_progress()
                         )
                     explanation = _finish(st, result)
-                    outcomes[i] = _completed(rt, rec, run, explanation)
+                    out = _completed(rt, rec, run, explanation)
                 except BaseException as e:
-                    outcomes[i] = _guarded_failure(rt, rec, run, e)
-    return [
-        o if o is not None else Outcome("missing", r) for o, r in zip(outcomes, recs, strict=True)
-    ]
+                    out = _guarded_failure(rt, rec, run, e)
+                stacks.pop(i).close()
+                yield i, out
+    finally:
+        for stack in stacks.values():  # a caller that stopped early: release the rest
+            stack.close()
 
 
 def _enter_here(rt: Runtime, rec: JobRecord, stack: ExitStack) -> Run | Outcome:

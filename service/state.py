@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -43,7 +43,7 @@ class ServiceState:
     _batchers_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def batcher(
-        self, name: str, run_batch: Callable[[Any, list[Any]], Sequence[Any]]
+        self, name: str, run_batch: Callable[[Any, list[Any]], Iterable[tuple[int, Any]]]
     ) -> MicroBatcher[Any, Any, Any] | None:
         """The sync lane's batcher ``name`` (running ``run_batch`` on the lane's threads,
         keys ``(model name, ...)`` up to that model's best batch), or None when batching is

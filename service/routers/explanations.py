@@ -5,6 +5,7 @@ import functools
 import json
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ from api_schemas.explanations import ExplanationRequest, ExplanationResult
 from api_schemas.jobs import JobState, JobStatus
 from engine.errors import InvalidInput, PayloadTooLarge, status_of
 from engine.methods.registry import get_method
-from jobs.runner import Outcome, run_here, run_here_batch
+from jobs.runner import Outcome, run_here, run_here_batched
 from jobs.store import JobRecord
 from service.auth import AUTH_RESPONSES, Principal, require_user
 from service.errors import error_response
@@ -96,32 +97,38 @@ def batch_key(req: ExplanationRequest) -> tuple[str, str, str]:
 
 def sync_answers(
     state: ServiceState, key: tuple[str, str, str], calls: list[SyncCall]
-) -> list[tuple[JobRecord, bytes | None] | BaseException]:
+) -> Iterator[tuple[int, tuple[JobRecord, bytes | None] | BaseException]]:
     """:func:`sync_answer` for requests batched together (one key): each is submitted and
-    answered on its own, and their jobs run as one batch (:func:`jobs.runner.run_here_batch`:
-    one method call over the stacked inputs). A request that fails gets its own error."""
-    answers: list[tuple[JobRecord, bytes | None] | BaseException | None] = [None] * len(calls)
-    submitted: list[tuple[int, JobRecord, bool]] = []
+    answered on its own, and their jobs run as one batch (:func:`jobs.runner.run_here_batched`:
+    one method call over the stacked inputs). Yields ``(index, answer)`` as each is ready; a
+    request that fails gets its own error."""
+    fresh: list[tuple[int, JobRecord]] = []
+    first: JobRecord | None = None
     for i, call in enumerate(calls):
         try:
             rec, created = submit(state, call.req, call.data, call.principal.name)
-            submitted.append((i, rec, created))
         except Exception as e:  # this request's own refusal
-            answers[i] = e
-    fresh = [(i, rec) for i, rec, created in submitted if created]
-    outcomes = dict(
-        zip([i for i, _ in fresh], run_here_batch(state.rt, [rec for _, rec in fresh]), strict=True)
-    )
-    for i, rec, _ in submitted:
-        call = calls[i]
-        try:
-            answers[i] = _answer(state, rec, outcomes.get(i), call.principal, call.outputs)
-        except Exception as e:
-            answers[i] = e
-    if key[0] not in state.batch_limits and submitted:
-        rec = submitted[0][1]
-        state.batch_limits[key[0]] = _best_batch(state, rec)
-    return [a if a is not None else RuntimeError("no answer") for a in answers]
+            yield i, e
+            continue
+        first = first or rec
+        if created:
+            fresh.append((i, rec))
+        else:  # the same request's job, run or running elsewhere: answered as it stands
+            yield i, _answered(state, rec, None, call)
+    for k, out in run_here_batched(state.rt, [rec for _, rec in fresh]):
+        i, rec = fresh[k]
+        yield i, _answered(state, rec, out, calls[i])
+    if first is not None and key[0] not in state.batch_limits:  # after the answers
+        state.batch_limits[key[0]] = _best_batch(state, first)
+
+
+def _answered(
+    state: ServiceState, rec: JobRecord, out: Outcome | None, call: SyncCall
+) -> tuple[JobRecord, bytes | None] | BaseException:
+    try:
+        return _answer(state, rec, out, call.principal, call.outputs)
+    except Exception as e:
+        return e
 
 
 def _best_batch(state: ServiceState, rec: JobRecord) -> int:

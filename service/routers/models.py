@@ -234,7 +234,9 @@ async def predict(
     batcher = state.batcher("predict", functools.partial(predict_batch, state))
     if batcher is not None:  # one forward pass with the same model's requests meanwhile
         return await state.in_batch(batcher, (info.name, info.version), call)
-    (answer,) = await run_in_threadpool(predict_batch, state, (info.name, info.version), [call])
+    ((_index, answer),) = await run_in_threadpool(
+        predict_batch, state, (info.name, info.version), [call]
+    )
     if isinstance(answer, BaseException):
         raise answer
     return answer
@@ -251,7 +253,7 @@ class PredictCall:
 
 def predict_batch(
     state: ServiceState, key: tuple[str, str], calls: list[PredictCall]
-) -> list[PredictResponse | BaseException]:
+) -> list[tuple[int, PredictResponse | BaseException]]:
     """Predict requests of one model version, answered from one forward pass over their
     stacked images; an image that cannot be decoded is that request's own error."""
     name, version = key
@@ -292,4 +294,4 @@ def predict_batch(
             state.batch_limits[name] = loaded.preferred_batch()
         except Exception:  # an optimisation: without it, requests run one by one
             state.batch_limits[name] = 1
-    return [a if a is not None else RuntimeError("no answer") for a in answers]
+    return [(i, a if a is not None else RuntimeError("no answer")) for i, a in enumerate(answers)]

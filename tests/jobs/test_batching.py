@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
@@ -23,7 +23,7 @@ class Recorder:
         self.blocking = threading.Event()
         self._lock = threading.Lock()
 
-    def __call__(self, key: str, items: list[str]) -> Sequence[str | BaseException]:
+    def __call__(self, key: str, items: list[str]) -> list[tuple[int, str | BaseException]]:
         with self._lock:
             self.batches.append((key, list(items)))
         if key == "block":
@@ -31,7 +31,9 @@ class Recorder:
             assert self.release.wait(10)
         if key == "boom":
             raise ValueError(f"boom {items}")
-        return [ValueError(f"bad {i}") if i == "bad" else f"{key}:{i}" for i in items]
+        return [
+            (n, ValueError(f"bad {i}") if i == "bad" else f"{key}:{i}") for n, i in enumerate(items)
+        ]
 
     def of(self, key: str) -> list[list[str]]:
         with self._lock:
@@ -194,3 +196,37 @@ def test_bad_arguments_are_refused(pool: ThreadPoolExecutor) -> None:
         batcher(Recorder(), pool, window_s=-1.0)
     with pytest.raises(ValueError):
         batcher(Recorder(), pool, window_s=0.0, slots=0)
+
+
+def test_answers_leave_as_the_batch_yields_them(pool: ThreadPoolExecutor) -> None:
+    """A batch function that yields its answers one by one (last first): each caller is
+    answered when its entry comes, before the batch ends; one left out hears an error."""
+    gate = threading.Event()
+    held = threading.Event()
+    release = threading.Event()
+
+    def stepwise(key: str, items: list[str]) -> Iterator[tuple[int, str]]:
+        if key == "block":
+            held.set()
+            assert release.wait(5)
+            yield 0, "block"
+            return
+        yield len(items) - 1, f"last {items[-1]}"
+        assert gate.wait(5)
+        for n in range(len(items) - 2):
+            yield n, items[n]
+
+    b: MicroBatcher[str, str, str] = MicroBatcher(
+        stepwise, executor=pool, window_s=0.0, slots=1, limit=lambda k: 8
+    )
+    blocker = b.submit("block", "x")
+    assert held.wait(5)
+    futures = [b.submit("k", str(i)) for i in range(3)]  # one batch, once the slot frees
+    release.set()
+    assert futures[2].result(5) == "last 2"
+    assert not futures[0].done()  # the last is answered before its batch ended
+    gate.set()
+    assert futures[0].result(5) == "0"
+    with pytest.raises(RuntimeError, match="unanswered"):
+        futures[1].result(5)
+    assert blocker.result(5) == "block"

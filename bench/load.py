@@ -13,8 +13,9 @@ Sends a fixed number of mixed requests with bounded concurrency:
 With ``--sync-grad-cam``: sync Grad-CAM only, at each of ``--levels`` (default 1, 4, 16, 64)
 concurrent clients, against two stacks up side by side — batching off
 (``LANTERN_SYNC_BATCH_WINDOW_MS=0``) and on (``--batch-window-ms``) — the levels taking
-turns between them (``--rounds`` times, the order swapped each round), after a warm-up of
-each; prints throughput and p50/p99 per level and setting (see :func:`sync_grad_cam`).
+turns between them (``--rounds`` times, the order rotated each round), after a warm-up of
+each — and a third, "forced", batching up to ``--forced-batch`` whether the model gains from
+batches or not; prints throughput and p50/p99 per level and setting (see :func:`sync_grad_cam`).
 
 Every request carries a distinct (image, target) pair — the images are small random
 perturbations of skimage's chelsea — so nothing is answered from the result store.
@@ -371,18 +372,21 @@ def sync_grad_cam(args: argparse.Namespace) -> int:
     images = perturbed_images(args.images)
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     print(f"{when}; {host_line()}; load average before: {os.getloadavg()}; work dir {root}")
-    settings = {"off": "0", "on": str(args.batch_window_ms)}
+    window = {"LANTERN_SYNC_BATCH_WINDOW_MS": str(args.batch_window_ms)}
+    settings: dict[str, dict[str, str]] = {"off": {"LANTERN_SYNC_BATCH_WINDOW_MS": "0"},
+                                           "on": window}
+    if args.forced_batch:  # batches of this many whether the runtime gains from them or not
+        settings["forced"] = {**window, "LANTERN_FORWARD_BATCH": str(args.forced_batch)}
     results: dict[tuple[int, str], list[tuple[Stats, float]]] = {}
     next_request = {name: 0 for name in settings}
     bad = False
     with contextlib.ExitStack() as stack:
         bases = {
             name: stack.enter_context(
-                api_stack(root / name, args, {"LANTERN_SYNC_BATCH_WINDOW_MS": ms,
-                                               "LANTERN_BUILTIN_MODELS": f'["{MODEL}"]'},
+                api_stack(root / name, args, {**env, "LANTERN_BUILTIN_MODELS": f'["{MODEL}"]'},
                           worker=False)
             )
-            for name, ms in settings.items()
+            for name, env in settings.items()
         }
         print(f"stacks up: {bases}; load average {os.getloadavg()}")
         for name, base in bases.items():  # warm-up: sessions, the best batch, buckets
@@ -397,7 +401,8 @@ def sync_grad_cam(args: argparse.Namespace) -> int:
         for round_ in range(args.rounds):
             for c in levels:
                 n = max(args.per_level, 4 * c)
-                for name in order if (round_ + c) % 2 == 0 else order[::-1]:
+                turn = (round_ + c) % len(order)  # each setting first, last, in between
+                for name in order[turn:] + order[:turn]:
                     stats, wall = asyncio.run(
                         grad_cam_level(bases[name], images, next_request[name], n, c,
                                        args.request_timeout)
@@ -406,7 +411,7 @@ def sync_grad_cam(args: argparse.Namespace) -> int:
                     results.setdefault((c, name), []).append((stats, wall))
                     ms = [x * 1000 for x in stats.latencies]
                     print(
-                        f"round {round_ + 1} clients {c:>3} batching {name:>3}: "
+                        f"round {round_ + 1} clients {c:>3} batching {name:>6}: "
                         f"{stats.ok}/{n} ok, {stats.ok / wall:6.2f} req/s, p50 "
                         f"{percentile(ms, 50):6.1f} ms, p99 {percentile(ms, 99):6.1f} ms; "
                         f"load {os.getloadavg()[0]:.2f}",
@@ -415,7 +420,7 @@ def sync_grad_cam(args: argparse.Namespace) -> int:
                     bad |= stats.server_errors > 0 or stats.lost > 0 or stats.ok < n
     print(f"\nload average after: {os.getloadavg()}; "
           f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}\n")
-    print(sync_table(results, levels))
+    print(sync_table(results, levels, list(settings)))
     if bad:
         print("\nFAIL: errors, lost or unanswered requests")
         return 1
@@ -423,17 +428,19 @@ def sync_grad_cam(args: argparse.Namespace) -> int:
     return 0
 
 
-def sync_table(results: dict[tuple[int, str], list[tuple[Stats, float]]], levels: list[int]) -> str:
-    """Per level and setting, all rounds pooled: requests, throughput, p50/p99; and on's
-    throughput over off's."""
+def sync_table(
+    results: dict[tuple[int, str], list[tuple[Stats, float]]], levels: list[int], names: list[str]
+) -> str:
+    """Per level and setting, all rounds pooled: requests, throughput, p50/p99; and each
+    setting's throughput and p99 over off's."""
     lines = [
         "| clients | batching | requests | ok | throughput req/s | p50 ms | p99 ms "
-        "| throughput on ÷ off | p99 on ÷ off |",
+        "| throughput ÷ off | p99 ÷ off |",
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in levels:
         pooled: dict[str, tuple[float, float, float, int, int]] = {}
-        for name in ("off", "on"):
+        for name in names:
             runs = results.get((c, name), [])
             ms = [x * 1000 for s, _ in runs for x in s.latencies]
             ok = sum(s.ok for s, _ in runs)
@@ -442,10 +449,10 @@ def sync_table(results: dict[tuple[int, str], list[tuple[Stats, float]]], levels
             wall = sum(w for _, w in runs)
             pooled[name] = (ok / wall if wall else float("nan"), percentile(ms, 50),
                             percentile(ms, 99), n, ok)
-        for name in ("off", "on"):
+        for name in names:
             tput, p50, p99, n, ok = pooled[name]
             ratio = (f"{tput / pooled['off'][0]:.2f}×", f"{p99 / pooled['off'][2]:.2f}×") \
-                if name == "on" else ("", "")
+                if name != "off" else ("", "")
             lines.append(f"| {c} | {name} | {n} | {ok} | {tput:.2f} | {p50:.0f} | {p99:.0f} "
                          f"| {ratio[0]} | {ratio[1]} |")
     return "\n".join(lines)
@@ -472,6 +479,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--batch-window-ms", type=float, default=2.0,
                     help="LANTERN_SYNC_BATCH_WINDOW_MS of the batching stack")
+    ap.add_argument("--forced-batch", type=int, default=8,
+                    help="a third stack batching up to this many whatever the measured gain "
+                    "(LANTERN_FORWARD_BATCH); 0 = none")
     args = ap.parse_args(argv)
     if args.sync_grad_cam:
         return sync_grad_cam(args)

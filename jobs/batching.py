@@ -194,3 +194,19 @@ class MicroBatcher(Generic[K, I, R]):
                     raise
         finally:
             self._done()
+
+
+#: How much faster per item a batch must run than one item alone to be worth gathering:
+#: where the runtime gains nothing from batching (ONNX Runtime on a few CPU cores), a batch
+#: only makes its first callers wait for its last.
+MIN_GAIN = 0.10
+
+
+def gainful_batch(per_item_s: dict[int, float], min_gain: float = MIN_GAIN) -> int:
+    """The batch to gather from measured seconds per item by batch size (1 included): the
+    fastest batch when it runs at least ``min_gain`` faster per item than 1 alone, else 1
+    (no batching)."""
+    if 1 not in per_item_s:
+        raise ValueError("the timings need batch 1")
+    best = min(per_item_s, key=lambda b: (per_item_s[b], b))
+    return best if per_item_s[best] <= per_item_s[1] * (1.0 - min_gain) else 1

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
@@ -18,6 +19,9 @@ from api_schemas.explanations import ExplanationRequest, ExplanationResult
 from api_schemas.jobs import JobState, JobStatus
 from engine.errors import InvalidInput, PayloadTooLarge, status_of
 from engine.methods.registry import get_method
+from engine.models.batching import BATCH_CANDIDATES, time_per_image
+from engine.models.runtime import LoadedModel
+from jobs.batching import gainful_batch
 from jobs.runner import Outcome, run_here, run_here_batched
 from jobs.store import JobRecord
 from service.auth import AUTH_RESPONSES, Principal, require_user
@@ -132,16 +136,40 @@ def _answered(
 
 
 def _best_batch(state: ServiceState, rec: JobRecord) -> int:
-    """The most requests of this job's model per batch: an image model's measured best
-    batch (``preferred_batch``); 1 for the others (their sync methods run one by one)."""
-    model = state.rt.load(rec.model, rec.version)
-    if model.modality != "image":
-        return 1
+    """The most requests of this job's model per batch (see :func:`best_batch`)."""
     try:
-        return model.preferred_batch()
+        return best_batch(state, state.rt.load(rec.model, rec.version))
     except Exception:  # an optimisation: without it, requests run one by one
         log.warning("no best batch for %s", rec.model, exc_info=True)
         return 1
+
+
+def best_batch(state: ServiceState, model: LoadedModel) -> int:
+    """How many sync requests of ``model`` to gather per batch: a fixed-batch model's batch
+    (it pads every call to it), the operator's ``LANTERN_FORWARD_BATCH`` when set, a remote
+    predictor's batch; else measured: the forward pass timed per image at batch 1 and at
+    the candidates up to ``max_batch``, and the fastest batch kept only where it runs at
+    least :data:`jobs.batching.MIN_GAIN` faster per image than one alone
+    (:func:`jobs.batching.gainful_batch`). Non-image models: 1."""
+    if model.modality != "image":
+        return 1
+    settings = state.rt.settings
+    if model.fixed_batch or settings.forward_batch or model.remote is not None:
+        return model.preferred_batch()
+    h, w = model.input_hw
+    pixels = np.random.default_rng(0).uniform(0, 255, (1, h, w, 3)).astype(np.float32)
+    one = model.to_model_input(pixels)
+
+    def run(b: int) -> None:
+        x = np.ascontiguousarray(np.repeat(one, b, axis=0))
+        model.session.run([model.output_name], {model.input_name: x})
+
+    sizes = [1, *(b for b in BATCH_CANDIDATES if b <= settings.max_batch)]
+    timings = time_per_image(run, sizes)
+    chosen = gainful_batch(timings)
+    log.info("sync batching of %s: %s ms per image by batch; gathering up to %d",
+             model.name, {b: round(t * 1000, 2) for b, t in timings.items()}, chosen)
+    return chosen
 
 
 def _inline(schema: dict[str, Any]) -> dict[str, Any]:

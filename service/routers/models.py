@@ -290,8 +290,10 @@ def predict_batch(
             ]
             answers[i] = PredictResponse(model=name, version=version, predictions=preds)
     if state.rt.settings.sync_batch_window_ms > 0 and name not in state.batch_limits:
+        from service.routers.explanations import best_batch  # the explanations' measure
+
         try:
-            state.batch_limits[name] = loaded.preferred_batch()
+            state.batch_limits[name] = best_batch(state, loaded)
         except Exception:  # an optimisation: without it, requests run one by one
             state.batch_limits[name] = 1
     return [(i, a if a is not None else RuntimeError("no answer")) for i, a in enumerate(answers)]

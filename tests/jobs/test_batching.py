@@ -10,7 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
-from jobs.batching import BatcherClosed, MicroBatcher
+from jobs.batching import BatcherClosed, MicroBatcher, gainful_batch
 
 
 class Recorder:
@@ -230,3 +230,15 @@ def test_answers_leave_as_the_batch_yields_them(pool: ThreadPoolExecutor) -> Non
     with pytest.raises(RuntimeError, match="unanswered"):
         futures[1].result(5)
     assert blocker.result(5) == "block"
+
+
+def test_gainful_batch_keeps_a_batch_only_where_it_pays() -> None:
+    # ONNX Runtime on two CPU cores: batches no faster per image than one alone -> 1
+    assert gainful_batch({1: 6.2e-3, 4: 6.0e-3, 8: 5.7e-3, 16: 6.4e-3}) == 1
+    # a GPU: batch 16 four times faster per image -> 16 (the fastest)
+    assert gainful_batch({1: 4e-3, 4: 1.5e-3, 8: 1.1e-3, 16: 1.0e-3}) == 16
+    assert gainful_batch({1: 10.0, 8: 8.9}) == 8  # 11% faster: at least MIN_GAIN
+    assert gainful_batch({1: 10.0, 8: 9.1}) == 1  # 9%: not worth the wait
+    assert gainful_batch({1: 10.0, 4: 5.0, 8: 5.0}) == 4  # a tie: the smaller batch
+    with pytest.raises(ValueError):
+        gainful_batch({4: 1.0})

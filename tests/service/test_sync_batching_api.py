@@ -26,9 +26,10 @@ from service.state import ServiceState
 N = 8
 
 
-def app_client(data: Path, window_ms: float) -> TestClient:
+def app_client(data: Path, window_ms: float, forward_batch: int = 8) -> TestClient:
     settings = Settings(
-        data_dir=data, builtin_model=False, sync_batch_window_ms=window_ms, forward_batch=8
+        data_dir=data, builtin_model=False, sync_batch_window_ms=window_ms,
+        forward_batch=forward_batch,
     )
     client = TestClient(create_app(settings))
     return client
@@ -218,3 +219,20 @@ def test_concurrent_predicts_answer_as_sequential_ones(
         np.testing.assert_allclose([p["logit"] for p in got], [p["logit"] for p in want],
                                    rtol=1e-5, atol=1e-5)
     assert sum(sizes) == N - 1 and max(sizes) >= 2  # one forward over each batch
+
+
+def test_the_best_batch_is_measured_or_the_operators(
+    clients: tuple[TestClient, TestClient], tmp_path: Path
+) -> None:
+    """Measured: a batch size the model was timed at (1: no gain from batching); with
+    LANTERN_FORWARD_BATCH (here 8) that batch, whatever the timings."""
+    from service.routers.explanations import best_batch
+
+    _, on = clients
+    state = state_of(on)
+    model = state.rt.load("two")
+    assert best_batch(state, model) == 8  # the fixture's LANTERN_FORWARD_BATCH
+    with app_client(tmp_path, 5.0, forward_batch=0) as c:
+        register(c)
+        measured = state_of(c)
+        assert best_batch(measured, measured.rt.load("two")) in (1, 4, 8, 16)

@@ -94,9 +94,11 @@ class SyncCall:
 
 
 def batch_key(req: ExplanationRequest) -> tuple[str, str, str]:
-    """Which sync requests may share a batch: the same model, method and params (the
-    objective and the input are each request's own)."""
-    return req.model, req.method, json.dumps(req.params, sort_keys=True, default=str)
+    """Which sync requests may share a batch: the same model, method, params and quality
+    metrics (the objective and the input are each request's own; a request that asks for
+    metrics, many passes more, never holds up requests that do not)."""
+    fixed = {"params": req.params, "metrics": req.metrics}
+    return req.model, req.method, json.dumps(fixed, sort_keys=True, default=str)
 
 
 def sync_answers(

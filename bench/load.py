@@ -397,6 +397,10 @@ def sync_grad_cam(args: argparse.Namespace) -> int:
                 )
                 next_request[name] += n
                 print(f"warm-up {name} x{c}: {stats.ok}/{n} ok")
+            log = root / name / "api.log"
+            for line in log.read_text(errors="replace").splitlines():
+                if "sync batching of" in line:  # the batch the API measured (best_batch)
+                    print(f"{name}: {line[-220:]}")
         order = list(settings)
         for round_ in range(args.rounds):
             for c in levels:

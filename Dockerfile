@@ -4,11 +4,15 @@
 #   worker : `lantern worker --concurrency 2` (docker-compose.yml overrides the command)
 FROM python:3.11-slim
 
+# NUMBA_CACHE_DIR on the data volume: UMAP maps (umap-learn, pynndescent) compile numba
+# code; a process's first stored map compiled ~60 s of it (bench/RESULTS.md), cached there
+# once for every worker that mounts the volume.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    LANTERN_DATA_DIR=/data
+    LANTERN_DATA_DIR=/data \
+    NUMBA_CACHE_DIR=/data/numba-cache
 
 WORKDIR /app
 

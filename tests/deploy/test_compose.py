@@ -77,7 +77,11 @@ def test_dockerfile_shape(instructions: list[tuple[str, str]]) -> None:
     assert _only(instructions, "FROM") == ["python:3.11-slim"]
     runs = _only(instructions, "RUN")
     assert any("pip install --no-cache-dir ." in r for r in runs)
-    assert dockerfile_env(instructions)["LANTERN_DATA_DIR"] == "/data"
+    env = dockerfile_env(instructions)
+    assert env["LANTERN_DATA_DIR"] == "/data"
+    # numba's compiled code (UMAP maps) cached on the shared data volume, where the
+    # non-root user can write and every worker that mounts it finds it
+    assert env["NUMBA_CACHE_DIR"].startswith(env["LANTERN_DATA_DIR"] + "/")
     assert _only(instructions, "EXPOSE") == ["8000"]
 
     users = _only(instructions, "USER")

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 import lantern.cli as cli
+from engine.models.store import parse_manifest
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "KSERVE.md"
 
@@ -59,3 +60,11 @@ def test_the_probed_paths_exist() -> None:
 
     paths = {getattr(r, "path", "") for r in router.routes}
     assert {"/v2/health/ready", "/v2/health/live", "/v1/models/{name}:explain"} <= paths
+
+
+def test_the_remote_predictor_manifest_is_one_lantern_accepts() -> None:
+    """docs/KSERVE.md's manifest with a ``predictor`` parses as Lantern parses an upload's."""
+    (block,) = re.findall(r"```json\n(.*?)```", DOC.read_text(), flags=re.S)
+    m = parse_manifest(block)
+    assert m.predictor is not None and m.predictor.url.startswith("http://")
+    assert m.predictor.model == m.name and len(m.labels) == 10

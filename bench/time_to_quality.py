@@ -182,7 +182,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--data-dir", type=Path, default=OUT / "data")
     ap.add_argument("--json", type=Path, default=OUT / "time_to_quality.json")
+    ap.add_argument("--merge", default="", help="only summarise these JSON files (comma-separated)")
     args = ap.parse_args(argv)
+    if args.merge:
+        merged = [r for f in args.merge.split(",") for r in json.loads(Path(f).read_text())]
+        summarise(merged)
+        compare(merged)
+        return 0
 
     import importlib
 
@@ -412,6 +418,35 @@ def summarise(rows: list[dict[str, Any]]) -> None:
         ms = statistics.median(r["tq_seconds"] for r in ok) if ok else float("nan")
         mr = statistics.median(rs) if rs else float("nan")
         print(f"| {method} | {run} | {len(sel)} | {len(ok)} | {mp:.0f} | {ms:.2f} | {mr:.4f} |")
+
+
+def compare(rows: list[dict[str, Any]]) -> None:
+    """Per photo and method: Lantern auto against the fixed default and each peer, each to
+    the quality (passes; seconds; the peer's seconds / Lantern's). ``-`` where a run did not
+    reach it (a peer's "> s" is then its seconds at the top of the ladder)."""
+    print("\n| photo | method | lantern run | passes | s | fixed default passes (r) | "
+          "passes / default | peer | peer passes | peer s | peer s / lantern s |")
+    print("|---|---|---|---:|---:|---|---:|---|---:|---:|---:|")
+    for photo_, method in sorted({(r["photo"], r["method"]) for r in rows}):
+        sel = [r for r in rows if r["photo"] == photo_ and r["method"] == method]
+        fixed = [r for r in sel if r["run"] == f"lantern fixed {DEFAULTS[method]}"]
+        fx = (f"{fixed[0]['passes']} ({fixed[0]['r']:.3f})" if fixed else "-")
+        peers = [r for r in sel if not r["run"].startswith("lantern")]
+        for r in [r for r in sel if r["run"].startswith("lantern auto")]:
+            ok = r.get("tq_passes") is not None
+            ratio = f"{r['passes'] / DEFAULTS[method]:.2f}" if ok else "-"
+            for p in peers or [None]:
+                if p is None:
+                    pcols = "- | - | - | -"
+                else:
+                    pok = p.get("tq_passes") is not None
+                    ps = p["tq_seconds"] if pok else p["seconds"]
+                    sp = (f"{ps / r['seconds']:.1f}" if ok else "-") + ("" if pok else " (>)")
+                    pcols = (f"{p['run']} | {p['passes'] if pok else '>' + str(p['passes'])} | "
+                             f"{'' if pok else '> '}{ps:.2f} | {sp}")
+                print(f"| {photo_} | {method} | {r['run']} (r {r['r']:.3f}) | "
+                      f"{r['passes'] if ok else '-'} | {r['seconds']:.2f} | {fx} | {ratio} | "
+                      f"{pcols} |")
 
 
 if __name__ == "__main__":

@@ -127,10 +127,11 @@ def explanation_form(
     target: Target,
     params: Mapping[str, Any] | None,
     objective: Mapping[str, Any] | None = None,
+    callback_url: str | None = None,
 ) -> dict[str, str]:
     """The multipart text fields of POST /v1/explanations (the image goes in ``file``);
     an ``objective`` (e.g. ``{"kind": "channel", "layer": ..., "channel": 3}``) replaces
-    the ``target`` class."""
+    the ``target`` class; ``callback_url`` is POSTed the job's status when it ends."""
     form = {
         "model": model,
         "method": method,
@@ -141,6 +142,8 @@ def explanation_form(
         form["objective"] = json.dumps(dict(objective))
     else:
         form["target"] = str(target)
+    if callback_url is not None:
+        form["callback_url"] = callback_url
     return form
 
 

@@ -103,6 +103,12 @@ class LanternClient:
 
     # -- datasets -----------------------------------------------------------------------
 
+    def callback_secret(self) -> str:
+        """The secret that signs this key's completion callbacks (verify them with
+        ``jobs.callbacks.verify`` or docs/CALLBACKS.md's recipe)."""
+        r = c.check(self._http.get("/v1/keys/me/callback-secret"))
+        return str(r.json()["secret"])
+
     def list_datasets(self) -> list[DatasetInfo]:
         from api_schemas.datasets import DatasetList
 
@@ -178,6 +184,7 @@ class LanternClient:
         params: Mapping[str, Any] | None,
         wait: float | None,
         objective: Mapping[str, Any] | None = None,
+        callback_url: str | None = None,
     ) -> ExplanationResult | JobStatus:
         fname, data = c.image_bytes(image)
         query = {"wait": repr(float(wait))} if wait else {}
@@ -185,7 +192,7 @@ class LanternClient:
             "/v1/explanations",
             params=query,
             files={"file": (fname, data)},
-            data=c.explanation_form(model, method, target, params, objective),
+            data=c.explanation_form(model, method, target, params, objective, callback_url),
             timeout=self.timeout + (wait or 0.0),
         )
         return c.explanation_answer(r)
@@ -199,10 +206,11 @@ class LanternClient:
         params: Mapping[str, Any] | None = None,
         *,
         objective: Mapping[str, Any] | None = None,
+        callback_url: str | None = None,
     ) -> JobStatus:
         """Submit an explanation job; its status (already succeeded when it was cached)."""
         answer = self._post_explanation(
-            image, model, method, target, params, None, objective
+            image, model, method, target, params, None, objective, callback_url
         )
         return self.job(answer.job) if isinstance(answer, ExplanationResult) else answer
 
@@ -215,6 +223,7 @@ class LanternClient:
         params: Mapping[str, Any] | None = None,
         *,
         objective: Mapping[str, Any] | None = None,
+        callback_url: str | None = None,
         wait: float | None = None,
         poll: bool = True,
         progress: c.ProgressCallback | None = None,
@@ -228,11 +237,13 @@ class LanternClient:
         have passed, calling ``progress(value, state)``. With ``poll=False`` an unfinished
         job raises :class:`LanternTimeoutError` at once. A failed or cancelled job raises
         :class:`LanternAPIError`. ``objective`` names what to explain instead of the
-        ``target`` class (a channel, a neuron, a layer's norm, a direction).
+        ``target`` class (a channel, a neuron, a layer's norm, a direction). With
+        ``callback_url`` the API also POSTs the job's status there when it ends (signed; the
+        host must be in the server's ``LANTERN_CALLBACK_HOSTS``: docs/CALLBACKS.md).
         """
         deadline = time.monotonic() + timeout
         answer = self._post_explanation(
-            image, model, method, target, params, wait, objective
+            image, model, method, target, params, wait, objective, callback_url
         )
         if isinstance(answer, ExplanationResult):
             if progress is not None:

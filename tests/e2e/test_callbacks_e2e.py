@@ -4,6 +4,7 @@ docs/CALLBACKS.md's receiver run as written there, and one that fails twice."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -20,6 +21,7 @@ import httpx
 import pytest
 
 from jobs.callbacks import verify
+from lantern_client import AsyncLanternClient, LanternAPIError, LanternClient
 from lantern_testing.api import register_tiny
 from lantern_testing.images import b64, png_bytes, solid
 from lantern_testing.processes import LANTERN, Proc, free_port, redis_server, wait_for
@@ -156,6 +158,41 @@ def test_retried_after_the_receiver_fails_twice(stack: dict[str, Any]) -> None:
         for c in recv.calls:
             assert verify(secret, c["body"], c["headers"]["X-Lantern-Signature"], time.time())
         assert json.loads(recv.calls[0]["body"])["state"] == "succeeded"
+    finally:
+        recv.close()
+
+
+def test_the_python_clients_pass_a_callback_url(stack: dict[str, Any]) -> None:
+    """LanternClient.submit and AsyncLanternClient.explain send ``callback_url`` (multipart
+    field): each job's status reaches the receiver, signed; a refused host is the API's 422."""
+    base = str(stack["client"].base_url)
+    recv = FlakyReceiver(fail=0)
+    try:
+        with LanternClient(base, api_key=KEY) as lc:
+            secret = lc.callback_secret()
+            status = lc.submit(png_bytes(solid(8, (0, 0, 250))), "tiny", "occlusion",
+                               params={"window": 2, "stride": 2}, callback_url=recv.url)
+            with pytest.raises(LanternAPIError) as refused:
+                lc.submit(png_bytes(solid(8, (9, 9, 9))), "tiny", "occlusion",
+                          params={"window": 2, "stride": 2},
+                          callback_url="http://192.168.1.10/hook")
+            assert refused.value.code == "callback_not_allowed"
+
+        async def via_async() -> str:
+            async with AsyncLanternClient(base, api_key=KEY) as ac:
+                result = await ac.explain(png_bytes(solid(8, (250, 250, 0))), "tiny",
+                                          "occlusion", params={"window": 2, "stride": 2},
+                                          callback_url=recv.url, timeout=120)
+                assert await ac.callback_secret() == secret
+                return result.job
+
+        other = asyncio.run(via_async())
+        wait_for(lambda: len(recv.calls) >= 2, 120, "both callbacks")
+        bodies = {json.loads(c["body"])["id"]: c for c in recv.calls}
+        assert set(bodies) == {status.id, other}
+        for c in bodies.values():
+            assert verify(secret, c["body"], c["headers"]["X-Lantern-Signature"], time.time())
+            assert json.loads(c["body"])["state"] == "succeeded"
     finally:
         recv.close()
 

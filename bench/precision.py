@@ -68,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lime-samples", type=int, default=1000)
     ap.add_argument("--fp16", action="store_true")
+    ap.add_argument("--head", default="int8,fp32",
+                    help="int8: quantise every node; fp32: keep the node producing the "
+                         "logits (the final Gemm) in float (its uint8 output otherwise rounds "
+                         "the logit to steps larger than most occlusion drops)")
     ap.add_argument("--data-dir", type=Path, default=OUT / "data")
     ap.add_argument("--json", type=Path, default=OUT / "precision.json")
     args = ap.parse_args(argv)
@@ -133,21 +137,29 @@ def main(argv: list[str] | None = None) -> int:
     quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
     variants: dict[str, Path] = {}
     notes: dict[str, str] = {}
+    import onnx
+
+    graph = onnx.load(str(pre)).graph
+    out_name = graph.output[0].name
+    head = [n.name for n in graph.node if out_name in n.output]
     for fmt in args.formats.split(","):
-        dst = work / f"int8-{fmt}.onnx"
-        t0 = time.perf_counter()
-        quantize_static(
-            str(pre), str(dst), Reader(),
-            quant_format=QuantFormat.QDQ if fmt == "qdq" else QuantFormat.QOperator,
-            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
-        )
-        print(f"# int8 {fmt}: quantised in {time.perf_counter() - t0:.1f} s "
-              f"({dst.stat().st_size / 1e6:.1f} MB vs {src.stat().st_size / 1e6:.1f} MB), "
-              f"calibration {len(calib)} inputs from {args.calibration}", flush=True)
-        variants[f"int8 {fmt}"] = dst
+        for hd in args.head.split(","):
+            label = f"int8 {fmt}" + (", head fp32" if hd == "fp32" else "")
+            dst = work / f"int8-{fmt}-head-{hd}.onnx"
+            t0 = time.perf_counter()
+            quantize_static(
+                str(pre), str(dst), Reader(),
+                quant_format=QuantFormat.QDQ if fmt == "qdq" else QuantFormat.QOperator,
+                per_channel=True, activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                nodes_to_exclude=head if hd == "fp32" else [],
+            )
+            print(f"# {label}: quantised in {time.perf_counter() - t0:.1f} s "
+                  f"({dst.stat().st_size / 1e6:.1f} MB vs {src.stat().st_size / 1e6:.1f} MB), "
+                  f"calibration {len(calib)} inputs from {args.calibration}"
+                  + (f", excluded {head}" if hd == "fp32" else ""), flush=True)
+            variants[label] = dst
     if args.fp16:
-        import onnx
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
         dst = work / "fp16.onnx"

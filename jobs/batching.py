@@ -168,32 +168,54 @@ class MicroBatcher(Generic[K, I, R]):
             self._cond.notify_all()
 
     def _run(self, key: K, calls: list[_Call[I, R]]) -> None:
-        pending = dict(enumerate(calls))
-        try:
-            with self._cond:
-                self.stats.batches += 1
-                self.stats.calls += len(calls)
-                self.stats.largest = max(self.stats.largest, len(calls))
+        """Run this batch, then — on the same thread, no hand-off — every batch due by the
+        time it ends (a busy lane goes from one batch to the next)."""
+        batch: tuple[K, list[_Call[I, R]]] | None = (key, calls)
+        while batch is not None:
             try:
-                for index, res in self._run_batch(key, [c.item for c in calls]):
-                    call = pending.pop(index, None)
-                    if call is None:
-                        raise RuntimeError(f"the batch function answered item {index} twice")
-                    if isinstance(res, BaseException):
-                        call.future.set_exception(res)
-                    else:
-                        call.future.set_result(res)
-                if pending:
-                    raise RuntimeError(
-                        f"the batch function left {len(pending)} of {len(calls)} calls unanswered"
-                    )
-            except BaseException as e:  # every caller not answered yet hears it
-                for call in pending.values():
-                    call.future.set_exception(e)
-                if not isinstance(e, Exception):
-                    raise
-        finally:
-            self._done()
+                self._run_one(*batch)
+            except BaseException:  # not an error (KeyboardInterrupt, ...): stop here
+                self._done()
+                raise
+            with self._cond:
+                self._busy -= 1
+                got = None if self._closed else self._take(time.monotonic())
+                batch = None
+                if isinstance(got, tuple):
+                    self._busy += 1
+                    batch = got
+                self._cond.notify_all()
+            if batch is not None:
+                live = [c for c in batch[1] if c.future.set_running_or_notify_cancel()]
+                if not live:
+                    self._done()
+                    return
+                batch = (batch[0], live)
+
+    def _run_one(self, key: K, calls: list[_Call[I, R]]) -> None:
+        pending = dict(enumerate(calls))
+        with self._cond:
+            self.stats.batches += 1
+            self.stats.calls += len(calls)
+            self.stats.largest = max(self.stats.largest, len(calls))
+        try:
+            for index, res in self._run_batch(key, [c.item for c in calls]):
+                call = pending.pop(index, None)
+                if call is None:
+                    raise RuntimeError(f"the batch function answered item {index} twice")
+                if isinstance(res, BaseException):
+                    call.future.set_exception(res)
+                else:
+                    call.future.set_result(res)
+            if pending:
+                raise RuntimeError(
+                    f"the batch function left {len(pending)} of {len(calls)} calls unanswered"
+                )
+        except BaseException as e:  # every caller not answered yet hears it
+            for call in pending.values():
+                call.future.set_exception(e)
+            if not isinstance(e, Exception):
+                raise
 
 
 #: How much faster per item a batch must run than one item alone to be worth gathering:

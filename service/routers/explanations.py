@@ -295,8 +295,8 @@ async def respond(
         # with the same model's, method's and params' requests arriving meanwhile
         batcher = (
             state.batcher("explain", functools.partial(sync_answers, state))
-            if spec.batch_fn is not None
-            else None
+            if spec.batch_fn is not None and state.batch_limits.get(req.model) != 1
+            else None  # a model measured to gain nothing from batches: the plain lane
         )
         if batcher is not None:
             rec, body = await state.in_batch(

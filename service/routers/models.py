@@ -231,8 +231,14 @@ async def predict(
         )
 
     call = PredictCall(data, req.top_k, manifest)
-    batcher = state.batcher("predict", functools.partial(predict_batch, state))
-    if batcher is not None:  # one forward pass with the same model's requests meanwhile
+    # one forward pass with the same model's requests meanwhile (unless measured to gain
+    # nothing from batches)
+    batcher = (
+        state.batcher("predict", functools.partial(predict_batch, state))
+        if state.batch_limits.get(info.name) != 1
+        else None
+    )
+    if batcher is not None:
         return await state.in_batch(batcher, (info.name, info.version), call)
     ((_index, answer),) = await run_in_threadpool(
         predict_batch, state, (info.name, info.version), [call]

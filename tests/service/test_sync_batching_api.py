@@ -46,10 +46,10 @@ def register(client: TestClient) -> None:
 
 @pytest.fixture(scope="module")
 def clients(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, TestClient]]:
-    """(batching off, batching on with a 150 ms window): two apps, the same model."""
+    """(batching off, batching on with a 500 ms window): two apps, the same model."""
     with (
         app_client(tmp_path_factory.mktemp("off"), 0.0) as off,
-        app_client(tmp_path_factory.mktemp("on"), 150.0) as on,
+        app_client(tmp_path_factory.mktemp("on"), 500.0) as on,
     ):
         register(off)
         register(on)
@@ -116,8 +116,9 @@ def test_concurrent_sync_requests_answer_as_sequential_ones(
     assert "explain" not in state_of(off).batchers  # off: the one-by-one path
     found = state_of(on).batchers.get("explain")
     before = (0, 0) if found is None else (found.stats.batches, found.stats.calls)
-    # the first batch of a model measures its best batch (1 call per batch until then)
-    state_of(on).batch_limits.setdefault("two", 8)
+    # the first batch of a model measures its best batch (1 call per batch until then);
+    # N - 1: after the first request (alone: an idle lane), the rest fill one batch
+    state_of(on).batch_limits["two"] = N - 1
     sizes: list[int] = []  # the batch of every forward (probe) or VJP the methods ran
     for name in ("vjp", "probe"):
         original = getattr(LoadedModel, name)
@@ -150,7 +151,7 @@ def test_a_refused_request_in_a_batch_fails_alone(
     clients: tuple[TestClient, TestClient],
 ) -> None:
     _, on = clients
-    state_of(on).batch_limits.setdefault("two", 8)
+    state_of(on).batch_limits["two"] = N - 1
     images = pngs(6, 9)
     bodies = [body("grad_cam", img, i % len(CLASSES), {}) for i, img in enumerate(images)]
     bodies[2]["target"] = 17  # no such class: refused at submit, inside the batch
@@ -196,7 +197,7 @@ def test_concurrent_predicts_answer_as_sequential_ones(
     sequential = [
         off.post("/v1/models/two/predict", json={"image": img, "top_k": 4}) for img in images
     ]
-    state_of(on).batch_limits.setdefault("two", 8)
+    state_of(on).batch_limits["two"] = N - 1
     sizes: list[int] = []
     original = LoadedModel.run
 
@@ -236,3 +237,17 @@ def test_the_best_batch_is_measured_or_the_operators(
         register(c)
         measured = state_of(c)
         assert best_batch(measured, measured.rt.load("two")) in (1, 4, 8, 16)
+
+
+def test_a_model_that_gains_nothing_from_batches_takes_the_plain_lane(tmp_path: Path) -> None:
+    """Batching on, but the model measured at 1 (no faster per image in batches, as on a
+    2-core CPU): concurrent requests never pass through the batcher."""
+    with app_client(tmp_path, 50.0, forward_batch=0) as c:
+        register(c)
+        state_of(c).batch_limits["two"] = 1
+        bodies = [body("grad_cam", img, i % len(CLASSES), {}) for i, img in enumerate(pngs(4, 31))]
+        answers = concurrently(c, bodies)
+        assert [r.status_code for r in answers] == [200] * 4
+        assert "explain" not in state_of(c).batchers
+        r = c.post("/v1/models/two/predict", json={"image": pngs(1, 32)[0]})
+        assert r.status_code == 200 and "predict" not in state_of(c).batchers

@@ -65,6 +65,15 @@ class ServiceState:
                 self.batchers[name] = found
             return found
 
+    def claim_limit(self, model: str) -> bool:
+        """Whether this caller measures ``model``'s best batch (once: the first caller;
+        meanwhile the model counts as 1, its requests taking the plain sync lane)."""
+        with self._batchers_lock:
+            if model in self.batch_limits:
+                return False
+            self.batch_limits[model] = 1
+            return True
+
     def _limit(self, key: Hashable) -> int:
         """A key's most calls per batch: its model's best batch, 1 until a batch measured it."""
         model = key[0] if isinstance(key, tuple) else key

@@ -124,7 +124,7 @@ def sync_answers(
     for k, out in run_here_batched(state.rt, [rec for _, rec in fresh]):
         i, rec = fresh[k]
         yield i, _answered(state, rec, out, calls[i])
-    if first is not None and key[0] not in state.batch_limits:  # after the answers
+    if first is not None and state.claim_limit(key[0]):  # after the answers
         state.batch_limits[key[0]] = _best_batch(state, first)
 
 

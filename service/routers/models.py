@@ -295,7 +295,7 @@ def predict_batch(
                 for c in top
             ]
             answers[i] = PredictResponse(model=name, version=version, predictions=preds)
-    if state.rt.settings.sync_batch_window_ms > 0 and name not in state.batch_limits:
+    if state.rt.settings.sync_batch_window_ms > 0 and state.claim_limit(name):
         from service.routers.explanations import best_batch  # the explanations' measure
 
         try:

@@ -4,6 +4,7 @@
         [--methods lime,kernel_shap,rise] [--reference 10000] [--quality 0.95]
         [--ladder 250,500,1000,2000,4000] [--samplers iid,sobol]
         [--peer-python /tmp/peers-venv/bin/python] [--peer-images 6] [--threads 2]
+    python bench/time_to_quality.py --merge a.json,b.json   # summarise runs done in parts
 
 On each photo (``skimage.data``; ``camera`` as grey RGB) with the built-in EfficientNet-Lite0
 and the photo's top class as target, per method:

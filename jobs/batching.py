@@ -107,6 +107,11 @@ class MicroBatcher(Generic[K, I, R]):
             self._cond.notify_all()
         return fut
 
+    def waiting(self) -> int:
+        """Calls submitted and not yet dispatched in a batch."""
+        with self._cond:
+            return sum(len(g.calls) for g in self._pending.values())
+
     def close(self) -> None:
         """Stop dispatching; calls still waiting fail with :class:`BatcherClosed` (batches
         already running finish)."""

@@ -363,13 +363,21 @@ def run_here(rt: Runtime, rec: JobRecord) -> Outcome:
     otherwise read the job again for what happened (its error, or another run's state).
     """
     logs.job_id.set(rec.id)
+    ended = _ended(rt, rec)
+    if ended is not None:
+        return ended
+    return _leased_run(rt, rec, None, (), SharedHeartbeat)
+
+
+def _ended(rt: Runtime, rec: JobRecord) -> Outcome | None:
+    """Why a job created here will not run (expired, or already ended), else None."""
     state = rt.jobs.get_state(rec.id)
     if state is None:
         log.warning("job %s expired before it ran", rec.id)
         return Outcome("missing", rec)
     if state in _TERMINAL:
         return Outcome(state, rec)
-    return _leased_run(rt, rec, None, (), SharedHeartbeat)
+    return None
 
 
 def _leased_run(
@@ -591,12 +599,9 @@ def run_here_batched(rt: Runtime, recs: list[JobRecord]) -> Iterator[tuple[int, 
 def _enter_here(rt: Runtime, rec: JobRecord, stack: ExitStack) -> Run | Outcome:
     """:func:`run_here`'s checks and lease for one job of a batch, its heartbeat entered
     on ``stack`` (released when the batch is done)."""
-    state = rt.jobs.get_state(rec.id)
-    if state is None:
-        log.warning("job %s expired before it ran", rec.id)
-        return Outcome("missing", rec)
-    if state in _TERMINAL:
-        return Outcome(state, rec)
+    ended = _ended(rt, rec)
+    if ended is not None:
+        return ended
     token = new_token()
     lease = rt.jobs.lease_key(rec.id)
     if not rt.jobs.acquire(lease, token, rt.settings.lease_s):

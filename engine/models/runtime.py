@@ -372,6 +372,13 @@ class LoadedModel:
             return self._preferred_batch
 
     def _time_batches(self) -> dict[int, float]:
+        candidates = [b for b in BATCH_CANDIDATES if b <= self.options.max_batch]
+        return self.time_batches(candidates or [self.options.max_batch])
+
+    def time_batches(self, sizes: list[int]) -> dict[int, float]:
+        """Seconds per image of the local forward pass at each batch size in ``sizes``
+        (:func:`engine.models.batching.time_per_image` on a random image of the model's
+        input size)."""
         h, w = self.input_hw
         pixels = np.random.default_rng(0).uniform(0, 255, (1, h, w, 3)).astype(np.float32)
         one = self.to_model_input(pixels)
@@ -380,8 +387,7 @@ class LoadedModel:
             x = np.ascontiguousarray(np.repeat(one, b, axis=0))
             self.session.run([self.output_name], {self.input_name: x})
 
-        candidates = [b for b in BATCH_CANDIDATES if b <= self.options.max_batch]
-        return time_per_image(run, candidates or [self.options.max_batch])
+        return time_per_image(run, sizes)
 
     def scores(self, pixels: NDArray[np.float32]) -> NDArray[np.float32]:
         """Logits (N, classes) for a batch of pixel images (N, H, W, 3)."""

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
@@ -19,7 +18,7 @@ from api_schemas.explanations import ExplanationRequest, ExplanationResult
 from api_schemas.jobs import JobState, JobStatus
 from engine.errors import InvalidInput, PayloadTooLarge, status_of
 from engine.methods.registry import get_method
-from engine.models.batching import BATCH_CANDIDATES, time_per_image
+from engine.models.batching import BATCH_CANDIDATES
 from engine.models.runtime import LoadedModel
 from jobs.batching import gainful_batch
 from jobs.runner import Outcome, run_here, run_here_batched
@@ -158,16 +157,7 @@ def best_batch(state: ServiceState, model: LoadedModel) -> int:
     settings = state.rt.settings
     if model.fixed_batch or settings.forward_batch or model.remote is not None:
         return model.preferred_batch()
-    h, w = model.input_hw
-    pixels = np.random.default_rng(0).uniform(0, 255, (1, h, w, 3)).astype(np.float32)
-    one = model.to_model_input(pixels)
-
-    def run(b: int) -> None:
-        x = np.ascontiguousarray(np.repeat(one, b, axis=0))
-        model.session.run([model.output_name], {model.input_name: x})
-
-    sizes = [1, *(b for b in BATCH_CANDIDATES if b <= settings.max_batch)]
-    timings = time_per_image(run, sizes)
+    timings = model.time_batches([1, *(b for b in BATCH_CANDIDATES if b <= settings.max_batch)])
     chosen = gainful_batch(timings)
     log.info("sync batching of %s: %s ms per image by batch; gathering up to %d",
              model.name, {b: round(t * 1000, 2) for b, t in timings.items()}, chosen)

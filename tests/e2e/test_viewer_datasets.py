@@ -339,6 +339,8 @@ def test_a_running_analysis_is_cancelled(page: Page, server: str) -> None:
     page.fill("#ds-params input[name=iterations]", "5000")
     page.fill("#ds-params input[name=seed]", "424242")
     page.click("#ds-run")
+    # the page's idle state must not pass for the job's: wait for the answer's job id
+    expect(page.locator("#ds-job")).to_have_attribute("data-job", re.compile(".+"))
     expect(page.locator("#ds-job-state")).to_have_text(re.compile("queued|running"))
     expect(page.locator("#ds-cancel")).to_be_enabled()
     job = page.get_attribute("#ds-job", "data-job")

@@ -242,3 +242,18 @@ def test_gainful_batch_keeps_a_batch_only_where_it_pays() -> None:
     assert gainful_batch({1: 10.0, 4: 5.0, 8: 5.0}) == 4  # a tie: the smaller batch
     with pytest.raises(ValueError):
         gainful_batch({4: 1.0})
+
+
+def test_waiting_counts_the_calls_not_yet_dispatched(pool: ThreadPoolExecutor) -> None:
+    """The one slot busy: new calls wait (counted) until it frees, then leave (0)."""
+    fn = Recorder()
+    b = batcher(fn, pool, window_s=0.0, slots=1)
+    assert b.waiting() == 0
+    blocker = block(b, fn)
+    futures = [b.submit("k", str(i)) for i in range(3)]
+    assert b.waiting() == 3
+    fn.release.set()
+    assert blocker.result(5) == "block:x"
+    assert [f.result(5) for f in futures] == ["k:0", "k:1", "k:2"]
+    assert b.waiting() == 0
+    assert fn.of("k") == [["0", "1", "2"]]

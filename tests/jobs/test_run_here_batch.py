@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 
 from api_schemas.models import ModelManifest
-from engine.models.runtime import LoadedModel
 from jobs.runner import run_here, run_here_batch, run_here_batched
 from jobs.runtime import Runtime
 from jobs.store import JobRecord
 from lantern.settings import Settings
-from lantern_testing.batching import CLASSES, SIZE, two_conv_classifier
+from lantern_testing.batching import CLASSES, SIZE, count_batches, two_conv_classifier
 from lantern_testing.images import png_bytes
 from lantern_testing.models import manifest
 from lantern_testing.results import result_values
@@ -61,15 +60,7 @@ def test_a_batch_stores_what_each_job_stores_alone(
     alone = [job(rt, f"alone{i}", image(i), i % 4, method, params) for i in range(5)]
     for rec in alone:
         assert run_here(rt, rec).state == "succeeded"
-    sizes: list[int] = []
-    for name in ("vjp", "probe"):
-        original = getattr(LoadedModel, name)
-
-        def counted(self: LoadedModel, x: Any, *a: Any, _f: Any = original, **k: Any) -> Any:
-            sizes.append(int(x.shape[0]))
-            return _f(self, x, *a, **k)
-
-        monkeypatch.setattr(LoadedModel, name, counted)
+    sizes = count_batches(monkeypatch)
     batch = [job(rt, f"batch{i}", image(i), i % 4, method, params) for i in range(5)]
     outcomes = run_here_batch(rt, batch)
     monkeypatch.undo()

@@ -36,7 +36,7 @@ Lantern median) and the Pearson r of the two maps.  Lantern's side is timed firs
 rows), then Captum's, so that torch's thread pool never shares the cores with ONNX Runtime
 during a Lantern call.  Captum's IntegratedGradients
 runs with its default ``internal_batch_size`` (all 50 points in one batch); Lantern's with
-its default (16).
+its default (the model's measured best VJP batch: 1 on EfficientNet-Lite0 with 2 cores).
 
 Allocator: ``--allocator tuned`` (default) re-executes this script with
 ``GLIBC_TUNABLES=glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:

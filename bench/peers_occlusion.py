@@ -50,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch and ORT threads (default 2)")
     ap.add_argument("--ppe", default="1", help="Captum perturbations_per_eval values")
     ap.add_argument("--runs", type=int, default=2, help="timed runs per setting")
-    ap.add_argument("--lantern-batch", type=int, default=16, help="Lantern's batch_size")
+    ap.add_argument("--lantern-batch", type=int, default=0,
+                    help="Lantern's batch_size (0, the default: Lantern's own default, the "
+                    "model's measured best batch)")
     ap.add_argument("--captum-baseline", choices=["black", "zero"], default="black")
     ap.add_argument("--data-dir", type=Path, default=OUT / "data")
     args = ap.parse_args(argv)
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     settings = Settings(
-        data_dir=args.data_dir, ort_threads=args.threads, max_batch=args.lantern_batch
+        data_dir=args.data_dir, ort_threads=args.threads, max_batch=args.lantern_batch or 16
     )
     rt = Runtime(settings)
     rt.ensure_builtin()
@@ -116,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         label = f"0 in normalised space (≈ Lantern colour {lantern_baseline})"
 
     params = OcclusionParams(
-        window=16, stride=8, baseline=lantern_baseline, batch_size=args.lantern_batch
+        window=16, stride=8, baseline=lantern_baseline, batch_size=args.lantern_batch or None
     )
     ours_times: list[float] = []
     ours_map: NDArray[np.float32] | None = None
@@ -131,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[tuple[str, float, float, float]] = []
     rows.append(
         (
-            f"Lantern (ORT, batch_size {args.lantern_batch})",
+            f"Lantern (ORT, batch_size {args.lantern_batch or model.preferred_batch()})",
             statistics.median(ours_times),
             min(ours_times),
             1.0,

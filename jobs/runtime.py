@@ -37,6 +37,7 @@ class Runtime:
                 intra_op_threads=settings.ort_threads,
                 max_batch=settings.max_batch,
                 forward_batch=settings.forward_batch,
+                vjp_batch=settings.vjp_batch,
                 gradient_dir=settings.data_dir / "gradients",
                 gradient_cache_max_mb=settings.gradient_cache_max_mb,
                 max_pixels=settings.max_pixels,

@@ -54,6 +54,13 @@ class Settings(BaseSettings):
         description="Images per forward call of perturbation methods (at most max_batch); "
         "0 = measure the fastest batch once per loaded model.",
     )
+    vjp_batch: int = Field(
+        default=0,
+        ge=0,
+        le=1024,
+        description="Images per VJP call of integrated gradients and SmoothGrad (at most "
+        "max_batch); 0 = measure the fastest batch once per loaded model.",
+    )
     session_cache_size: int = Field(default=4, ge=1)
     gradient_cache_max_mb: int = Field(
         default=2048,

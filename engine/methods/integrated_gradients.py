@@ -50,7 +50,12 @@ class IntegratedGradientsParams(BaseModel):
         description="Quadrature rule; by default gausslegendre, or riemann_trapezoid (the only "
         "one allowed) with a tolerance.",
     )
-    internal_batch_size: int = Field(default=16, ge=1, le=256)
+    internal_batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="Images per VJP call; default: the model's measured best VJP batch.",
+    )
     reduce: Reduce = Field(default="signed", description="How channels are combined.")
     score: ScoreKind = "logit"
     seed: int = Field(default=0, ge=0, description="For the uniform-noise baseline.")
@@ -147,7 +152,7 @@ def integrated_gradients(
         """Σ_k weights[k] · ∇f(x' + alphas[k] (x − x')), in batches."""
         nonlocal passes, done
         total = np.zeros_like(x, dtype=np.float64)
-        step = params.internal_batch_size
+        step = params.internal_batch_size or model.preferred_vjp_batch()
         for start in range(0, len(alphas), step):
             a = alphas[start : start + step].astype(np.float32).reshape(-1, 1, 1, 1)
             path = xb + a * (x - xb)

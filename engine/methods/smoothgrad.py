@@ -59,7 +59,12 @@ class SmoothGradParams(BaseModel):
         ),
     )
     reduce: Reduce = Field(default="abs_max", description="How channels are combined.")
-    internal_batch_size: int = Field(default=16, ge=1, le=256)
+    internal_batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="Images per VJP call; default: the model's measured best VJP batch.",
+    )
     score: ScoreKind = "logit"
     seed: int = Field(default=0, ge=0)
 
@@ -99,7 +104,7 @@ def smoothgrad(
     done = 0
     n_rounds = 0
     r_half = 0.0
-    step = params.internal_batch_size
+    step = params.internal_batch_size or model.preferred_vjp_batch()
     while True:
         n_rounds += 1
         for start in range(done, n_total, step):

@@ -23,15 +23,17 @@ def choose_batch(per_image_s: dict[int, float], tolerance: float = 0.02) -> int:
     return max(b for b, t in per_image_s.items() if t <= best * (1.0 + tolerance))
 
 
-def time_per_image(run: Callable[[int], object], batches: list[int]) -> dict[int, float]:
+def time_per_image(
+    run: Callable[[int], object], batches: list[int], images: int = 32
+) -> dict[int, float]:
     """Seconds per image of ``run(b)`` for each batch ``b``: one warm-up call each, then at
-    least 3 calls and 32 images each, the batches taking turns, and the fastest call kept
+    least 3 calls and ``images`` images each, the batches taking turns, and the fastest call kept
     (a burst of load from elsewhere only ever adds time, and taking turns spreads it over
     the candidates instead of ruining one: a block per batch once picked 16 at 3.45 ms per
     image over 4 at 5.48, where 4 runs 10-20% faster)."""
     for b in batches:
         run(b)  # warm-up: allocations, arena
-    todo = {b: max(3, -(-32 // b)) for b in batches}
+    todo = {b: max(3, -(-images // b)) for b in batches}
     best = {b: float("inf") for b in batches}
     for round_ in range(max(todo.values(), default=0)):
         for b in batches:

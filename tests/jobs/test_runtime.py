@@ -43,6 +43,18 @@ def test_gradient_cache_quota_default_and_unlimited(
         Settings()
 
 
+def test_the_vjp_batch_from_the_environment_reaches_a_loaded_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LANTERN_VJP_BATCH", "8")
+    rt = Runtime(Settings(data_dir=tmp_path, builtin_model=False))
+    assert rt.sessions.options.vjp_batch == 8
+    _register(rt, conv_classifier(16, 16, 2), ["a", "b"])
+    model = rt.load("m")
+    assert model.preferred_vjp_batch() == 8
+    assert model.vjp_batch_timings == {}  # set, so not measured
+
+
 def _register(rt: Runtime, model: onnx.ModelProto, labels: list[str]) -> None:
     spec = ModelManifest.model_validate(manifest("m", 16, labels))
     rt.models.add(model.SerializeToString(), spec)

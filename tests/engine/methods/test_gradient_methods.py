@@ -335,3 +335,33 @@ def test_smoothgrad_refuses_squared_with_average_abs(sign_flip: LoadedModel) -> 
     # each on its own is fine
     spec.check(spec.parse_params({"squared": True}), sign_flip)
     spec.check(spec.parse_params({"average": "abs"}), sign_flip)
+
+
+def test_the_measured_vjp_batch_changes_no_path_or_noise_map(tmp_path: Path) -> None:
+    """``internal_batch_size`` unset: integrated gradients and SmoothGrad take the model's
+    measured VJP batch, and give the maps of any explicit batch (the noise is drawn in the
+    same order whatever the chunks: numpy's generator streams)."""
+    model = loaded(tmp_path, conv_classifier(16, 16, 3), 16, ["a", "b", "c"])
+    img = ImageInput(np.random.default_rng(4).uniform(0, 255, (16, 16, 3)).astype(np.float32))
+    ig = [
+        integrated_gradients(
+            model, img, ClassScore(1),
+            IntegratedGradientsParams(steps=21, internal_batch_size=b), no_progress,
+        )
+        for b in (None, 1, 16)
+    ]
+    assert model.vjp_batch_timings  # the default was measured
+    sg = [
+        smoothgrad(
+            model, img, ClassScore(1),
+            SmoothGradParams(samples=11, noise=0.2, seed=3, internal_batch_size=b), no_progress,
+        )
+        for b in (None, 1, 16)
+    ]
+    for runs in (ig, sg):
+        for other in runs[1:]:
+            np.testing.assert_allclose(runs[0].values, other.values, rtol=1e-5, atol=1e-6)
+            assert runs[0].model_calls == other.model_calls
+    assert ig[0].extras["completeness_error"] == pytest.approx(
+        ig[1].extras["completeness_error"], abs=1e-5
+    )

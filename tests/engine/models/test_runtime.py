@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 
 from api_schemas.models import ModelManifest
+from engine.gradients import BUCKETS, GradientCache
 from engine.models.runtime import (
     BATCH_CANDIDATES,
     LoadedModel,
@@ -18,14 +19,19 @@ from lantern_testing.models import linear_classifier, manifest
 
 
 def make(
-    tmp_path: Path, layout: str = "NCHW", options: RuntimeOptions | None = None, **overrides: object
+    tmp_path: Path,
+    layout: str = "NCHW",
+    options: RuntimeOptions | None = None,
+    gradients: bool = False,
+    **overrides: object,
 ) -> LoadedModel:
     shape = (2, 3, 8, 8) if layout == "NCHW" else (2, 8, 8, 3)
     w = np.random.default_rng(3).normal(size=shape).astype(np.float32)
     path = tmp_path / f"{layout}.onnx"
     onnx.save(linear_classifier(w, layout=layout), path)
     m = ModelManifest.model_validate({**manifest("t", 8, ["a", "b"], layout), **overrides})
-    return LoadedModel("t", "v", path, m, options or RuntimeOptions(max_batch=3))
+    cache = GradientCache(tmp_path / "gradients") if gradients else None
+    return LoadedModel("t", "v", path, m, options or RuntimeOptions(max_batch=3), cache)
 
 
 def test_preprocessing_follows_the_manifest(tmp_path: Path) -> None:
@@ -87,6 +93,26 @@ def test_preferred_batch_setting_wins_and_is_capped_by_max_batch(tmp_path: Path)
     small = make(tmp_path, options=RuntimeOptions(max_batch=2))
     assert small.preferred_batch() == 2
     assert list(small.batch_timings) == [2]  # no candidate fits: max_batch it is
+
+
+def test_preferred_vjp_batch_is_measured_once_over_the_gradient_buckets(tmp_path: Path) -> None:
+    model = make(tmp_path, options=RuntimeOptions(max_batch=8), gradients=True)
+    chosen = model.preferred_vjp_batch()
+    assert sorted(model.vjp_batch_timings) == [b for b in BUCKETS if b <= 8] == [1, 8]
+    assert chosen == choose_batch(model.vjp_batch_timings)
+    assert all(t > 0 for t in model.vjp_batch_timings.values())
+    timings = dict(model.vjp_batch_timings)
+    assert model.preferred_vjp_batch() == chosen  # cached, not re-measured
+    assert model.vjp_batch_timings == timings
+
+
+def test_preferred_vjp_batch_setting_wins_and_is_capped_by_max_batch(tmp_path: Path) -> None:
+    def vjp_batch(**options: int) -> int:
+        model = make(tmp_path, options=RuntimeOptions(**options), gradients=True)
+        return model.preferred_vjp_batch()
+
+    assert vjp_batch(max_batch=16, vjp_batch=4) == 4
+    assert vjp_batch(max_batch=8, vjp_batch=32) == 8
 
 
 def test_softmax() -> None:

@@ -1,7 +1,8 @@
 """Micro-batching: calls for the same key that arrive close together run as one batch.
 
-The sync lane's answers (Grad-CAM, CAM, saliency, activation maps, predict) are one forward
-or VJP each; an inference server runs those that arrive together as one batch instead.
+The sync lane's answers (Grad-CAM, Grad-CAM++, CAM, saliency, gradient × input, activation
+maps, predict) are one forward or VJP each; an inference server runs those that arrive
+together as one batch instead.
 :class:`MicroBatcher` collects the calls of one key (model, method, the params that change
 the computation) and hands them, as one list, to a batch function on an executor's threads
 (the sync lane's pool): it sits *in front of* those threads, so a batch is never bounded by

@@ -4,10 +4,11 @@ in the closed form for an exponential output used by pytorch-grad-cam."""
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import NDArray
 
 from engine.artifacts import AttributionMap, Result
 from engine.methods.base import MethodSpec, Progress
-from engine.methods.cam_core import combine, layer_gradients
+from engine.methods.cam_core import combine, layer_gradients, layer_gradients_batch
 from engine.methods.grad_cam import GradCamParams, check
 from engine.methods.layer_maps import upsample
 from engine.methods.registry import register
@@ -25,6 +26,35 @@ def grad_cam_plus_plus(
 ) -> Result:
     class_index(objective)
     layer, a, g, out, passes = layer_gradients(model, image, objective, params)
+    progress(1.0)
+    return _result(image, layer, a, g, out, passes, params)
+
+
+def grad_cam_plus_plus_batch(
+    model: LoadedModel,
+    images: list[ImageInput],
+    objectives: list[Objective],
+    params: GradCamParams,
+) -> list[Result]:
+    """Grad-CAM++ of several images, each for its own class, from one VJP."""
+    for objective in objectives:
+        class_index(objective)
+    layer, acts, grads, out, passes = layer_gradients_batch(model, images, objectives, params)
+    return [
+        _result(image, layer, a, g, out[i : i + 1], passes[i], params)
+        for i, (image, a, g) in enumerate(zip(images, acts, grads, strict=True))
+    ]
+
+
+def _result(
+    image: ImageInput,
+    layer: str,
+    a: NDArray[np.float32],
+    g: NDArray[np.float32],
+    out: NDArray[np.float32],
+    passes: int,
+    params: GradCamParams,
+) -> Result:
     g64, a64 = g.astype(np.float64), a.astype(np.float64)
     g2 = g64 * g64
     g3 = g2 * g64
@@ -33,7 +63,6 @@ def grad_cam_plus_plus(
     alpha = np.where(g64 != 0.0, alpha, 0.0)
     weights = (np.maximum(g64, 0.0) * alpha).sum(axis=(1, 2)).astype(np.float32)
     m = combine(weights, a, params.relu)
-    progress(1.0)
     return Result(
         [
             AttributionMap("attribution", upsample(m, image.height, image.width)),
@@ -55,5 +84,6 @@ SPEC = register(
         kind="cam",
         execution="sync",
         check=check,
+        batch_fn=grad_cam_plus_plus_batch,
     )
 )

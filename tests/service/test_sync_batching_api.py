@@ -1,5 +1,6 @@
 """Sync answers batched across requests (LANTERN_SYNC_BATCH_WINDOW_MS), through the app:
-concurrent Grad-CAM (and saliency, CAM, activation maps) requests answer what the same
+concurrent Grad-CAM (and saliency, CAM, activation maps, Grad-CAM++, gradient × input)
+requests answer what the same
 requests answer one by one with batching off, and share batches; a refused request among
 them gets its own error."""
 
@@ -102,6 +103,8 @@ def concurrently(client: TestClient, bodies: list[dict[str, Any]]) -> list[Any]:
         ("saliency", {"reduce": "signed"}, 3),
         ("cam", {}, 4),
         ("activation_maps", {"top_k": 3}, 5),
+        ("grad_cam_plus_plus", {}, 6),
+        ("gradient_x_input", {"reduce": "signed"}, 7),
     ],
 )
 def test_concurrent_sync_requests_answer_as_sequential_ones(

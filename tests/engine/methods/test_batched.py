@@ -16,6 +16,7 @@ from engine.methods.activation_maps import ActivationMapsParams
 from engine.methods.base import MethodSpec, no_progress
 from engine.methods.cam import CamParams
 from engine.methods.grad_cam import GradCamParams
+from engine.methods.gradient_x_input import GradientXInputParams
 from engine.methods.registry import get_method
 from engine.methods.saliency import SaliencyParams
 from engine.modalities.image import ImageInput
@@ -118,6 +119,36 @@ def test_grad_cam_batch_is_one_vjp(model: LoadedModel, monkeypatch: pytest.Monke
     calls = Calls(model, "vjp", monkeypatch)
     get_method("grad_cam").batch_fn(model, images(8), classes(8), GradCamParams())  # type: ignore[misc]
     assert calls.sizes == [8]
+
+
+@pytest.mark.parametrize("layer", [None, "act1"])
+def test_grad_cam_plus_plus_batch_equals_single_in_one_vjp(
+    model: LoadedModel, layer: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    params = GradCamParams(layer=layer)
+    out = check_batch(model, "grad_cam_plus_plus", params, images(5, 10), classes(5))
+    assert not np.allclose(out[0].values, out[1].values)  # distinct images and targets
+    calls = Calls(model, "vjp", monkeypatch)
+    get_method("grad_cam_plus_plus").batch_fn(model, images(8), classes(8), params)  # type: ignore[misc]
+    assert calls.sizes == [8]
+
+
+@pytest.mark.parametrize("reduce", ["signed", "abs_max"])
+def test_gradient_x_input_batch_equals_single(
+    model: LoadedModel, reduce: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Class scores and layer objectives mixed: one VJP per tensor the objectives read."""
+    params = GradientXInputParams(reduce=reduce)  # type: ignore[arg-type]
+    objs: list[Objective] = [
+        ClassScore(2, "logit", "c"),
+        Channel("act1", channel=1),
+        ClassScore(0, "logit", "a"),
+        Neuron("act2", channel=0, y=3, x=5),
+    ]
+    check_batch(model, "gradient_x_input", params, images(4, 11), objs)
+    calls = Calls(model, "vjp", monkeypatch)
+    get_method("gradient_x_input").batch_fn(model, images(4, 11), objs, params)  # type: ignore[misc]
+    assert sorted(calls.sizes) == [1, 1, 2]  # act1, act2, the outputs
 
 
 def test_cam_batch_equals_single_in_one_forward(

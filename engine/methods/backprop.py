@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
+from engine.artifacts import AttributionMap, Result
+from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
 from engine.objectives import Objective, objective_tensor
 
@@ -81,6 +84,32 @@ def gradients_per_item(
         None if res.activation is None else np.asarray(res.activation, np.float32),
         [1 + int(n) for n in needs],
     )
+
+
+def input_gradient_batch(
+    model: LoadedModel,
+    images: list[ImageInput],
+    objectives: list[Objective],
+    values: Callable[[NDArray[np.float32], NDArray[np.float32]], NDArray[np.float32]],
+) -> list[Result]:
+    """The batch entry point of the input-gradient methods: each image's attribution
+    ``values(gradient, model input)`` (both (1, ...)) for its own objective, from one VJP
+    per tensor the objectives read (one in all for class objectives)."""
+    by_tensor: dict[str, list[int]] = {}
+    for i, o in enumerate(objectives):
+        by_tensor.setdefault(objective_tensor(o, model), []).append(i)
+    results: dict[int, Result] = {}
+    for idxs in by_tensor.values():
+        x = model.to_model_input(np.stack([images[i].pixels for i in idxs]))
+        out, g, _, passes = gradients_per_item(model, x, [objectives[i] for i in idxs])
+        for k, i in enumerate(idxs):
+            results[i] = Result(
+                [AttributionMap("attribution", values(g[k : k + 1], x[k : k + 1]))],
+                model_calls=passes[k],
+                extras={"backward_passes": 1},
+                output=out[k : k + 1] if objectives[i].layer is None else None,
+            )
+    return [results[i] for i in range(len(images))]
 
 
 def _tensor_shape(model: LoadedModel, tensor: str, n: int) -> tuple[int, ...]:

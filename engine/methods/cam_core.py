@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
+from engine.artifacts import Result
 from engine.methods.backprop import gradients, gradients_per_item
 from engine.methods.layer_maps import resolve_layer, to_chw
 from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
-from engine.objectives import Objective
+from engine.objectives import Objective, class_index
+
+#: A CAM method's result from (image, layer, activation, gradient, output, passes).
+CamResult = Callable[
+    [ImageInput, str, NDArray[np.float32], NDArray[np.float32], NDArray[np.float32], int], Result
+]
 
 
 class LayerParams(Protocol):
@@ -46,6 +53,24 @@ def layer_gradients_batch(
     acts = [to_chw(a[i : i + 1], model) for i in range(n)]
     grads = [to_chw(g[i : i + 1], model) for i in range(n)]
     return layer, acts, grads, out, passes
+
+
+def cam_batch(
+    model: LoadedModel,
+    images: list[ImageInput],
+    objectives: list[Objective],
+    params: LayerParams,
+    result: CamResult,
+) -> list[Result]:
+    """The batch entry point of the gradient CAM methods: each image for its own class,
+    from one VJP (:func:`layer_gradients_batch`), made a result by ``result``."""
+    for objective in objectives:
+        class_index(objective)
+    layer, acts, grads, out, passes = layer_gradients_batch(model, images, objectives, params)
+    return [
+        result(image, layer, a, g, out[i : i + 1], passes[i])
+        for i, (image, a, g) in enumerate(zip(images, acts, grads, strict=True))
+    ]
 
 
 def combine(

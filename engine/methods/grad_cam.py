@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.artifacts import AttributionMap, Result
 from engine.methods.base import MethodSpec, Progress
-from engine.methods.cam_core import combine, layer_gradients, layer_gradients_batch
+from engine.methods.cam_core import cam_batch, combine, layer_gradients
 from engine.methods.layer_maps import resolve_layer, upsample
 from engine.methods.registry import register
 from engine.modalities.image import ImageInput
@@ -52,13 +52,10 @@ def grad_cam_batch(
     params: GradCamParams,
 ) -> list[Result]:
     """Grad-CAM of several images, each for its own class, from one VJP."""
-    for objective in objectives:
-        class_index(objective)
-    layer, acts, grads, out, passes = layer_gradients_batch(model, images, objectives, params)
-    return [
-        _result(image, layer, a, g, out[i : i + 1], passes[i], params)
-        for i, (image, a, g) in enumerate(zip(images, acts, grads, strict=True))
-    ]
+    return cam_batch(
+        model, images, objectives, params,
+        lambda image, layer, a, g, out, passes: _result(image, layer, a, g, out, passes, params),
+    )
 
 
 def _result(

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.artifacts import AttributionMap, Result
-from engine.methods.backprop import Reduce, gradients, gradients_per_item, reduce_channels
+from engine.methods.backprop import Reduce, gradients, input_gradient_batch, reduce_channels
 from engine.methods.base import MethodSpec, Progress
 from engine.methods.registry import register
 from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
-from engine.objectives import ALL_OBJECTIVES, Objective, ScoreKind, objective_tensor
+from engine.objectives import ALL_OBJECTIVES, Objective, ScoreKind
 
 
 class SaliencyParams(BaseModel):
@@ -54,22 +53,9 @@ def saliency_batch(
 ) -> list[Result]:
     """Saliency of several images, each with its own objective: one VJP per tensor the
     objectives read (one in all for class objectives)."""
-    by_tensor: dict[str, list[int]] = {}
-    for i, o in enumerate(objectives):
-        by_tensor.setdefault(objective_tensor(o, model), []).append(i)
-    results: dict[int, Result] = {}
-    for idxs in by_tensor.values():
-        x = model.to_model_input(np.stack([images[i].pixels for i in idxs]))
-        out, g, _, passes = gradients_per_item(model, x, [objectives[i] for i in idxs])
-        for k, i in enumerate(idxs):
-            values = reduce_channels(g[k : k + 1], model, params.reduce)
-            results[i] = Result(
-                [AttributionMap("attribution", values)],
-                model_calls=passes[k],
-                extras={"backward_passes": 1},
-                output=out[k : k + 1] if objectives[i].layer is None else None,
-            )
-    return [results[i] for i in range(len(images))]
+    return input_gradient_batch(
+        model, images, objectives, lambda g, _x: reduce_channels(g, model, params.reduce)
+    )
 
 
 SPEC = register(

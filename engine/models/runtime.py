@@ -383,9 +383,7 @@ class LoadedModel:
         """Seconds per image of the local forward pass at each batch size in ``sizes``
         (:func:`engine.models.batching.time_per_image` on a random image of the model's
         input size)."""
-        h, w = self.input_hw
-        pixels = np.random.default_rng(0).uniform(0, 255, (1, h, w, 3)).astype(np.float32)
-        one = self.to_model_input(pixels)
+        one = self._random_input()
 
         def run(b: int) -> None:
             x = np.ascontiguousarray(np.repeat(one, b, axis=0))
@@ -421,9 +419,7 @@ class LoadedModel:
     def time_vjp_batches(self, sizes: list[int]) -> dict[int, float]:
         """Seconds per image of the VJP (w.r.t. the input, a one-hot seed on the model's
         output) at each batch size in ``sizes``, on a random image of the model's input."""
-        h, w = self.input_hw
-        pixels = np.random.default_rng(0).uniform(0, 255, (1, h, w, 3)).astype(np.float32)
-        one = self.to_model_input(pixels)
+        one = self._random_input()
         seed = np.zeros_like(self.run(one))
         seed.reshape(1, -1)[0, 0] = 1.0
 
@@ -431,6 +427,13 @@ class LoadedModel:
             self.vjp(np.repeat(one, b, axis=0), np.repeat(seed, b, axis=0))
 
         return time_per_image(run, sizes, images=16)
+
+    def _random_input(self) -> NDArray[np.float32]:
+        """A seeded random image of the model's input size, in model space (1, ...): what
+        the batch timings run on."""
+        h, w = self.input_hw
+        pixels = np.random.default_rng(0).uniform(0, 255, (1, h, w, 3)).astype(np.float32)
+        return self.to_model_input(pixels)
 
     def scores(self, pixels: NDArray[np.float32]) -> NDArray[np.float32]:
         """Logits (N, classes) for a batch of pixel images (N, H, W, 3)."""

@@ -11,6 +11,12 @@ score on the on/off vectors gives every superpixel a weight.
 ``num_samples: "auto"`` samples in rounds (:mod:`engine.methods.convergence`) until the
 split-half agreement of the map reaches ``agreement`` or ``max_samples`` samples are used:
 the two halves are the odd and the even samples (sample 0 in both), each fitted on its own.
+"auto" draws its samples by randomised quasi-Monte Carlo (``AUTO_SAMPLER = "sobol"``,
+:func:`lime_sobol_codes`): the odd and the even samples are two independently scrambled
+Sobol' streams, each stratifying every superpixel's on/off. On the six bundled photos
+(bench/RESULTS.md, "LIME's auto sampler") it reaches Pearson 0.95 with a 10,000-sample map
+on 6 of 6 photos, the i.i.d. draws of a fixed count on 4 of 6, and its reported agreement
+never overstated the measured one (i.i.d.: on 3 of 6, by up to 0.055).
 Rounds grow one plan (:meth:`LimeBuilder.refine`), so a split job runs one group of chunks
 per round. ``extras`` then reports ``samples_used``, ``rounds``, ``split_half_pearson``,
 ``agreement`` and ``converged``.
@@ -52,8 +58,8 @@ from engine.render.segments import top_segments
 #: "auto": the first round (at least; or the number of superpixels, if more) and the cap.
 AUTO_MIN = 64
 AUTO_CAP = 4000
-#: How "auto" draws its samples: "iid" (as a fixed count does) or "sobol" (randomised QMC).
-AUTO_SAMPLER = "iid"
+#: How "auto" draws its samples: "sobol" (randomised QMC) or "iid" (as a fixed count does).
+AUTO_SAMPLER = "sobol"
 
 
 class LimeParams(BaseModel):

@@ -169,6 +169,18 @@ class GradientCache:
         with self._lock:
             self._sessions.clear()
 
+    def holds(self, model_hash: str, wrt: str, output: str, batch: int) -> bool:
+        """Whether the session for these keys is in memory."""
+        with self._lock:
+            return (model_hash, wrt, output, batch, self.level) in self._sessions
+
+    def discard(self, model_hash: str, wrt: str, output: str, batch: int) -> bool:
+        """Drop the session for these keys from memory (its model stays on disk, and the
+        next `get_session` loads it again); False if it was not there."""
+        with self._lock:
+            key: SessionKey = (model_hash, wrt, output, batch, self.level)
+            return self._sessions.pop(key, None) is not None
+
     def cached_sessions(self) -> int:
         with self._lock:
             return len(self._sessions)

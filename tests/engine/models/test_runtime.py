@@ -104,6 +104,22 @@ def test_preferred_vjp_batch_is_measured_once_over_the_gradient_buckets(tmp_path
     timings = dict(model.vjp_batch_timings)
     assert model.preferred_vjp_batch() == chosen  # cached, not re-measured
     assert model.vjp_batch_timings == timings
+    # the sessions built only to be timed are dropped (each keeps its batch's arena)
+    assert model.gradients is not None
+    keys = (model.version, model.input_name, model.output_name)
+    assert [b for b in (1, 8) if model.gradients.holds(*keys, b)] == [chosen]
+
+
+def test_preferred_vjp_batch_keeps_sessions_that_were_in_use(tmp_path: Path) -> None:
+    model = make(tmp_path, options=RuntimeOptions(max_batch=8), gradients=True)
+    x = np.zeros((8, 3, 8, 8), np.float32)
+    model.vjp(x, np.ones_like(model.run(x)))  # a batch of 8 in use before the timing
+    assert model.gradients is not None
+    keys = (model.version, model.input_name, model.output_name)
+    chosen = model.preferred_vjp_batch()
+    assert model.gradients.holds(*keys, 8)
+    assert model.gradients.holds(*keys, 1) == (chosen == 1)
+    assert model.gradients.discard(*keys, 8) and not model.gradients.discard(*keys, 8)
 
 
 def test_preferred_vjp_batch_setting_wins_and_is_capped_by_max_batch(tmp_path: Path) -> None:

@@ -540,6 +540,21 @@
       const nullable = nonNull.length < branches.length;
       const enumBranch = nonNull.find((b) => Array.isArray(b.enum));
       const colourBranch = nonNull.find(isColourArray);
+      const autoBranch = nonNull.find(
+        (b) => b.const === "auto" || (Array.isArray(b.enum) && b.enum.length === 1 && b.enum[0] === "auto")
+      );
+      const countBranch = nonNull.find((b) => b.type === "integer" || b.type === "number");
+      if (autoBranch && countBranch && nonNull.length === 2) {
+        // e.g. LIME's num_samples: a count, or "auto" (rounds until the answer converges)
+        const number = numberInput(key, countBranch, def === "auto" ? undefined : def);
+        const auto = el("input", { type: "checkbox", name: key + ".auto", "aria-label": key + " auto" });
+        auto.checked = def === "auto";
+        const sync = () => (number.input.disabled = auto.checked);
+        auto.addEventListener("change", sync);
+        sync();
+        const pair = el("div", { class: "pair" }, number.input, el("label", { class: "check" }, auto, "auto"));
+        return { node: wrap(pair), get: () => (auto.checked ? "auto" : number.get()) };
+      }
       if (enumBranch && colourBranch && nonNull.length === 2) {
         // e.g. occlusion's baseline: "zero" | "mean" | "blur" | [r, g, b]
         const select = el("select", { name: key });

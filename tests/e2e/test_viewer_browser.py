@@ -386,6 +386,33 @@ def test_durations_are_humanised(page: Any, chelsea: Path) -> None:
         assert HUMAN_DURATION.match(cell), cell
 
 
+def test_a_count_can_be_left_to_auto(page: Any, chelsea: Path) -> None:
+    """LIME's num_samples is a count or "auto": with the auto box ticked the answer's extras
+    show the samples it used and the agreement it reached (a fixed count reports neither)."""
+    from playwright.sync_api import expect
+
+    load_cat(page, chelsea)
+    page.select_option("#method", "lime")
+    count = page.locator("#params input[name=num_samples]")
+    auto = page.locator("#params input[name='num_samples.auto']")
+    expect(count).to_have_value("1000")
+    expect(auto).not_to_be_checked()
+    auto.check()
+    expect(count).to_be_disabled()
+    run_and_wait(page)
+    extras = page.locator("#extras")  # only an "auto" run reports these
+    expect(extras).to_contain_text("agreement")
+    expect(extras).to_contain_text("samples_used")
+    used = page.evaluate(
+        "() => [...document.querySelectorAll('#extras tr')].map(r => r.innerText)"
+        ".find(t => t.startsWith('samples_used'))"
+    )
+    assert used and 64 <= int(re.findall(r"\d+", used)[-1]) <= 4000, used
+    # unticked, the count is sent again
+    auto.uncheck()
+    expect(count).to_be_enabled()
+
+
 def test_side_by_side_compares_two_answers(page: Any, server: str, chelsea: Path) -> None:
     from playwright.sync_api import expect
 

@@ -12,7 +12,7 @@ and the photo's top class as target, per method:
 * the reference: Lantern's map with ``--reference`` samples (seed 1; the rows use seed 0;
   RISE's with the control variate that "auto" uses, see :func:`rise_reference`);
 * ``lantern auto (<sampler>)``: ``num_samples: "auto"`` (agreement 0.95) once per sampler
-  (``AUTO_SAMPLER`` of the method's module; KernelSHAP always pairs its coalitions);
+  (``AUTO_SAMPLER`` of the method's module; KernelSHAP always pairs its coalitions, drawn by leverage score);
 * ``lantern fixed``: fixed counts up the ladder until the map reaches the quality (the
   ladder holds the default, 1000 samples / 2000 RISE masks, whose row is printed too);
 * peers (LIME, KernelSHAP): Captum's ``Lime`` (Ridge α = 1, Lantern's kernel on the
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
                 res, dt = run({key: "auto"})
                 r = pearson(res.values, ref.values)
                 e = res.extras
-                label = "paired" if method == "kernel_shap" else sampler
+                label = "paired, leverage" if method == "kernel_shap" else sampler
                 emit({"photo": name, "method": method, "run": f"lantern auto ({label})",
                       "passes": res.model_calls, "seconds": dt, "r": r,
                       "tq_passes": res.model_calls if r >= args.quality else None,

@@ -12,7 +12,8 @@ and the photo's top class as target, per method:
 * the reference: Lantern's map with ``--reference`` samples (seed 1; the rows use seed 0;
   RISE's with the control variate that "auto" uses, see :func:`rise_reference`);
 * ``lantern auto (<sampler>)``: ``num_samples: "auto"`` (agreement 0.95) once per sampler
-  (``AUTO_SAMPLER`` of the method's module; KernelSHAP always pairs its coalitions, drawn by leverage score);
+  (``AUTO_SAMPLER`` of the method's module; KernelSHAP always pairs its coalitions, drawn
+  by leverage score);
 * ``lantern fixed``: fixed counts up the ladder until the map reaches the quality (the
   ladder holds the default, 1000 samples / 2000 RISE masks, whose row is printed too);
 * peers (LIME, KernelSHAP): Captum's ``Lime`` (Ridge α = 1, Lantern's kernel on the

@@ -141,24 +141,37 @@ def sobol_points(dim: int, seed: int, stream: int, start: int, stop: int) -> NDA
     those aliased pairs would be the same in both halves, which would then agree on the
     aliasing and overstate the split-half agreement; in independent orders they differ.
 
-    A stream's points are made once up to the next power of two past ``stop`` and kept
-    (`_sobol_prefix`, at least `_SOBOL_MIN_LENGTH`): scrambling costs ~20 ms a call, and a
-    method asks for its samples a batch at a time.
+    A stream's first points (up to the next power of two past ``stop``, at least
+    `_SOBOL_MIN_LENGTH`) are made once and kept (`_sobol_prefix`) while they take at most
+    `_SOBOL_CACHE_BYTES`: scrambling costs ~2 ms a call, and a method asks for its samples
+    a batch at a time. Larger ranges are made on their own (`_sobol_range`): the same
+    points.
     """
     if not 0 <= start <= stop:
         raise ValueError(f"points [{start}, {stop}) are not a range")
     length = max(_SOBOL_MIN_LENGTH, 1 << max(stop - 1, 1).bit_length())
+    if length * dim * 8 > _SOBOL_CACHE_BYTES:
+        return _sobol_range(dim, seed, stream, start, stop)
     pts: NDArray[np.float64] = _sobol_prefix(dim, seed, stream, length)[start:stop].copy()
     return pts
 
 
-#: The fewest points `sobol_points` makes of a stream at once (more cost about the same).
+#: The fewest points `sobol_points` keeps of a stream (more cost about the same to make).
 _SOBOL_MIN_LENGTH = 4096
+#: The most bytes one kept stream may take (LIME's 50 superpixels: 1.6 MB at 4096 points).
+_SOBOL_CACHE_BYTES = 2 * 1024 * 1024
 
 
 @functools.lru_cache(maxsize=16)
 def _sobol_prefix(dim: int, seed: int, stream: int, length: int) -> NDArray[np.float64]:
     """The first ``length`` points of stream ``(seed, stream)`` (read-only)."""
+    pts = _sobol_range(dim, seed, stream, 0, length)
+    pts.flags.writeable = False
+    return pts
+
+
+def _sobol_range(dim: int, seed: int, stream: int, start: int, stop: int) -> NDArray[np.float64]:
+    """Points ``start..stop`` of stream ``(seed, stream)``, made afresh."""
     import warnings
 
     from scipy.stats import qmc
@@ -166,8 +179,9 @@ def _sobol_prefix(dim: int, seed: int, stream: int, length: int) -> NDArray[np.f
     rng = np.random.default_rng([seed, stream])
     order = rng.permutation(dim)
     engine = qmc.Sobol(dim, scramble=True, seed=rng)
+    if start:
+        engine.fast_forward(start)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # balance properties want powers of 2: not needed
-        pts: NDArray[np.float64] = engine.random(length)[:, order]
-    pts.flags.writeable = False
+        pts: NDArray[np.float64] = engine.random(stop - start)[:, order]
     return pts

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from engine.methods.base import no_progress
 from engine.methods.convergence import (
     Rounds,
+    _sobol_range,
     agreement_of,
     pearson,
     sobol_points,
@@ -125,6 +126,12 @@ def test_rounds_stop_grow_and_cap() -> None:
 def test_sobol_streams_are_nested_and_independent() -> None:
     whole = sobol_points(5, 3, 0, 0, 64)
     np.testing.assert_array_equal(sobol_points(5, 3, 0, 16, 64), whole[16:])
+    # a stream too large to keep is made afresh: the same points
+    many = sobol_points(600, 3, 0, 100, 4000)  # 600 dimensions x 4096 points: over 2 MiB
+    np.testing.assert_array_equal(many[:50], sobol_points(600, 3, 0, 100, 150))
+    np.testing.assert_array_equal(sobol_points(5, 3, 0, 4000, 5000)[:50],
+                                  sobol_points(5, 3, 0, 0, 9000)[4000:4050])
+    np.testing.assert_array_equal(_sobol_range(5, 3, 0, 100, 200), sobol_points(5, 3, 0, 100, 200))
     assert not np.array_equal(sobol_points(5, 3, 1, 0, 64), whole)
     # stratified: each coordinate has exactly 32 of its 64 points below 1/2
     assert ((whole < 0.5).sum(axis=0) == 32).all()

@@ -2,9 +2,12 @@
 
 Tiny ONNX models whose answers are known: a linear model (LIME and KernelSHAP recover its
 per-segment contributions, KernelSHAP's sum to f(x) − f(baseline), SmoothGrad's gradient
-is its weight at every noisy copy, so one round agrees perfectly and stops), and a model
-whose score is a pure pairwise interaction of the segments (the best linear fit is exactly
-zero, so LIME's half maps are noise: it runs to the cap).
+is its weight at every noisy copy, so one round agrees and stops), and a model whose score
+is a pure pairwise interaction of the segments (the best linear fit is exactly zero, so
+LIME's half maps are noise: it runs to the cap; KernelSHAP's exact values are enumerated
+on 9 players, and "auto" converges to them). The sampling designs: Sobol' streams nested,
+independent and aliasing different superpixels; KernelSHAP's pairs of uniform sizes
+weighted by the kernel.
 """
 
 from __future__ import annotations

@@ -6,14 +6,14 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.artifacts import AttributionMap, Result
+from engine.artifacts import Result
 from engine.methods.base import MethodSpec, Progress
-from engine.methods.cam_core import cam_batch, combine, layer_gradients
-from engine.methods.layer_maps import resolve_layer, upsample
+from engine.methods.cam_core import cam_batch, gradient_cam
+from engine.methods.layer_maps import resolve_layer
 from engine.methods.registry import register
 from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
-from engine.objectives import Objective, ScoreKind, class_index
+from engine.objectives import Objective, ScoreKind
 
 
 class GradCamParams(BaseModel):
@@ -39,10 +39,9 @@ def grad_cam(
     params: GradCamParams,
     progress: Progress,
 ) -> Result:
-    class_index(objective)
-    layer, a, g, out, passes = layer_gradients(model, image, objective, params)
+    result = gradient_cam(model, image, objective, params, channel_weights)
     progress(1.0)
-    return _result(image, layer, a, g, out, passes, params)
+    return result
 
 
 def grad_cam_batch(
@@ -52,31 +51,13 @@ def grad_cam_batch(
     params: GradCamParams,
 ) -> list[Result]:
     """Grad-CAM of several images, each for its own class, from one VJP."""
-    return cam_batch(
-        model, images, objectives, params,
-        lambda image, layer, a, g, out, passes: _result(image, layer, a, g, out, passes, params),
-    )
+    return cam_batch(model, images, objectives, params, channel_weights)
 
 
-def _result(
-    image: ImageInput,
-    layer: str,
-    a: NDArray[np.float32],
-    g: NDArray[np.float32],
-    out: NDArray[np.float32],
-    passes: int,
-    params: GradCamParams,
-) -> Result:
-    m = combine(g.mean(axis=(1, 2)), a, params.relu)
-    return Result(
-        [
-            AttributionMap("attribution", upsample(m, image.height, image.width)),
-            AttributionMap("cam", m),
-        ],
-        model_calls=passes,
-        extras={"layer": layer, "layer_shape": list(a.shape), "backward_passes": 1},
-        output=out,
-    )
+def channel_weights(a: NDArray[np.float32], g: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Each channel's mean gradient."""
+    w: NDArray[np.float32] = g.mean(axis=(1, 2))
+    return w
 
 
 SPEC = register(

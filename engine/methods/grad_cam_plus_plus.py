@@ -6,15 +6,14 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from engine.artifacts import AttributionMap, Result
+from engine.artifacts import Result
 from engine.methods.base import MethodSpec, Progress
-from engine.methods.cam_core import cam_batch, combine, layer_gradients
+from engine.methods.cam_core import cam_batch, gradient_cam
 from engine.methods.grad_cam import GradCamParams, check
-from engine.methods.layer_maps import upsample
 from engine.methods.registry import register
 from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
-from engine.objectives import Objective, class_index
+from engine.objectives import Objective
 
 
 def grad_cam_plus_plus(
@@ -24,10 +23,9 @@ def grad_cam_plus_plus(
     params: GradCamParams,
     progress: Progress,
 ) -> Result:
-    class_index(objective)
-    layer, a, g, out, passes = layer_gradients(model, image, objective, params)
+    result = gradient_cam(model, image, objective, params, channel_weights)
     progress(1.0)
-    return _result(image, layer, a, g, out, passes, params)
+    return result
 
 
 def grad_cam_plus_plus_batch(
@@ -37,38 +35,19 @@ def grad_cam_plus_plus_batch(
     params: GradCamParams,
 ) -> list[Result]:
     """Grad-CAM++ of several images, each for its own class, from one VJP."""
-    return cam_batch(
-        model, images, objectives, params,
-        lambda image, layer, a, g, out, passes: _result(image, layer, a, g, out, passes, params),
-    )
+    return cam_batch(model, images, objectives, params, channel_weights)
 
 
-def _result(
-    image: ImageInput,
-    layer: str,
-    a: NDArray[np.float32],
-    g: NDArray[np.float32],
-    out: NDArray[np.float32],
-    passes: int,
-    params: GradCamParams,
-) -> Result:
+def channel_weights(a: NDArray[np.float32], g: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Σ over positions of relu(g) · α, α = g² / (2 g² + Σa · g³) (0 where g = 0)."""
     g64, a64 = g.astype(np.float64), a.astype(np.float64)
     g2 = g64 * g64
     g3 = g2 * g64
     sum_a = a64.sum(axis=(1, 2), keepdims=True)
     alpha = g2 / (2.0 * g2 + sum_a * g3 + 1e-7)
     alpha = np.where(g64 != 0.0, alpha, 0.0)
-    weights = (np.maximum(g64, 0.0) * alpha).sum(axis=(1, 2)).astype(np.float32)
-    m = combine(weights, a, params.relu)
-    return Result(
-        [
-            AttributionMap("attribution", upsample(m, image.height, image.width)),
-            AttributionMap("cam", m),
-        ],
-        model_calls=passes,
-        extras={"layer": layer, "layer_shape": list(a.shape), "backward_passes": 1},
-        output=out,
-    )
+    w: NDArray[np.float32] = (np.maximum(g64, 0.0) * alpha).sum(axis=(1, 2)).astype(np.float32)
+    return w
 
 
 SPEC = register(

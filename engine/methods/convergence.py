@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -67,9 +68,83 @@ def spearman_brown(r: float, k: float = 2.0) -> float:
     return k * r / (1.0 + (k - 1.0) * r)
 
 
-def agreement_of(r_half: float) -> float:
-    """Expected Pearson of the full map with the converged map, from the split-half ``r``."""
-    return math.sqrt(spearman_brown(r_half))
+def split_half(r_half: float) -> dict[str, float]:
+    """What a split-half rule adds to :func:`report`'s extras."""
+    return {"split_half_pearson": r_half}
+
+
+def pooled(maps: Sequence[NDArray[Any]], sizes: Sequence[int]) -> NDArray[np.float64]:
+    """The map of all the samples: the groups' maps weighted by their sizes."""
+    n = max(sum(sizes), 1)
+    out = np.zeros(np.shape(maps[0]), dtype=np.float64)
+    for m, k in zip(maps, sizes, strict=True):
+        out += (k / n) * np.asarray(m, np.float64)
+    return out
+
+
+@dataclass(frozen=True)
+class GroupEstimate:
+    """How close the pooled map of ``K`` groups is to the converged map (:func:`group_estimate`)."""
+
+    #: Expected share of the pooled map's energy that is signal; ``sqrt`` of it is the
+    #: expected Pearson with the converged map (the reported ``agreement``).
+    reliability: float
+    #: The same at the one-sided `CONFIDENCE` bound: what a stopping rule compares.
+    lower: float
+    #: Effective number of independent pixels of the sampling noise.
+    noise_dims: float
+    groups: int
+
+
+#: The one-sided confidence of the bound a grouped stopping rule stops on, and its normal
+#: quantile.
+CONFIDENCE = 0.9
+CONFIDENCE_Z = 1.2816
+
+
+def group_estimate(
+    maps: Sequence[NDArray[Any]], sizes: Sequence[int], z: float = CONFIDENCE_Z
+) -> GroupEstimate:
+    """Reliability of the pooled map (:func:`pooled`) from ``K ≥ 3`` independent groups of
+    samples, each group's map a mean over its ``sizes[k]`` samples, and a bound on it.
+
+    The sampling noise of a mean falls as 1/n, so the spread of the groups' maps about the
+    pooled one gives the pooled map's expected noise energy ``N`` (every map centred over
+    pixels, as Pearson centres them: ``Σₖ nₖ ‖mₖ − m‖² / ((K − 1) n)``); with the pooled
+    map's energy ``T`` the reliability is ``1 − N / T``. (With two equal halves this is the
+    Spearman–Brown step-up of their Pearson correlation.)
+
+    That is an expectation: the noise of one run is ``N`` give or take a relative
+    ``sqrt(2 / d)``, where ``d = tr(C)² / tr(C²)`` is the number of independent pixels of
+    the noise's covariance ``C`` — few where samples are smooth masks — and ``N`` itself
+    is estimated from ``K − 1`` degrees of freedom. ``d`` comes from the differences of
+    disjoint pairs of groups (``E‖mⱼ − mₖ‖² ∝ tr C``, ``E[(dᵢⱼ·dₖₗ)²] ∝ tr C²``). The bound
+    ``lower`` takes the noise at ``z`` standard deviations above its estimate.
+    """
+    k = len(maps)
+    if k < 4 or k != len(sizes) or min(sizes) < 1:
+        raise ValueError(f"{k} maps of sizes {list(sizes)}: need at least four non-empty groups")
+    n = sum(sizes)
+    centred = np.stack([np.asarray(m, np.float64).ravel() for m in maps])
+    centred -= centred.mean(axis=1, keepdims=True)
+    w = np.asarray(sizes, np.float64)
+    full = (w / n) @ centred
+    total = float(full @ full)
+    noise = float(w @ ((centred - full) ** 2).sum(axis=1)) / ((k - 1) * n)
+    # noise dimensions: pairs of groups, their differences scaled to unit sample size
+    pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
+    diffs = np.stack([(centred[i] - centred[j]) / math.sqrt(1 / w[i] + 1 / w[j]) for i, j in pairs])
+    gram = diffs @ diffs.T
+    disjoint = np.array([[len({*p, *q}) == 4 for q in pairs] for p in pairs])
+    trace2 = float(np.mean(gram[disjoint] ** 2))
+    dims = float(np.mean(np.diag(gram)) ** 2 / trace2) if trace2 > 0 else math.inf
+    if total <= 0.0:
+        rel = 1.0 if noise <= 0.0 else 0.0
+        return GroupEstimate(rel, rel, dims, k)
+    spread = math.sqrt(2.0 / dims * (1.0 + 1.0 / (k - 1))) if dims > 0 else math.inf
+    rel = max(0.0, 1.0 - noise / total)
+    lower = max(0.0, 1.0 - noise * (1.0 + z * spread) / total)
+    return GroupEstimate(rel, lower, dims, k)
 
 
 @dataclass(frozen=True)
@@ -89,12 +164,14 @@ class Rounds:
     def _round_up(self, n: int) -> int:
         return -(-n // self.unit) * self.unit
 
-    def next_size(self, n: int, r_half: float) -> int | None:
+    def next_size(self, n: int, reliability: float) -> int | None:
         """The plan's size for the next round, or ``None`` when ``n`` samples are enough
-        (the agreement reached the threshold) or the cap is reached."""
-        if n >= self.cap or agreement_of(r_half) >= self.threshold:
+        (``sqrt(reliability)`` reached the threshold) or the cap is reached. ``reliability``
+        is what the method's rule stops on: the split-half step-up (:func:`spearman_brown`)
+        or a grouped bound (:attr:`GroupEstimate.lower`)."""
+        reliability = min(max(reliability, 0.0), 1.0)
+        if n >= self.cap or math.sqrt(reliability) >= self.threshold:
             return None
-        reliability = spearman_brown(r_half)
         target = self.threshold**2
         if reliability <= 0.0:
             want = MAX_GROWTH * n
@@ -103,29 +180,41 @@ class Rounds:
         grown = min(max(want, MIN_GROWTH * n), MAX_GROWTH * n)
         return min(self.cap, max(n + self.unit, self._round_up(math.ceil(grown))))
 
-    def expected(self, n: int, r_half: float | None) -> int:
+    def expected(self, n: int, reliability: float | None) -> int:
         """A guess at the final sample count (for progress): the prediction, else the cap."""
-        if r_half is None:
+        if reliability is None:
             return self.cap
-        nxt = self.next_size(n, r_half)
+        nxt = self.next_size(n, reliability)
         return n if nxt is None else nxt
 
 
 def report(
-    rounds: Rounds, n: int, n_rounds: int, r_half: float, extra: dict[str, Any] | None = None
+    rounds: Rounds,
+    n: int,
+    n_rounds: int,
+    reliability: float,
+    extra: dict[str, Any] | None = None,
+    lower: float | None = None,
 ) -> dict[str, Any]:
-    """The extras an auto result carries."""
-    agreement = agreement_of(r_half)
-    return {
+    """The extras an auto result carries: ``agreement`` is ``sqrt(reliability)``; where the
+    rule stops on a bound (``lower``, a grouped estimate) ``agreement_lower`` is its root,
+    and ``converged`` says whether the bound, else the agreement, reached the threshold."""
+    agreement = math.sqrt(min(max(reliability, 0.0), 1.0))
+    out: dict[str, Any] = {
         "samples_used": n,
         "rounds": n_rounds,
-        "split_half_pearson": r_half,
         "agreement": agreement,
         "agreement_threshold": rounds.threshold,
         "max_samples": rounds.cap,
         "converged": agreement >= rounds.threshold,
-        **(extra or {}),
     }
+    if lower is not None:
+        bound = math.sqrt(min(max(lower, 0.0), 1.0))
+        out.update(
+            agreement_lower=bound, confidence=CONFIDENCE, converged=bound >= rounds.threshold
+        )
+    out.update(extra or {})
+    return out
 
 
 def sobol_points(dim: int, seed: int, stream: int, start: int, stop: int) -> NDArray[np.float64]:

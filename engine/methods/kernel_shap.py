@@ -45,7 +45,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.artifacts import AttributionMap, Result, Segments
 from engine.methods.base import MethodSpec, Progress, no_progress
-from engine.methods.convergence import DEFAULT_AGREEMENT, Auto, Rounds, pearson, report
+from engine.methods.convergence import (
+    DEFAULT_AGREEMENT,
+    Auto,
+    Rounds,
+    pearson,
+    report,
+    spearman_brown,
+    split_half,
+)
 from engine.methods.perturbation import (
     HideColour,
     PerturbationMethod,
@@ -323,7 +331,7 @@ class KernelShapBuilder(PerturbationMethod[KernelShapParams, KernelShapPlan]):
             return None
         r = self.split_half(plan, scores, refs)
         n = plan.n_samples
-        nxt = plan.schedule().next_size(n, r)
+        nxt = plan.schedule().next_size(n, spearman_brown(r))
         if nxt is None:
             return None
         more = paired_coalitions(plan.n_features, plan.seed, n // 2, nxt // 2)
@@ -390,10 +398,11 @@ class KernelShapBuilder(PerturbationMethod[KernelShapParams, KernelShapPlan]):
         auto: dict[str, Any] = {}
         if plan.auto:
             r = self.split_half(plan, scores, refs)
-            auto = report(plan.schedule(), plan.n_samples, plan.rounds, r)
+            auto = report(plan.schedule(), plan.n_samples, plan.rounds, spearman_brown(r),
+                          split_half(r))
         elif params.num_samples == "auto":  # every coalition enumerated: exact
             rounds = Rounds(params.agreement, plan.n_samples, params.max_samples, unit=2)
-            auto = report(rounds, plan.n_samples, 1, 1.0)
+            auto = report(rounds, plan.n_samples, 1, 1.0, split_half(1.0))
         return Result(
             [
                 AttributionMap("attribution", values),

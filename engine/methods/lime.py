@@ -38,7 +38,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.artifacts import AttributionMap, Result, Segments
 from engine.methods.base import MethodSpec, Progress, no_progress
-from engine.methods.convergence import DEFAULT_AGREEMENT, Auto, Rounds, pearson, report
+from engine.methods.convergence import (
+    DEFAULT_AGREEMENT,
+    Auto,
+    Rounds,
+    pearson,
+    report,
+    spearman_brown,
+    split_half,
+)
 from engine.methods.perturbation import (
     HideColour,
     PerturbationMethod,
@@ -229,7 +237,7 @@ class LimeBuilder(PerturbationMethod[LimeParams, LimePlan]):
         if not plan.auto:
             return None
         r = self.split_half(params, plan, scores)
-        nxt = plan.schedule().next_size(plan.n_samples, r)
+        nxt = plan.schedule().next_size(plan.n_samples, spearman_brown(r))
         if nxt is None:
             return None
         return replace(plan, n_samples=nxt, rounds=plan.rounds + 1, expected=nxt)
@@ -270,17 +278,11 @@ class LimeBuilder(PerturbationMethod[LimeParams, LimePlan]):
             raise ValueError(f"{scores.shape[0]} scores for a plan of {plan.n_samples} samples")
         z = self.sample_codes(plan, 0, plan.n_samples)
         coef, intercept, r2 = fit(z, scores, params)
-        auto = (
-            report(
-                plan.schedule(),
-                plan.n_samples,
-                plan.rounds,
-                self.split_half(params, plan, scores),
-                {"sampler": plan.sampler},
-            )
-            if plan.auto
-            else {}
-        )
+        auto: dict[str, Any] = {}
+        if plan.auto:
+            r = self.split_half(params, plan, scores)
+            auto = report(plan.schedule(), plan.n_samples, plan.rounds, spearman_brown(r),
+                          {**split_half(r), "sampler": plan.sampler})
         pos, neg = top_segments(coef, params.top_k)
         values = coef[plan.segments].astype(np.float32)
         calls = forward_passes if forward_passes is not None else refs.forward_passes + len(z)

@@ -8,8 +8,13 @@ The image is blended with the hide image through the mask, and
     saliency = Σᵢ score(maskᵢ ⊙ x) · maskᵢ / (N · p).
 
 ``num_masks: "auto"`` samples in rounds (:mod:`engine.methods.convergence`) until the
-split-half agreement of the saliency reaches ``agreement`` or ``max_samples`` masks are
-used; the halves are the even and the odd masks. "auto" also uses a control variate: the
+saliency's Pearson correlation with the converged map reaches ``agreement`` at 90 %
+confidence, or ``max_samples`` masks are used. The estimate comes from ``AUTO_GROUPS``
+groups of masks (mask ``i`` in group ``i % 8``): their spread gives the map's expected
+noise and how many independent pixels that noise has, and so how far one run's noise may
+stray from its expectation (:func:`engine.methods.convergence.group_estimate`; RISE's
+smooth masks leave few, ~30 on a 7×7 grid, so a rule on the expected agreement alone
+stopped short of it on 5 of 6 photos). "auto" also uses a control variate: the
 masks' scores less their mean, plus the mean (same expectation, since every pixel's mask
 has mean ``p``; much less noise, as the noisy term ``s̄ · Σ mask`` is gone), so its map
 is RISE's up to sampling noise, not the same numbers as a fixed count. Rounds grow one plan
@@ -34,7 +39,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from engine.artifacts import AttributionMap, Result
 from engine.errors import InvalidParams
 from engine.methods.base import MethodSpec, Progress, no_progress
-from engine.methods.convergence import DEFAULT_AGREEMENT, Auto, Rounds, pearson, report
+from engine.methods.convergence import (
+    DEFAULT_AGREEMENT,
+    Auto,
+    Rounds,
+    group_estimate,
+    pooled,
+    report,
+)
 from engine.methods.perturbation import (
     HideColour,
     PerturbationMethod,
@@ -54,6 +66,9 @@ AUTO_MIN = 128
 AUTO_CAP = 8000
 #: How "auto" draws its masks: "iid" (as a fixed count does) or "sobol" (randomised QMC).
 AUTO_SAMPLER = "iid"
+#: "auto": the groups of masks (mask ``i`` in group ``i % AUTO_GROUPS``) whose spread
+#: estimates the map's noise (:func:`engine.methods.convergence.group_estimate`).
+AUTO_GROUPS = 8
 
 
 class RiseParams(BaseModel):
@@ -68,11 +83,15 @@ class RiseParams(BaseModel):
         default=DEFAULT_AGREEMENT,
         gt=0,
         lt=1,
-        description='With num_masks "auto": stop when the saliency\'s estimated Pearson '
-        "correlation with the converged map (split-half, Spearman–Brown) reaches this.",
+        description='With num_masks "auto": stop when the saliency\'s Pearson correlation '
+        "with the converged map reaches this with 90 % confidence (estimated from the spread "
+        "of 8 groups of masks).",
     )
     max_samples: int = Field(
-        default=AUTO_CAP, ge=2, le=100_000, description='With "auto": the most masks used.'
+        default=AUTO_CAP,
+        ge=2 * AUTO_GROUPS,
+        le=100_000,
+        description=f'With "auto": the most masks used (at least {2 * AUTO_GROUPS}).',
     )
     grid_size: int = Field(default=7, ge=1, le=256, description="Mask grid side s (s×s cells).")
     p: float = Field(default=0.5, gt=0, lt=1, description="Probability that a cell is kept.")
@@ -198,48 +217,57 @@ def rise_sobol_codes(plan: RisePlan, start: int, stop: int) -> NDArray[np.int32]
 
 
 def saliency_sums(
-    plan: RisePlan, scores: NDArray[np.float64], halves: int = 1, centre: bool = False
+    plan: RisePlan,
+    scores: NDArray[np.float64],
+    groups: int = 1,
+    centre: bool = False,
+    start: int = 0,
 ) -> list[NDArray[np.float64]]:
-    """Σ score · mask over the masks of each half (``halves`` 2: even / odd masks; 1: all);
-    ``centre``: each half's scores less their mean (see :func:`half_maps`)."""
+    """Σ score · mask over the masks of each group, for masks ``start .. start + len(scores)``
+    (mask ``i`` in group ``(i − start) % groups``; 1: all); ``centre``: each group's scores
+    less their mean (see :func:`group_maps`)."""
+    n = len(scores)
     if centre:
         scores = scores.copy()
-        for half in range(halves):
-            scores[half::halves] -= scores[half::halves].mean()
+        for g in range(groups):
+            if scores[g::groups].size:
+                scores[g::groups] -= scores[g::groups].mean()
     s, h, w = plan.grid_size, plan.height, plan.width
     ay = interpolation(s, plan.cell_y, h)
     ax = interpolation(s, plan.cell_x, w)
     # per vertical shift: U[sy] = Σ score · (G @ A_x(sx)ᵀ)  (s × W)
-    u = np.zeros((halves, plan.cell_y, s, w), dtype=np.float64)
+    u = np.zeros((groups, plan.cell_y, s, w), dtype=np.float64)
     step = 1024
-    for a in range(0, plan.n_samples, step):
-        b = min(plan.n_samples, a + step)
-        codes = rise_codes(plan, a, b)
+    for a in range(0, n, step):
+        b = min(n, a + step)
+        codes = rise_codes(plan, start + a, start + b)
         grids = codes[:, : s * s].reshape(-1, s, s).astype(np.float64)
         for r in range(b - a):
             sy, sx = int(codes[r, s * s]), int(codes[r, s * s + 1])
-            u[(a + r) % halves, sy] += scores[a + r] * (grids[r] @ ax[sx].T)
+            u[(a + r) % groups, sy] += scores[a + r] * (grids[r] @ ax[sx].T)
     out = []
-    for half in range(halves):
+    for g in range(groups):
         sal = np.zeros((h, w), dtype=np.float64)
         for k in range(plan.cell_y):
-            sal += ay[k] @ u[half, k]
+            sal += ay[k] @ u[g, k]
         out.append(sal)
     return out
 
 
-def half_maps(
-    plan: RisePlan, scores: NDArray[np.float64]
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """The saliency of the even and of the odd masks, each with a control variate: its
-    scores less their mean ``s̄``, plus ``s̄`` (``E[mask] = p`` at every pixel, so the
-    expectation is RISE's; the term ``s̄ · Σ mask`` — most of a raw sum's noise — is gone)."""
-    sums = saliency_sums(plan, scores, 2, centre=True)
-    out = []
-    for half in (0, 1):
-        sel = scores[half::2]
-        out.append(sums[half] / (max(len(sel), 1) * plan.p) + (sel.mean() if len(sel) else 0.0))
-    return out[0], out[1]
+def group_maps(
+    plan: RisePlan, scores: NDArray[np.float64], groups: int = 2, start: int = 0
+) -> tuple[list[NDArray[np.float64]], list[int]]:
+    """The saliency of each group of masks (mask ``i`` in group ``i % groups``) and the
+    groups' sizes, each with a control variate: its scores less their mean ``s̄``, plus
+    ``s̄`` (``E[mask] = p`` at every pixel, so the expectation is RISE's; the term
+    ``s̄ · Σ mask`` — most of a raw sum's noise — is gone)."""
+    sums = saliency_sums(plan, scores, groups, centre=True, start=start)
+    maps, sizes = [], []
+    for g in range(groups):
+        sel = scores[g::groups]
+        maps.append(sums[g] / (max(len(sel), 1) * plan.p) + (sel.mean() if len(sel) else 0.0))
+        sizes.append(len(sel))
+    return maps, sizes
 
 
 class RiseBuilder(PerturbationMethod[RiseParams, RisePlan]):
@@ -276,8 +304,8 @@ class RiseBuilder(PerturbationMethod[RiseParams, RisePlan]):
     ) -> RisePlan | None:
         if not plan.auto:
             return None
-        a, b = half_maps(plan, scores)
-        nxt = plan.schedule().next_size(plan.n_samples, pearson(a, b))
+        maps, sizes = group_maps(plan, scores, AUTO_GROUPS)
+        nxt = plan.schedule().next_size(plan.n_samples, group_estimate(maps, sizes).lower)
         if nxt is None:
             return None
         return replace(plan, n_samples=nxt, rounds=plan.rounds + 1, expected=nxt)
@@ -318,11 +346,15 @@ class RiseBuilder(PerturbationMethod[RiseParams, RisePlan]):
         s = plan.grid_size
         auto: dict[str, Any] = {}
         if plan.auto:
-            half_a, half_b = half_maps(plan, scores)
-            n_a = (plan.n_samples + 1) // 2
-            sal = (n_a * half_a + (plan.n_samples - n_a) * half_b) / max(plan.n_samples, 1)
-            auto = report(plan.schedule(), plan.n_samples, plan.rounds, pearson(half_a, half_b),
-                          {"sampler": plan.sampler, "control_variate": True})
+            maps, sizes = group_maps(plan, scores, AUTO_GROUPS)
+            sal = pooled(maps, sizes)
+            est = group_estimate(maps, sizes)
+            auto = report(
+                plan.schedule(), plan.n_samples, plan.rounds, est.reliability,
+                {"sampler": plan.sampler, "control_variate": True, "groups": est.groups,
+                 "noise_dims": est.noise_dims},
+                lower=est.lower,
+            )
         else:
             (sal,) = saliency_sums(plan, scores, 1)
             sal /= plan.n_samples * plan.p

@@ -17,7 +17,15 @@ from engine.artifacts import AttributionMap, Result
 from engine.errors import InvalidParams
 from engine.methods.backprop import Reduce, gradients, reduce_channels
 from engine.methods.base import MethodSpec, Progress
-from engine.methods.convergence import DEFAULT_AGREEMENT, Auto, Rounds, pearson, report
+from engine.methods.convergence import (
+    DEFAULT_AGREEMENT,
+    Auto,
+    Rounds,
+    pearson,
+    report,
+    spearman_brown,
+    split_half,
+)
 from engine.methods.registry import register
 from engine.modalities.image import ImageInput
 from engine.models.runtime import LoadedModel
@@ -131,7 +139,7 @@ def smoothgrad(
         r_half = pearson(
             *(_map(totals[h : h + 1] / max(1, (done + 1 - h) // 2), model, params) for h in (0, 1))
         )
-        nxt = rounds.next_size(done, r_half)
+        nxt = rounds.next_size(done, spearman_brown(r_half))
         if nxt is None:
             break
         n_total = expected = nxt
@@ -139,7 +147,9 @@ def smoothgrad(
     values = _map(total / done, model, params)
     extras: dict[str, Any] = {"backward_passes": done, "sigma": sigma, "average": params.average}
     if auto:
-        extras.update(report(rounds, done, n_rounds, r_half))
+        extras.update(
+            report(rounds, done, n_rounds, spearman_brown(r_half), split_half(r_half))
+        )
         progress(1.0)
     return Result([AttributionMap("attribution", values)], model_calls=passes, extras=extras)
 

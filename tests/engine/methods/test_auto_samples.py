@@ -26,7 +26,6 @@ from engine.methods.base import no_progress
 from engine.methods.convergence import (
     Rounds,
     _sobol_range,
-    agreement_of,
     pearson,
     sobol_points,
     spearman_brown,
@@ -108,22 +107,22 @@ def test_pearson_spearman_brown_and_agreement_by_hand() -> None:
     assert pearson(np.ones(3), np.ones(3)) == 1.0 and pearson(np.ones(3), np.zeros(3)) == 0.0
     assert spearman_brown(0.5) == pytest.approx(2 / 3)  # 2r / (1 + r)
     assert spearman_brown(-0.3) == 0.0
-    assert agreement_of(0.5) == pytest.approx(math.sqrt(2 / 3))
-    assert agreement_of(1.0) == 1.0
 
 
 def test_rounds_stop_grow_and_cap() -> None:
     rounds = Rounds(0.95, 64, 1000, unit=2)
     assert rounds.first() == 64
-    assert rounds.next_size(64, 0.99) is None  # agreement sqrt(2·.99/1.99) ≥ 0.95
-    # r_half 0.5: reliability 2/3, target 0.9025: n* = 64 · (0.9025/0.0975) · (1/3 / 2/3)
+    assert rounds.next_size(64, 0.91) is None  # agreement sqrt(0.91) ≥ 0.95
+    # reliability 2/3 (split halves at r 0.5), target 0.9025: n* = 64 · (0.9025/0.0975) · ½
     want = 1.2 * 64 * (0.9025 / 0.0975) * 0.5
-    assert rounds.next_size(64, 0.5) == 2 * math.ceil(math.ceil(min(want, 4 * 64)) / 2)
+    assert rounds.next_size(64, 2 / 3) == 2 * math.ceil(math.ceil(min(want, 4 * 64)) / 2)
+    assert rounds.next_size(64, spearman_brown(0.5)) == rounds.next_size(64, 2 / 3)
     assert rounds.next_size(64, 0.0) == 256  # no signal yet: at most ×4
-    assert rounds.next_size(64, 0.82) == 80  # nearly there (r* = 0.8223): at least ×1.25
+    assert rounds.next_size(64, -0.2) == 256  # a bound below zero counts as none
+    assert rounds.next_size(64, 0.9) == 80  # nearly there (R* = 0.9025): at least ×1.25
     assert rounds.next_size(900, 0.1) == 1000  # never past the cap
     assert rounds.next_size(1000, 0.1) is None  # at the cap: stop whatever the agreement
-    assert all(rounds.next_size(n, 0.3) % 2 == 0 for n in (64, 100, 250))  # pairs stay whole
+    assert all(rounds.next_size(n, 0.5) % 2 == 0 for n in (64, 100, 250))  # pairs stay whole
 
 
 def test_sobol_streams_are_nested_and_independent() -> None:
@@ -380,7 +379,9 @@ def test_rise_auto_agrees_with_many_masks_and_honours_the_threshold(tmp_path: Pa
     for res, threshold in ((loose, 0.8), (tight, 0.99)):
         e = res.extras
         assert e["agreement_threshold"] == threshold
-        assert e["converged"] == (e["agreement"] >= threshold)
+        assert e["converged"] == (e["agreement_lower"] >= threshold)
+        assert e["agreement_lower"] <= e["agreement"] and e["confidence"] == 0.9
+        assert e["groups"] == 8 and e["noise_dims"] > 1
         assert e["converged"] or e["samples_used"] == e["max_samples"]
         assert res.model_calls == 1 + e["samples_used"] == 1 + e["num_masks"]
     assert loose.extras["converged"] and tight.extras["converged"]

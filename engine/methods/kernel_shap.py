@@ -13,7 +13,8 @@ that Σφ = f(x) − f(background) holds exactly, where f(x) and f(background) (
 full coalitions) are the reference scores.
 
 ``num_samples: "auto"`` samples in rounds (:mod:`engine.methods.convergence`) until the
-split-half agreement of the map reaches ``agreement`` or ``max_samples`` coalitions are
+split-half agreement of the map reaches ``agreement`` at 90 % confidence (the noise's
+dimensions taken from the superpixels' areas) or ``max_samples`` coalitions are
 used. Its coalitions are paired (a coalition and its complement) and drawn by leverage score
 (Musco & Witter, "Provably Accurate Shapley Value Estimation via Leverage Score Sampling",
 2024): pair ``k`` (from ``default_rng([seed, k])``) has a size drawn uniformly from 1..M − 1
@@ -48,11 +49,12 @@ from engine.methods.base import MethodSpec, Progress, no_progress
 from engine.methods.convergence import (
     DEFAULT_AGREEMENT,
     Auto,
+    GroupEstimate,
     Rounds,
+    area_dims,
     pearson,
     report,
-    spearman_brown,
-    split_half,
+    split_half_estimate,
 )
 from engine.methods.perturbation import (
     HideColour,
@@ -93,8 +95,8 @@ class KernelShapParams(BaseModel):
         default=DEFAULT_AGREEMENT,
         gt=0,
         lt=1,
-        description='With num_samples "auto": stop when the map\'s estimated Pearson '
-        "correlation with the converged map (split-half, Spearman–Brown) reaches this.",
+        description='With num_samples "auto": stop when the map\'s Pearson correlation with '
+        "the converged map reaches this at 90 % confidence (split-half, Spearman–Brown).",
     )
     max_samples: int = Field(
         default=AUTO_CAP, ge=2, le=100_000, description='With "auto": the most coalitions.'
@@ -329,9 +331,9 @@ class KernelShapBuilder(PerturbationMethod[KernelShapParams, KernelShapPlan]):
     ) -> KernelShapPlan | None:
         if not plan.auto:
             return None
-        r = self.split_half(plan, scores, refs)
+        est = split_half_estimate(self.split_half(plan, scores, refs), area_dims(plan.segments))
         n = plan.n_samples
-        nxt = plan.schedule().next_size(n, spearman_brown(r))
+        nxt = plan.schedule().next_size(n, est.lower)
         if nxt is None:
             return None
         more = paired_coalitions(plan.n_features, plan.seed, n // 2, nxt // 2)
@@ -397,12 +399,12 @@ class KernelShapBuilder(PerturbationMethod[KernelShapParams, KernelShapPlan]):
         calls = forward_passes if forward_passes is not None else refs.forward_passes + len(scores)
         auto: dict[str, Any] = {}
         if plan.auto:
-            r = self.split_half(plan, scores, refs)
-            auto = report(plan.schedule(), plan.n_samples, plan.rounds, spearman_brown(r),
-                          split_half(r))
+            est = split_half_estimate(self.split_half(plan, scores, refs), area_dims(plan.segments))
+            auto = report(plan.schedule(), plan.n_samples, plan.rounds, est)
         elif params.num_samples == "auto":  # every coalition enumerated: exact
             rounds = Rounds(params.agreement, plan.n_samples, params.max_samples, unit=2)
-            auto = report(rounds, plan.n_samples, 1, 1.0, split_half(1.0))
+            exact = GroupEstimate(1.0, 1.0, area_dims(plan.segments), 2, 1.0)
+            auto = report(rounds, plan.n_samples, 1, exact)
         return Result(
             [
                 AttributionMap("attribution", values),

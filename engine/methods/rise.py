@@ -350,10 +350,8 @@ class RiseBuilder(PerturbationMethod[RiseParams, RisePlan]):
             sal = pooled(maps, sizes)
             est = group_estimate(maps, sizes)
             auto = report(
-                plan.schedule(), plan.n_samples, plan.rounds, est.reliability,
-                {"sampler": plan.sampler, "control_variate": True, "groups": est.groups,
-                 "noise_dims": est.noise_dims},
-                lower=est.lower,
+                plan.schedule(), plan.n_samples, plan.rounds, est,
+                {"sampler": plan.sampler, "control_variate": True},
             )
         else:
             (sal,) = saliency_sums(plan, scores, 1)

@@ -23,8 +23,7 @@ from engine.methods.convergence import (
     Rounds,
     pearson,
     report,
-    spearman_brown,
-    split_half,
+    split_half_estimate,
 )
 from engine.methods.registry import register
 from engine.modalities.image import ImageInput
@@ -48,8 +47,8 @@ class SmoothGradParams(BaseModel):
         default=DEFAULT_AGREEMENT,
         gt=0,
         lt=1,
-        description='With samples "auto": stop when the map\'s estimated Pearson correlation '
-        "with the converged map (split-half, Spearman–Brown) reaches this.",
+        description='With samples "auto": stop when the map\'s Pearson correlation with the '
+        "converged map reaches this at 90 % confidence (split-half, Spearman–Brown).",
     )
     max_samples: int = Field(
         default=AUTO_CAP, ge=2, le=1024, description='With "auto": the most samples used.'
@@ -112,6 +111,8 @@ def smoothgrad(
     done = 0
     n_rounds = 0
     r_half = 0.0
+    # the map's pixels: every one taken as independent, the loosest bound (not measured)
+    pixels = float(image.height * image.width)
     step = params.internal_batch_size or model.preferred_vjp_batch()
     while True:
         n_rounds += 1
@@ -139,7 +140,7 @@ def smoothgrad(
         r_half = pearson(
             *(_map(totals[h : h + 1] / max(1, (done + 1 - h) // 2), model, params) for h in (0, 1))
         )
-        nxt = rounds.next_size(done, spearman_brown(r_half))
+        nxt = rounds.next_size(done, split_half_estimate(r_half, pixels).lower)
         if nxt is None:
             break
         n_total = expected = nxt
@@ -148,7 +149,7 @@ def smoothgrad(
     extras: dict[str, Any] = {"backward_passes": done, "sigma": sigma, "average": params.average}
     if auto:
         extras.update(
-            report(rounds, done, n_rounds, spearman_brown(r_half), split_half(r_half))
+            report(rounds, done, n_rounds, split_half_estimate(r_half, pixels))
         )
         progress(1.0)
     return Result([AttributionMap("attribution", values)], model_calls=passes, extras=extras)

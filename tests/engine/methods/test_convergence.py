@@ -8,6 +8,7 @@ where a rule on the expected agreement alone falls short in one run of five.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,11 +17,14 @@ from engine.methods.convergence import (
     CONFIDENCE,
     CONFIDENCE_Z,
     Rounds,
+    area_dims,
+    bound,
     group_estimate,
     pearson,
     pooled,
     report,
     spearman_brown,
+    split_half_estimate,
 )
 
 
@@ -37,6 +41,23 @@ def test_group_estimate_by_hand() -> None:
     spread = math.sqrt(2 / (2 / 3) * (1 + 1 / 3))  # 2
     assert est.lower == pytest.approx(1 - (4 / 3) * (1 + CONFIDENCE_Z * spread) / 16)
     assert est.groups == 4
+
+
+def test_split_half_estimate_and_area_dims_by_hand() -> None:
+    assert area_dims(np.array([[0, 0, 1, 1]])) == 2.0  # two superpixels of 2 pixels
+    assert area_dims(np.array([[0, 0, 0, 1]])) == pytest.approx(16 / 10)  # areas 3 and 1
+    est = split_half_estimate(0.5, 8.0)
+    assert est.reliability == pytest.approx(2 / 3) and est.split_half_pearson == 0.5
+    # two groups: spread sqrt(2/8 · (1 + 1)) = sqrt(1/2)
+    assert est.lower == pytest.approx(1 - (1 / 3) * (1 + CONFIDENCE_Z * math.sqrt(0.5)))
+    assert split_half_estimate(1.0, 8.0).lower == 1.0  # no noise: nothing to bound
+    assert split_half_estimate(-0.2, 8.0).lower == 0.0
+    assert bound(0.9, 1e12, 2) == pytest.approx(0.9)  # countless independent pixels
+    e = report(Rounds(0.95, 64, 1000), 64, 1, est, {"sampler": "sobol"})
+    assert e["agreement"] == pytest.approx(math.sqrt(2 / 3))
+    assert e["agreement_lower"] == pytest.approx(math.sqrt(est.lower))
+    assert not e["converged"] and e["groups"] == 2 and e["split_half_pearson"] == 0.5
+    assert e["sampler"] == "sobol" and e["confidence"] == CONFIDENCE
 
 
 def test_group_estimate_of_two_equal_halves_is_spearman_brown_and_needs_four_groups() -> None:
@@ -86,7 +107,7 @@ def run_auto(
         est = group_estimate(maps, sizes)
         nxt = rounds.next_size(n, est.lower if bound else est.reliability)
         if nxt is None:
-            extras = report(rounds, n, 0, est.reliability, lower=est.lower if bound else None)
+            extras = report(rounds, n, 0, est if bound else replace(est, lower=est.reliability))
             return n, pearson(pooled(maps, sizes), truth), extras
         n = nxt
 

@@ -89,7 +89,8 @@ def pooled(maps: Sequence[NDArray[Any]], sizes: Sequence[int]) -> NDArray[np.flo
 
 @dataclass(frozen=True)
 class GroupEstimate:
-    """How close the pooled map of ``K`` groups is to the converged map (:func:`group_estimate`)."""
+    """How close a map is to the converged map (:func:`group_estimate`,
+    :func:`split_half_estimate`)."""
 
     #: Expected share of the pooled map's energy that is signal; ``sqrt`` of it is the
     #: expected Pearson with the converged map (the reported ``agreement``).
@@ -103,7 +104,7 @@ class GroupEstimate:
     split_half_pearson: float | None = None
 
 
-#: The one-sided confidence of the bound a grouped stopping rule stops on, and its normal
+#: The one-sided confidence of the bound every stopping rule stops on, and its normal
 #: quantile.
 CONFIDENCE = 0.9
 CONFIDENCE_Z = 1.2816
@@ -112,7 +113,7 @@ CONFIDENCE_Z = 1.2816
 def group_estimate(
     maps: Sequence[NDArray[Any]], sizes: Sequence[int], z: float = CONFIDENCE_Z
 ) -> GroupEstimate:
-    """Reliability of the pooled map (:func:`pooled`) from ``K ≥ 3`` independent groups of
+    """Reliability of the pooled map (:func:`pooled`) from ``K ≥ 4`` independent groups of
     samples, each group's map a mean over its ``sizes[k]`` samples, and a bound on it.
 
     The sampling noise of a mean falls as 1/n, so the spread of the groups' maps about the
@@ -144,7 +145,9 @@ def group_estimate(
     gram = diffs @ diffs.T
     disjoint = np.array([[len({*p, *q}) == 4 for q in pairs] for p in pairs])
     trace2 = float(np.mean(gram[disjoint] ** 2))
-    dims = float(np.mean(np.diag(gram)) ** 2 / trace2) if trace2 > 0 else math.inf
+    # no spread between the pairs' products (e.g. equal groups): every pixel independent
+    pixels = float(centred.shape[1])
+    dims = min(pixels, float(np.mean(np.diag(gram)) ** 2 / trace2)) if trace2 > 0 else pixels
     if total <= 0.0:
         rel = 1.0 if noise <= 0.0 else 0.0
         return GroupEstimate(rel, rel, dims, k)
@@ -202,8 +205,7 @@ class Rounds:
     def next_size(self, n: int, reliability: float) -> int | None:
         """The plan's size for the next round, or ``None`` when ``n`` samples are enough
         (``sqrt(reliability)`` reached the threshold) or the cap is reached. ``reliability``
-        is what the method's rule stops on: the split-half step-up (:func:`spearman_brown`)
-        or a grouped bound (:attr:`GroupEstimate.lower`)."""
+        is what the method's rule stops on: its estimate's bound (:attr:`GroupEstimate.lower`)."""
         reliability = min(max(reliability, 0.0), 1.0)
         if n >= self.cap or math.sqrt(reliability) >= self.threshold:
             return None

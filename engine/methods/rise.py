@@ -13,12 +13,13 @@ confidence, or ``max_samples`` masks are used. The estimate comes from ``AUTO_GR
 groups of masks (mask ``i`` in group ``i % 8``): their spread gives the map's expected
 noise and how many independent pixels that noise has, and so how far one run's noise may
 stray from its expectation (:func:`engine.methods.convergence.group_estimate`; RISE's
-smooth masks leave few, ~30 on a 7×7 grid, so a rule on the expected agreement alone
-stopped short of it on 5 of 6 photos). "auto" also uses a control variate: the
-masks' scores less their mean, plus the mean (same expectation, since every pixel's mask
-has mean ``p``; much less noise, as the noisy term ``s̄ · Σ mask`` is gone), so its map
-is RISE's up to sampling noise, not the same numbers as a fixed count. Rounds grow one plan
-(:meth:`RiseBuilder.refine`), so a split job runs one group of chunks per round.
+smooth masks leave few, ~30 on a 7×7 grid: a rule on the expected agreement of two halves
+overstated it on 5 of the 6 bundled photos and stopped short of 0.95 on 3). "auto" also
+uses a control variate: the masks' scores less their mean, plus the mean (same
+expectation, since every pixel's mask has mean ``p``; much less noise, as the noisy term
+``s̄ · Σ mask`` is gone), so its map is RISE's up to sampling noise, not the same numbers
+as a fixed count. Rounds grow one plan (:meth:`RiseBuilder.refine`), so a split job runs
+one group of chunks per round.
 
 Masks are rendered per forward batch as ``A_y(shift_y) · G · A_x(shift_x)ᵀ`` (small
 matrices, one product per mask). The assembly never materialises all

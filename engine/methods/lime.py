@@ -18,7 +18,7 @@ Sobol' streams, each stratifying every superpixel's on/off. On the six bundled p
 (bench/RESULTS.md, "LIME's auto sampler") with seed 0 it reaches Pearson 0.95 with a
 10,000-sample map on 6 of 6 photos, the i.i.d. draws of a fixed count on 4 of 6; over 8
 seeds, the expected agreement alone stopped short in 2 of 48 runs (once at 64 samples with
-r 0.89), the bound in none ("LIME and KernelSHAP stop on a bound").
+r 0.89), the bound in none ("Auto rules that stop on a 90 % bound").
 Rounds grow one plan (:meth:`LimeBuilder.refine`), so a split job runs one group of chunks
 per round. ``extras`` then reports ``samples_used``, ``rounds``, ``split_half_pearson``,
 ``agreement``, ``agreement_lower`` and ``converged``.

@@ -21,6 +21,10 @@ Pairs (Captum ↔ Lantern):
 * integrated_gradients: ``IntegratedGradients`` n_steps 50, gausslegendre, baseline = the
   normalised black image, summed over channels ↔ integrated_gradients steps 50,
   gausslegendre, baseline zero (black pixels), reduce signed;
+* integrated_gradients_fewer: the same Captum call ↔ Lantern's integrated_gradients with
+  the midpoint rule at 40 points, which on the bundled photos matches Gauss–Legendre's map
+  quality at 50 (``bench/ig_rules.py``); untimed, both maps' Pearson r with a 1024-point
+  midpoint map (the converged integral) and their completeness errors are printed;
 * smoothgrad: ``NoiseTunnel(Saliency)`` smoothgrad, nt_samples 25, stdevs
   0.15 × (x.max() − x.min()): the mean of |grad|, max over channels ↔ smoothgrad samples 25,
   noise 0.15, average abs, reduce abs_max (the mean of |grad|, max over channels: the same
@@ -64,7 +68,12 @@ from peers_common import allocator_line, ensure_allocator, onnx_to_torch, pearso
 OUT = Path(__file__).resolve().parent / "out"
 TARGET_CLASS = 285
 LAYER = "head.act"
-ROWS = ("saliency", "grad_cam", "integrated_gradients", "smoothgrad")
+ROWS = ("saliency", "grad_cam", "integrated_gradients", "integrated_gradients_fewer", "smoothgrad")
+#: integrated_gradients_fewer: Lantern's rule and points that match Captum's 50
+#: Gauss–Legendre points in map quality (bench/ig_rules.py, bench/RESULTS.md)
+FEWER_STEPS, FEWER_RULE = 40, "riemann_middle"
+#: the converged integral the quality of both IG maps is measured against
+REFERENCE_STEPS = 1024
 
 
 @dataclass
@@ -213,6 +222,16 @@ def main(argv: list[str] | None = None) -> int:
                 {"steps": 50, "method": "gausslegendre", "baseline": "zero", "reduce": "signed"},
             ),
         ),
+        "integrated_gradients_fewer": (
+            "IntegratedGradients 50 gausslegendre, black, sum over channels",
+            cap_ig,
+            f"steps {FEWER_STEPS} {FEWER_RULE}, baseline zero, signed",
+            lantern(
+                "integrated_gradients",
+                {"steps": FEWER_STEPS, "method": FEWER_RULE, "baseline": "zero",
+                 "reduce": "signed"},
+            ),
+        ),
         "smoothgrad": (
             f"NoiseTunnel(Saliency) 25, stdevs {stdev:.3f}, max over channels",
             cap_smoothgrad,
@@ -256,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{min(r.captum_s) * 1e3:.1f} | {min(r.lantern_s) * 1e3:.1f} | {cm / lm:.2f}× | "
             f"{r.r:.6f} |"
         )
+    if "integrated_gradients_fewer" in ours:
+        ig_quality(model, image, target)
     if "smoothgrad" in ours:
         our_map = ours["smoothgrad"][1]  # average abs: the mean of |grad|
         our_mean = lantern(
@@ -279,6 +300,35 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
+
+
+def ig_quality(model: Any, image: Any, target: int) -> None:
+    """Untimed: Captum's 50 Gauss–Legendre points and Lantern's fewer points against the
+    converged integral (a 1024-point midpoint map), and each one's completeness error."""
+    from engine.methods.base import no_progress
+    from engine.methods.registry import get_method
+    from engine.objectives import class_score
+
+    spec = get_method("integrated_gradients")
+
+    def run(steps: int, rule: str) -> Any:
+        params = spec.parse_params({"steps": steps, "method": rule, "baseline": "zero",
+                                    "reduce": "signed"})
+        return spec.fn(model, image, class_score(model, target, params), params, no_progress)
+
+    ref = run(REFERENCE_STEPS, "riemann_middle").values
+    gl = run(50, "gausslegendre")  # Captum's map to r 0.999999 (the table's first IG row)
+    fewer = run(FEWER_STEPS, FEWER_RULE)
+    print(
+        f"\nintegrated gradients against the converged integral ({REFERENCE_STEPS}-point "
+        f"midpoint map; untimed):\n"
+        f"  50 gausslegendre (Captum's default, = Lantern's to the r above): r "
+        f"{pearson(gl.values, ref):.5f}, completeness error "
+        f"{100 * gl.extras['completeness_error']:.2f} %\n"
+        f"  {FEWER_STEPS} {FEWER_RULE} (Lantern, the _fewer row): r "
+        f"{pearson(fewer.values, ref):.5f}, completeness error "
+        f"{100 * fewer.extras['completeness_error']:.2f} %"
+    )
 
 
 if __name__ == "__main__":

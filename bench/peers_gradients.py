@@ -22,9 +22,10 @@ Pairs (Captum ↔ Lantern):
   normalised black image, summed over channels ↔ integrated_gradients steps 50,
   gausslegendre, baseline zero (black pixels), reduce signed;
 * integrated_gradients_fewer: the same Captum call ↔ Lantern's integrated_gradients with
-  the midpoint rule at 40 points, which on the bundled photos matches Gauss–Legendre's map
-  quality at 50 (``bench/ig_rules.py``); untimed, both maps' Pearson r with a 1024-point
-  midpoint map (the converged integral) and their completeness errors are printed;
+  the midpoint rule at 40 points, which on ten bundled photos matches Gauss–Legendre at 50
+  on completeness error and falls 0.0006 short of it on map r (``bench/ig_rules.py``);
+  untimed, both maps' Pearson r with a 1024-point midpoint map (the converged integral)
+  and their completeness errors are printed;
 * smoothgrad: ``NoiseTunnel(Saliency)`` smoothgrad, nt_samples 25, stdevs
   0.15 × (x.max() − x.min()): the mean of |grad|, max over channels ↔ smoothgrad samples 25,
   noise 0.15, average abs, reduce abs_max (the mean of |grad|, max over channels: the same
@@ -70,7 +71,7 @@ TARGET_CLASS = 285
 LAYER = "head.act"
 ROWS = ("saliency", "grad_cam", "integrated_gradients", "integrated_gradients_fewer", "smoothgrad")
 #: integrated_gradients_fewer: Lantern's rule and points that match Captum's 50
-#: Gauss–Legendre points in map quality (bench/ig_rules.py, bench/RESULTS.md)
+#: Gauss–Legendre points on completeness error (bench/ig_rules.py, bench/RESULTS.md)
 FEWER_STEPS, FEWER_RULE = 40, "riemann_middle"
 #: the converged integral the quality of both IG maps is measured against
 REFERENCE_STEPS = 1024

@@ -25,26 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from time_to_quality import pearson, photo
 
 OUT = Path(__file__).resolve().parent / "out"
 IMAGES = ("chelsea,astronaut,coffee,rocket,camera,retina,immunohistochemistry,colorwheel,"
           "coins,hubble_deep_field")
-
-
-def pearson(a: Any, b: Any) -> float:
-    x = np.asarray(a, np.float64).ravel()
-    y = np.asarray(b, np.float64).ravel()
-    x, y = x - x.mean(), y - y.mean()
-    return float(x @ y / np.sqrt((x @ x) * (y @ y)))
-
-
-def photo(name: str) -> Any:
-    from skimage import data
-
-    img = getattr(data, name)()
-    if img.ndim == 2:
-        img = np.stack([img] * 3, axis=-1)
-    return img[..., :3]
 
 
 def main(argv: list[str] | None = None) -> int:
